@@ -1,0 +1,158 @@
+import { DispatcherError } from '../errors.js';
+import { type Family, familyBits, formatAddress, maskWords, parseAddress } from './address.js';
+
+export type Protocol = 'tcp' | 'udp';
+export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp'];
+
+/** The JSON shape of a binding, as the control API and `--json` output give it. */
+export interface BindingJSON {
+  label: string;
+  protocol: Protocol;
+  prefix: string;
+  port: number;
+}
+
+const LABEL = /^[A-Za-z0-9._-]{1,64}$/;
+
+/**
+ * `(protocol, prefix, port) -> label`. The prefix is held as four int32 fields rather than an array: at a
+ * million bindings a typed array per binding would cost more than the binding itself.
+ */
+export class Binding {
+  readonly label: string;
+  readonly protocol: Protocol;
+  readonly family: Family;
+  /** Prefix length in bits. */
+  readonly length: number;
+  /** 0 means every port. */
+  readonly port: number;
+  readonly #w0: number;
+  readonly #w1: number;
+  readonly #w2: number;
+  readonly #w3: number;
+
+  constructor(label: string, protocol: Protocol, family: Family, words: ArrayLike<number>, length: number, port: number) {
+    this.label = label;
+    this.protocol = protocol;
+    this.family = family;
+    this.length = length;
+    this.port = port;
+    this.#w0 = words[0]! | 0;
+    this.#w1 = family === 6 ? words[1]! | 0 : 0;
+    this.#w2 = family === 6 ? words[2]! | 0 : 0;
+    this.#w3 = family === 6 ? words[3]! | 0 : 0;
+  }
+
+  /** Word `i` of the (masked) prefix address, unsigned. */
+  word(i: number): number {
+    return (i === 0 ? this.#w0 : i === 1 ? this.#w1 : i === 2 ? this.#w2 : this.#w3) >>> 0;
+  }
+
+  get prefix(): string {
+    return `${formatAddress(this.family, [this.word(0), this.word(1), this.word(2), this.word(3)])}/${this.length}`;
+  }
+
+  /** True when both name the same (protocol, prefix, port), whatever their labels. */
+  sameKey(other: Binding): boolean {
+    return this.protocol === other.protocol && this.port === other.port && this.samePrefix(other);
+  }
+
+  samePrefix(other: Binding): boolean {
+    return (
+      this.family === other.family &&
+      this.length === other.length &&
+      this.#w0 === other.#w0 &&
+      this.#w1 === other.#w1 &&
+      this.#w2 === other.#w2 &&
+      this.#w3 === other.#w3
+    );
+  }
+
+  withLabel(label: string): Binding {
+    return new Binding(label, this.protocol, this.family, [this.word(0), this.word(1), this.word(2), this.word(3)], this.length, this.port);
+  }
+
+  toJSON(): BindingJSON {
+    return { label: this.label, protocol: this.protocol, prefix: this.prefix, port: this.port };
+  }
+
+  toString(): string {
+    return `${this.protocol} ${this.prefix} port ${this.port === 0 ? '0 (every port)' : this.port} -> ${this.label}`;
+  }
+}
+
+export function parseLabel(value: unknown): string {
+  if (typeof value !== 'string' || !LABEL.test(value)) {
+    throw new DispatcherError('ERR_LABEL', `label ${show(value)} is not 1-64 characters of A-Z a-z 0-9 . _ -`);
+  }
+  return value;
+}
+
+export function parseProtocol(value: unknown): Protocol {
+  if (value !== 'tcp' && value !== 'udp') {
+    throw new DispatcherError('ERR_PROTOCOL', `protocol ${show(value)} is not "tcp" or "udp"`);
+  }
+  return value;
+}
+
+/** Accepts an integer, or (from a command line or query string) a string of decimal digits. */
+export function parsePort(value: unknown): number {
+  const n = typeof value === 'string' && /^[0-9]{1,5}$/.test(value) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new DispatcherError('ERR_PORT', `port ${show(value)} is not a whole number from 0 to 65535 (0 means every port)`);
+  }
+  return n;
+}
+
+export interface Prefix {
+  readonly family: Family;
+  readonly words: Uint32Array;
+  readonly length: number;
+}
+
+/** `addr` or `addr/len`; host bits are cleared, so `127.0.0.1/24` becomes `127.0.0.0/24`. */
+export function parsePrefix(value: unknown): Prefix {
+  if (typeof value !== 'string') {
+    throw new DispatcherError('ERR_PREFIX', `prefix ${show(value)} is not a string such as 192.0.2.0/24 or 2001:db8::/32`);
+  }
+  const slash = value.indexOf('/');
+  const addressText = slash === -1 ? value : value.slice(0, slash);
+  let address;
+  try {
+    address = parseAddress(addressText, 'refuse');
+  } catch (err) {
+    throw new DispatcherError('ERR_PREFIX', `prefix ${show(value)}: ${(err as Error).message}`);
+  }
+  const max = familyBits(address.family);
+  let length = max;
+  if (slash !== -1) {
+    const lengthText = value.slice(slash + 1);
+    length = /^[0-9]{1,3}$/.test(lengthText) ? Number(lengthText) : NaN;
+    if (!(length >= 0 && length <= max)) {
+      throw new DispatcherError('ERR_PREFIX', `prefix ${show(value)}: mask "/${lengthText}" is not a length from 0 to ${max}`);
+    }
+  }
+  return { family: address.family, words: maskWords(address.words, length), length };
+}
+
+export interface BindingInput {
+  label: unknown;
+  protocol: unknown;
+  prefix: unknown;
+  port: unknown;
+}
+
+/** Validates every field; the first that is wrong is named in the error. */
+export function parseBinding(input: BindingInput): Binding {
+  const label = parseLabel(input.label);
+  const protocol = parseProtocol(input.protocol);
+  const prefix = parsePrefix(input.prefix);
+  const port = parsePort(input.port);
+  return new Binding(label, protocol, prefix.family, prefix.words, prefix.length, port);
+}
+
+export function show(value: unknown): string {
+  if (value === undefined) return '(missing)';
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}

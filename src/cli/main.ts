@@ -1,0 +1,164 @@
+import { readFile } from 'node:fs/promises';
+import yargs, { type Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { type BindingJSON, parseBinding, parsePort, parseProtocol } from '../bindings/binding.js';
+import { parseBindingsText } from '../bindings/file.js';
+import { ControlClient } from '../control/client.js';
+import { DEFAULT_CONTROL_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
+import { DispatcherError } from '../errors.js';
+import { VERSION } from '../version.js';
+import { formatColumns, formatStatus } from './format.js';
+
+/** Exit codes: 0 done, 1 `lookup` found nothing, 2 an error (bad input, daemon unreachable, refused). */
+const EXIT_ERROR = 2;
+
+// The global --control option; yargs' nested command builders do not carry its type.
+const client = (argv: { [key: string]: unknown }): ControlClient => new ControlClient(String(argv['control']));
+const print = (text: string): void => void process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+const printJSON = (value: unknown): void => print(JSON.stringify(value, null, 2));
+const bindingRow = (b: BindingJSON): string[] => [b.label, b.protocol, b.prefix, String(b.port)];
+const BINDING_HEADER = ['LABEL', 'PROTOCOL', 'PREFIX', 'PORT'];
+const describe = (b: BindingJSON): string => `${b.protocol} ${b.prefix} port ${b.port} -> ${b.label}`;
+
+function bindingArgs(y: Argv): Argv {
+  return y
+    .positional('label', { type: 'string', describe: 'the label: 1-64 of A-Z a-z 0-9 . _ -' })
+    .positional('protocol', { type: 'string', describe: 'tcp or udp' })
+    .positional('prefix', { type: 'string', describe: 'IPv4 or IPv6 CIDR; a bare address is /32 or /128' })
+    .positional('port', { type: 'string', default: '0', describe: '1-65535, or 0 for every port' });
+}
+
+/** Validated here for a quick, local error; the daemon validates again. */
+function bindingFromArgs(argv: Record<string, unknown>): BindingJSON {
+  return parseBinding({ label: argv['label'], protocol: argv['protocol'], prefix: argv['prefix'], port: parsePort(argv['port']) }).toJSON();
+}
+
+export async function main(args: string[]): Promise<void> {
+  await yargs(args)
+    .scriptName('dispatcher')
+    .version(VERSION)
+    .parserConfiguration({ 'parse-numbers': false, 'parse-positional-numbers': false })
+    .option('control', {
+      type: 'string',
+      default: process.env['DISPATCHER_CONTROL'] ?? DEFAULT_CONTROL_PATH,
+      describe: 'control socket (env DISPATCHER_CONTROL)',
+      global: true,
+    })
+    .command(
+      'daemon',
+      'run the daemon',
+      (y) => y.option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where the bindings are kept' }),
+      async (argv) => {
+        // Loaded only here: the other commands need none of the daemon's code.
+        const { Daemon } = await import('../daemon/daemon.js');
+        const daemon = await Daemon.start({ controlPath: argv.control, stateDir: argv['state-dir'] });
+        for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+          process.once(signal, () => {
+            daemon.log.info({ signal }, 'shutting down');
+            daemon.stop().then(() => process.exit(0), () => process.exit(1));
+          });
+        }
+      },
+    )
+    .command('bind', 'change and show the bindings', (y) =>
+      y
+        .command('add <label> <protocol> <prefix> [port]', 'bind (protocol, prefix, port) to a label; replaces the label of an equal binding', bindingArgs, async (argv) => {
+          const res = await client(argv).call<{ binding: BindingJSON; replaced: BindingJSON | null }>('POST', '/bindings', {
+            body: JSON.stringify(bindingFromArgs(argv)),
+          });
+          print(`added ${describe(res.binding)}${res.replaced && res.replaced.label !== res.binding.label ? ` (was -> ${res.replaced.label})` : ''}`);
+        })
+        .command('rm <label> <protocol> <prefix> [port]', 'remove a binding (the label must match)', bindingArgs, async (argv) => {
+          const res = await client(argv).call<{ removed: BindingJSON }>('DELETE', '/bindings', { body: JSON.stringify(bindingFromArgs(argv)) });
+          print(`removed ${describe(res.removed)}`);
+        })
+        .command(
+          'list',
+          'list bindings in precedence-friendly order; filters combine',
+          (y) =>
+            y
+              .option('label', { type: 'string' })
+              .option('protocol', { type: 'string' })
+              .option('prefix', { type: 'string', describe: 'only bindings whose prefix lies within this one' })
+              .option('port', { type: 'string' })
+              .option('json', { type: 'boolean', default: false }),
+          async (argv) => {
+            const res = await client(argv).call<{ bindings: BindingJSON[] }>('GET', '/bindings', {
+              query: {
+                label: argv.label,
+                protocol: argv.protocol === undefined ? undefined : parseProtocol(argv.protocol),
+                prefix: argv.prefix,
+                port: argv.port === undefined ? undefined : parsePort(argv.port),
+              },
+            });
+            if (argv.json) printJSON(res);
+            else print(formatColumns([BINDING_HEADER, ...res.bindings.map(bindingRow)]));
+          },
+        )
+        .command(
+          'load <file>',
+          'replace all bindings with a file\'s, atomically',
+          (y) => y.positional('file', { type: 'string', demandOption: true }).option('dry-run', { type: 'boolean', default: false }),
+          async (argv) => {
+            const text = await readFile(argv.file, 'utf8').catch((err: Error) => {
+              throw new DispatcherError('ERR_BINDINGS_FILE', `cannot read ${argv.file}: ${err.message}`);
+            });
+            parseBindingsText(text, argv.file);
+            const dryRun = argv['dry-run'];
+            const res = await client(argv).call<{ added: BindingJSON[]; removed: BindingJSON[] }>('PUT', '/bindings', {
+              query: { dry_run: dryRun ? 'true' : undefined },
+              body: text,
+            });
+            const lines = [...res.removed.map((b) => `- ${describe(b)}`), ...res.added.map((b) => `+ ${describe(b)}`)];
+            lines.push(`${dryRun ? 'would add' : 'added'} ${res.added.length}, ${dryRun ? 'would remove' : 'removed'} ${res.removed.length}`);
+            print(lines.join('\n'));
+          },
+        )
+        .command('export', 'print every binding as a bindings file (export | load is a no-op)', {}, async (argv) => {
+          printJSON(await client(argv).call('GET', '/bindings'));
+        })
+        .demandCommand(1, 'name a bind command: add, rm, list, load or export'),
+    )
+    .command(
+      'lookup <protocol> <ip> <port>',
+      'which label and binding would receive this traffic (exit 1 if none)',
+      (y) =>
+        y
+          .positional('protocol', { type: 'string', demandOption: true })
+          .positional('ip', { type: 'string', demandOption: true })
+          .positional('port', { type: 'string', demandOption: true })
+          .option('json', { type: 'boolean', default: false }),
+      async (argv) => {
+        try {
+          const res = await client(argv).call<{ label: string; binding: BindingJSON }>('GET', '/lookup', {
+            query: { protocol: parseProtocol(argv.protocol), address: argv.ip, port: parsePort(argv.port) },
+          });
+          if (argv.json) printJSON(res);
+          else print(`${res.label}\t(${describe(res.binding)})`);
+        } catch (err) {
+          if (!(err instanceof DispatcherError) || err.code !== 'ERR_NO_MATCH') throw err;
+          if (argv.json) printJSON({ label: null, binding: null });
+          else print(err.message);
+          process.exitCode = 1;
+        }
+      },
+    )
+    .command('status', 'the daemon at a glance', (y) => y.option('json', { type: 'boolean', default: false }), async (argv) => {
+      const status = await client(argv).call<Record<string, unknown>>('GET', '/status');
+      print(argv.json ? JSON.stringify(status, null, 2) : formatStatus(status));
+    })
+    .demandCommand(1, 'name a command')
+    .strict()
+    .help()
+    .fail((message, err) => {
+      if (err) throw err;
+      process.stderr.write(`dispatcher: ${message}\nRun "dispatcher --help" for usage.\n`);
+      process.exit(EXIT_ERROR);
+    })
+    .parseAsync();
+}
+
+main(hideBin(process.argv)).catch((err: unknown) => {
+  process.stderr.write(`dispatcher: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(EXIT_ERROR);
+});

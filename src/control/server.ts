@@ -1,0 +1,196 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { type Binding, parseBinding, parsePort, parseProtocol } from '../bindings/binding.js';
+import { parseBindingsText } from '../bindings/file.js';
+import { type Filter } from '../bindings/order.js';
+import { DispatcherError, type ErrorCode } from '../errors.js';
+import { type Diff } from '../table/table.js';
+import { API_PREFIX, type ErrorBody } from './protocol.js';
+
+/** What the control API drives; the daemon implements it. */
+export interface ControlHandlers {
+  list(filter: Filter): Binding[];
+  add(binding: Binding): Promise<{ binding: Binding; replaced: Binding | undefined }>;
+  remove(binding: Binding): Promise<Binding>;
+  replace(bindings: Binding[], dryRun: boolean): Promise<Diff>;
+  lookup(protocol: 'tcp' | 'udp', address: string, port: number): Binding | undefined;
+  status(): Record<string, unknown>;
+}
+
+export interface ControlServerOptions {
+  /** Largest request body accepted; a 1M-binding file is about 70 MiB. */
+  maxBodyBytes?: number;
+}
+
+const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
+  ERR_NO_BINDING: 404,
+  ERR_NO_MATCH: 404,
+  ERR_NOT_FOUND: 404,
+  ERR_LABEL_MISMATCH: 409,
+  ERR_STATE: 500,
+};
+
+class HttpError extends DispatcherError {
+  constructor(
+    readonly status: number,
+    code: ErrorCode,
+    message: string,
+  ) {
+    super(code, message);
+  }
+}
+
+export function createControlServer(handlers: ControlHandlers, options: ControlServerOptions = {}): Server {
+  const maxBody = options.maxBodyBytes ?? 128 * 1024 * 1024;
+  const server = createServer((req, res) => {
+    route(handlers, req, maxBody).then(
+      (body) => reply(res, 200, body),
+      (err: unknown) => {
+        if (err instanceof HttpError) return reply(res, err.status, errorBody(err.code, err.message));
+        if (err instanceof DispatcherError) return reply(res, STATUS_BY_CODE[err.code] ?? 400, errorBody(err.code, err.message));
+        reply(res, 500, errorBody('ERR_INTERNAL', (err as Error).message));
+      },
+    );
+  });
+  // A slow or stuck client must not hold a connection forever.
+  server.requestTimeout = 60_000;
+  server.headersTimeout = 10_000;
+  return server;
+}
+
+async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number): Promise<unknown> {
+  const url = new URL(req.url ?? '/', 'http://dispatcher');
+  const path = url.pathname.startsWith(API_PREFIX) ? url.pathname.slice(API_PREFIX.length) : '';
+  const q = url.searchParams;
+  const key = `${req.method} ${path}`;
+  switch (key) {
+    case 'GET /bindings':
+      return {
+        bindings: h.list({
+          label: q.get('label') ?? undefined,
+          protocol: q.has('protocol') ? parseProtocol(q.get('protocol')) : undefined,
+          prefix: q.get('prefix') ?? undefined,
+          port: q.has('port') ? parsePort(q.get('port')) : undefined,
+        }),
+      };
+    case 'POST /bindings': {
+      const { binding, replaced } = await h.add(parseBinding(await readJSON(req, maxBody)));
+      return { binding, replaced: replaced ?? null };
+    }
+    case 'DELETE /bindings':
+      return { removed: await h.remove(parseBinding(await readJSON(req, maxBody))) };
+    case 'PUT /bindings': {
+      const bindings = parseBindingsText(await readBody(req, maxBody), 'request body');
+      const dryRun = q.get('dry_run') === 'true';
+      return { dry_run: dryRun, ...(await h.replace(bindings, dryRun)) };
+    }
+    case 'GET /lookup': {
+      const protocol = parseProtocol(q.get('protocol') ?? undefined);
+      const port = parsePort(q.get('port') ?? undefined);
+      const address = q.get('address') ?? '';
+      const binding = h.lookup(protocol, address, port);
+      if (binding === undefined) throw new DispatcherError('ERR_NO_MATCH', `no binding receives ${protocol} ${address} port ${port}`);
+      return { label: binding.label, binding };
+    }
+    case 'GET /status':
+      return h.status();
+    default:
+      if (['/bindings', '/lookup', '/status'].includes(path)) {
+        throw new HttpError(405, 'ERR_REQUEST', `${req.method} is not allowed on ${API_PREFIX}${path}`);
+      }
+      throw new HttpError(404, 'ERR_NOT_FOUND', `no endpoint ${req.method} ${url.pathname} (see docs/control-api.md)`);
+  }
+}
+
+async function readBody(req: IncomingMessage, maxBody: number): Promise<string> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > maxBody) {
+    req.resume();
+    throw new HttpError(413, 'ERR_REQUEST', `request body of ${declared} bytes is over the limit of ${maxBody}`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > maxBody) {
+      req.destroy();
+      throw new HttpError(413, 'ERR_REQUEST', `request body is over the limit of ${maxBody} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function readJSON(req: IncomingMessage, maxBody: number): Promise<{ label: unknown; protocol: unknown; prefix: unknown; port: unknown }> {
+  const text = await readBody(req, maxBody);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new DispatcherError('ERR_REQUEST', `request body is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new DispatcherError('ERR_REQUEST', 'request body is not a JSON object {"label", "protocol", "prefix", "port"}');
+  }
+  const fields = value as Record<string, unknown>;
+  for (const k of Object.keys(fields)) {
+    if (!['label', 'protocol', 'prefix', 'port'].includes(k)) {
+      throw new DispatcherError('ERR_REQUEST', `unknown field "${k}" (allowed: label, protocol, prefix, port)`);
+    }
+  }
+  return { label: fields['label'], protocol: fields['protocol'], prefix: fields['prefix'], port: fields['port'] ?? 0 };
+}
+
+function errorBody(code: string, message: string): ErrorBody {
+  return { error: { code, message } };
+}
+
+function reply(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body) + '\n';
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/**
+ * Listens on a Unix socket with mode 0660. Refuses while another daemon answers on the path; a socket
+ * file nobody answers on (left by a dead daemon) is replaced. Anything else at the path is left alone.
+ */
+export async function listenUnix(server: Server, path: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+  const existing = await lstat(path).catch(() => undefined);
+  if (existing !== undefined) {
+    if (!existing.isSocket()) {
+      throw new DispatcherError('ERR_ALREADY_RUNNING', `${path} exists and is not a socket; refusing to replace it`);
+    }
+    if (await answers(path)) {
+      throw new DispatcherError('ERR_ALREADY_RUNNING', `another daemon is listening on ${path}`);
+    }
+    await unlink(path);
+  }
+  const umask = process.umask(0o117);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } finally {
+    process.umask(umask);
+  }
+  await chmod(path, 0o660);
+}
+
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}

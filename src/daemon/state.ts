@@ -1,0 +1,72 @@
+import { open, readFile, rename, unlink, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Binding } from '../bindings/binding.js';
+import { formatBindingsFile, parseBindingsDocument } from '../bindings/file.js';
+import { DispatcherError } from '../errors.js';
+
+/**
+ * The state file: what a restarted daemon starts from. Written whole on every change (temporary file,
+ * fsync, rename, fsync of the directory), so a crash leaves the old file or the new one, never a torn one.
+ */
+export const STATE_VERSION = 1;
+
+export class StateFile {
+  readonly path: string;
+  readonly #dir: string;
+
+  constructor(dir: string) {
+    this.#dir = dir;
+    this.path = join(dir, 'state.json');
+  }
+
+  /** The saved bindings; none if no state was ever saved. A corrupt file is an error, never replaced. */
+  async load(): Promise<Binding[]> {
+    let text: string;
+    try {
+      text = await readFile(this.path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw new DispatcherError('ERR_STATE', `cannot read state file ${this.path}: ${(err as Error).message}`);
+    }
+    const corrupt = (why: string): DispatcherError =>
+      new DispatcherError('ERR_STATE', `state file ${this.path} is corrupt (${why}); fix or move it away, the daemon will not overwrite it`);
+    let doc: unknown;
+    try {
+      doc = JSON.parse(text);
+    } catch (err) {
+      throw corrupt((err as Error).message);
+    }
+    if (typeof doc !== 'object' || doc === null || (doc as { version?: unknown }).version !== STATE_VERSION) {
+      throw corrupt(`expected an object with "version": ${STATE_VERSION}`);
+    }
+    const { version: _version, ...rest } = doc as Record<string, unknown>;
+    try {
+      return parseBindingsDocument(rest, 'state');
+    } catch (err) {
+      throw corrupt((err as Error).message);
+    }
+  }
+
+  async save(bindings: readonly Binding[]): Promise<void> {
+    await mkdir(this.#dir, { recursive: true, mode: 0o750 });
+    const tmp = `${this.path}.${process.pid}.tmp`;
+    const text = JSON.stringify({ version: STATE_VERSION, ...formatBindingsFile(bindings) }) + '\n';
+    const file = await open(tmp, 'w', 0o640);
+    try {
+      await file.writeFile(text);
+      await file.sync();
+    } catch (err) {
+      await file.close();
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+    await file.close();
+    await rename(tmp, this.path);
+    const dir = await open(this.#dir, 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  }
+}

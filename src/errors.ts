@@ -1,0 +1,33 @@
+/**
+ * Every error the dispatcher reports on purpose carries a stable `code`, so the control API, the CLI and
+ * tests can tell them apart without matching on text (as undici and Node do).
+ */
+export type ErrorCode =
+  | 'ERR_PROTOCOL'
+  | 'ERR_PREFIX'
+  | 'ERR_PORT'
+  | 'ERR_LABEL'
+  | 'ERR_ADDRESS'
+  | 'ERR_BINDINGS_FILE'
+  | 'ERR_NO_BINDING'
+  | 'ERR_LABEL_MISMATCH'
+  | 'ERR_NO_MATCH'
+  | 'ERR_REQUEST'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_STATE'
+  | 'ERR_ALREADY_RUNNING'
+  | 'ERR_DAEMON_UNREACHABLE';
+
+export class DispatcherError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = 'DispatcherError';
+    this.code = code;
+  }
+}
+
+export function isDispatcherError(err: unknown): err is DispatcherError {
+  return err instanceof DispatcherError;
+}
