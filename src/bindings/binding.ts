@@ -95,13 +95,17 @@ export function parseProtocol(value: unknown): Protocol {
   return value;
 }
 
-/** Accepts an integer, or (from a command line or query string) a string of decimal digits. */
+/** A port in JSON: an integer 0-65535. */
 export function parsePort(value: unknown): number {
-  const n = typeof value === 'string' && /^[0-9]{1,5}$/.test(value) ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65535) {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 65535) {
     throw new DispatcherError('ERR_PORT', `port ${show(value)} is not a whole number from 0 to 65535 (0 means every port)`);
   }
-  return n;
+  return value;
+}
+
+/** A port from a command line or query string: decimal digits only. */
+export function parsePortText(value: unknown): number {
+  return parsePort(typeof value === 'string' && /^[0-9]{1,5}$/.test(value) ? Number(value) : value);
 }
 
 export interface Prefix {

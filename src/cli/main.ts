@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { type BindingJSON, parseBinding, parsePort, parseProtocol } from '../bindings/binding.js';
+import { type BindingJSON, parseBinding, parsePortText, parseProtocol } from '../bindings/binding.js';
 import { parseBindingsText } from '../bindings/file.js';
 import { ControlClient } from '../control/client.js';
 import { DEFAULT_CONTROL_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
@@ -30,7 +30,7 @@ function bindingArgs(y: Argv): Argv {
 
 /** Validated here for a quick, local error; the daemon validates again. */
 function bindingFromArgs(argv: Record<string, unknown>): BindingJSON {
-  return parseBinding({ label: argv['label'], protocol: argv['protocol'], prefix: argv['prefix'], port: parsePort(argv['port']) }).toJSON();
+  return parseBinding({ label: argv['label'], protocol: argv['protocol'], prefix: argv['prefix'], port: parsePortText(argv['port']) }).toJSON();
 }
 
 export async function main(args: string[]): Promise<void> {
@@ -88,7 +88,7 @@ export async function main(args: string[]): Promise<void> {
                 label: argv.label,
                 protocol: argv.protocol === undefined ? undefined : parseProtocol(argv.protocol),
                 prefix: argv.prefix,
-                port: argv.port === undefined ? undefined : parsePort(argv.port),
+                port: argv.port === undefined ? undefined : parsePortText(argv.port),
               },
             });
             if (argv.json) printJSON(res);
@@ -131,7 +131,7 @@ export async function main(args: string[]): Promise<void> {
       async (argv) => {
         try {
           const res = await client(argv).call<{ label: string; binding: BindingJSON }>('GET', '/lookup', {
-            query: { protocol: parseProtocol(argv.protocol), address: argv.ip, port: parsePort(argv.port) },
+            query: { protocol: parseProtocol(argv.protocol), address: argv.ip, port: parsePortText(argv.port) },
           });
           if (argv.json) printJSON(res);
           else print(`${res.label}\t(${describe(res.binding)})`);

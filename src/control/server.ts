@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from 'node:net';
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { type Binding, parseBinding, parsePort, parseProtocol } from '../bindings/binding.js';
+import { type Binding, parseBinding, parsePortText, parseProtocol } from '../bindings/binding.js';
 import { parseBindingsText } from '../bindings/file.js';
 import { type Filter } from '../bindings/order.js';
 import { DispatcherError, type ErrorCode } from '../errors.js';
@@ -72,7 +72,7 @@ async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number):
           label: q.get('label') ?? undefined,
           protocol: q.has('protocol') ? parseProtocol(q.get('protocol')) : undefined,
           prefix: q.get('prefix') ?? undefined,
-          port: q.has('port') ? parsePort(q.get('port')) : undefined,
+          port: q.has('port') ? parsePortText(q.get('port')) : undefined,
         }),
       };
     case 'POST /bindings': {
@@ -88,7 +88,7 @@ async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number):
     }
     case 'GET /lookup': {
       const protocol = parseProtocol(q.get('protocol') ?? undefined);
-      const port = parsePort(q.get('port') ?? undefined);
+      const port = parsePortText(q.get('port') ?? undefined);
       const address = q.get('address') ?? '';
       const binding = h.lookup(protocol, address, port);
       if (binding === undefined) throw new DispatcherError('ERR_NO_MATCH', `no binding receives ${protocol} ${address} port ${port}`);

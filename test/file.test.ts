@@ -1,0 +1,28 @@
+import t from 'tap';
+import { formatBindingsFile, parseBindingsText } from '../src/bindings/file.js';
+
+t.test('an entry without protocol applies to tcp and udp (Tubular files load unchanged)', async (t) => {
+  const bindings = parseBindingsText(JSON.stringify({ bindings: [{ label: 'foo', prefix: '127.0.0.1/32', port: 8080 }, { label: 'bar', prefix: '::1', port: 0, protocol: 'udp' }] }));
+  t.same(bindings.map(String), ['tcp 127.0.0.1/32 port 8080 -> foo', 'udp 127.0.0.1/32 port 8080 -> foo', 'udp ::1/128 port 0 (every port) -> bar']);
+  t.same(parseBindingsText(JSON.stringify(formatBindingsFile(bindings))).map(String), bindings.map(String), 'format | parse round trip');
+});
+
+t.test('every kind of bad file is refused with what and where', async (t) => {
+  const cases: [string, RegExp][] = [
+    ['{', /not valid JSON/],
+    ['[]', /not an object with a "bindings" array/],
+    ['{"bindings": {}}', /"bindings" is not an array/],
+    ['{"bindings": [], "extra": 1}', /unknown field "extra"/],
+    ['{"bindings": [1]}', /bindings\[0\] is not an object/],
+    ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24"}]}', /bindings\[0\]: "port" is required/],
+    ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": 1, "weight": 2}]}', /bindings\[0\]: unknown field "weight"/],
+    ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": "80"}]}', /bindings\[0\]: port "80"/],
+    ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": 1, "protocol": "sctp"}]}', /bindings\[0\]: protocol "sctp"/],
+    ['{"bindings": [{"label": "a", "label": "b", "prefix": "192.0.2.0/24", "port": 1}]}', /duplicate key "label" at line 1, column 30/],
+    ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": 1}, {"label": "b", "prefix": "192.0.2.9/24", "port": 1, "protocol": "udp"}]}', /bindings\[1\]: udp 192.0.2.0\/24 port 1 is already bound by bindings\[0\]/],
+    ['{"bindings": [{"label": "a", "prefix": "::ffff:1.2.3.4", "port": 1}]}', /IPv4-mapped/],
+    ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": NaN}]}', /not valid JSON/],
+  ];
+  for (const [text, re] of cases) t.throws(() => parseBindingsText(text, 'f.json'), { code: 'ERR_BINDINGS_FILE', message: re }, text);
+  t.throws(() => parseBindingsText('{', 'f.json'), { message: /^f\.json: / }, 'errors name the file');
+});
