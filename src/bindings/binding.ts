@@ -97,15 +97,19 @@ export function parseProtocol(value: unknown): Protocol {
 
 /** A port in JSON: an integer 0-65535. */
 export function parsePort(value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 65535) {
-    throw new DispatcherError('ERR_PORT', `port ${show(value)} is not a whole number from 0 to 65535 (0 means every port)`);
-  }
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 65535) throw portError(value);
   return value;
 }
 
 /** A port from a command line or query string: decimal digits only. */
 export function parsePortText(value: unknown): number {
-  return parsePort(typeof value === 'string' && /^[0-9]{1,5}$/.test(value) ? Number(value) : value);
+  const n = typeof value === 'string' && /^[0-9]{1,5}$/.test(value) ? Number(value) : NaN;
+  if (!(n <= 65535)) throw portError(value);
+  return n;
+}
+
+function portError(value: unknown): DispatcherError {
+  return new DispatcherError('ERR_PORT', `port ${show(value)} is not a whole number from 0 to 65535 (0 means every port)`);
 }
 
 export interface Prefix {
