@@ -7,7 +7,11 @@ import { type ControlHandlers, createControlServer, listenUnix } from '../contro
 import { DEFAULT_CONTROL_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
 import { Table } from '../table/table.js';
 import { VERSION } from '../version.js';
+import { collectSoon } from './memory.js';
 import { StateFile } from './state.js';
+
+// A replace this large leaves enough garbage to be worth a full collection (see memory.ts).
+const LARGE_REPLACE = 100_000;
 
 export interface DaemonOptions {
   controlPath?: string;
@@ -100,6 +104,7 @@ export class Daemon {
           const next = Table.from(bindings);
           const diff = this.#table.diff(next);
           if (!dryRun && (diff.added.length > 0 || diff.removed.length > 0)) await this.#commit(next, { loaded: bindings.length, added: diff.added.length, removed: diff.removed.length });
+          if (bindings.length >= LARGE_REPLACE) collectSoon();
           return diff;
         }),
       lookup: (protocol, address, port) => this.#table.lookup(protocol, address, port),

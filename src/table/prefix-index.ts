@@ -18,8 +18,8 @@
  *   buckets[2b] >= 0:  search boundaries buckets[2b] .. buckets[2b+1]
  *   buckets[2b] <  0:  the whole bucket answers -buckets[2b] - 2   (-1: no match)
  *
- * 2^(ceil(log2 m) + 1) buckets measured fastest at 100k random bindings (`npm run bench:table`); the cap of
- * 2^21 keeps the table at 16 MiB.
+ * 2^ceil(log2 m) buckets (one or two boundaries each) measured fastest at 100k random bindings, against
+ * twice and four times as many and half as many (`npm run bench:table`); the cap of 2^21 keeps the table at 16 MiB.
  *
  * Keys are `W` 32-bit words, most significant first: W = 1 for IPv4, 4 for IPv6.
  */
@@ -52,7 +52,7 @@ export class PrefixIndex {
     this.#starts = starts;
     this.#values = values;
     const skip = m > 1 ? commonPrefixBits(starts, words, m - 1) : 0;
-    const bits = m > 1 ? Math.max(1, Math.min(Math.ceil(Math.log2(m)) + 1, MAX_BUCKET_BITS, 32 * words - skip)) : 1;
+    const bits = m > 1 ? Math.max(1, Math.min(Math.ceil(Math.log2(m)) , MAX_BUCKET_BITS, 32 * words - skip)) : 1;
     this.#skipWord = skip >>> 5;
     this.#skipBits = skip & 31;
     this.#shift = 32 - bits;
