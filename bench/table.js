@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Binding, ControlClient, Table, formatBindingsFile } from '../dist/index.js';
 import { interleaved, si, writeResult } from './common.js';
+import { rng } from './rng.js';
 
 const require = createRequire(import.meta.url);
 const { IPTrie } = require('arkime-iptrie');
@@ -23,18 +24,6 @@ const SIZES = process.argv.includes('--daemon-only') ? [] : QUICK ? [1_000, 100_
 const ROUNDS = QUICK ? 3 : 5;
 const CASE_MS = QUICK ? 150 : 400;
 const PORTS = [80, 443, 53, 8080, 22, 8443, 25, 3306];
-
-/** mulberry32: the same bindings and queries every run. */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function mask(words, length) {
   const out = Uint32Array.from(words);
