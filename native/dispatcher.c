@@ -1,0 +1,544 @@
+// The dispatcher's native layer: only what Node has no API for. Descriptor passing (SCM_RIGHTS), peer
+// credentials (SO_PEERCRED), batch accept with the local address, SOCK_SEQPACKET sockets, reset-on-close,
+// and a readiness watcher on a raw descriptor (libuv's uv_poll) so that JavaScript can drive them.
+//
+// Ownership rules, which the typed wrapper (src/native/index.ts) documents:
+// - A call that returns a descriptor gives it to the caller; nothing here keeps a copy.
+// - sendFd never closes the descriptor it sends: on success the kernel holds a reference for the receiver
+//   and the caller closes its own; on any error (EAGAIN included) nothing was sent and the caller still owns
+//   it. A partial send cannot happen on SOCK_SEQPACKET: a message goes whole or not at all.
+// - recvMsg returns every descriptor that arrived, or closes them all and reports an error (MSG_CTRUNC,
+//   MSG_TRUNC), so a descriptor is never left open without an owner.
+// Errors come back as negative errno values from the I/O calls (the hot path must not allocate an Error),
+// and as thrown errors with `code` set to the errno name from the set-up calls.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <uv.h>
+
+// Descriptors one message may carry. The protocol sends one; a peer that sends more gets them closed.
+#define MAX_FDS 8
+
+#define CHECK(call)                                                              \
+  do {                                                                           \
+    if ((call) != napi_ok) {                                                     \
+      napi_throw_error(env, "ERR_NATIVE", "N-API call failed: " #call);          \
+      return NULL;                                                               \
+    }                                                                            \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, int err, const char *what) {
+  char message[256];
+  snprintf(message, sizeof message, "%s: %s", what, strerror(err));
+  napi_value code, msg, error;
+  const char *name = err == EADDRINUSE ? "EADDRINUSE"
+                     : err == EACCES  ? "EACCES"
+                     : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL"
+                     : err == ENOENT  ? "ENOENT"
+                     : err == ECONNREFUSED ? "ECONNREFUSED"
+                     : err == EPERM   ? "EPERM"
+                     : err == EMFILE  ? "EMFILE"
+                     : err == EINVAL  ? "EINVAL"
+                     : err == ENAMETOOLONG ? "ENAMETOOLONG"
+                     : err == EAGAIN  ? "EAGAIN"
+                                      : "ERR_SYSCALL";
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, code, msg, &error);
+  napi_value errno_value;
+  napi_create_int32(env, err, &errno_value);
+  napi_set_named_property(env, error, "errno", errno_value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int arg_int(napi_env env, napi_value v, int32_t *out) { return napi_get_value_int32(env, v, out) == napi_ok; }
+
+static napi_value int_value(napi_env env, int64_t n) {
+  napi_value v;
+  napi_create_int64(env, n, &v);
+  return v;
+}
+
+// listenInet(address: string, port: number, backlog: number, flags: number): fd
+// flags: 1 = IP_TRANSPARENT (tproxy), 2 = UDP instead of TCP. An IPv6 address gets a dual-stack socket.
+static napi_value ListenInet(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char address[64];
+  size_t len;
+  int32_t port, backlog, flags;
+  if (argc < 4 || napi_get_value_string_utf8(env, argv[0], address, sizeof address, &len) != napi_ok ||
+      !arg_int(env, argv[1], &port) || !arg_int(env, argv[2], &backlog) || !arg_int(env, argv[3], &flags)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "listenInet(address, port, backlog, flags)");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t sslen;
+  int family;
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+  if (inet_pton(AF_INET6, address, &s6->sin6_addr) == 1) {
+    family = s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    sslen = sizeof *s6;
+  } else if (inet_pton(AF_INET, address, &s4->sin_addr) == 1) {
+    family = s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    sslen = sizeof *s4;
+  } else {
+    return throw_errno(env, EINVAL, "listen address is not an IP address");
+  }
+  int udp = flags & 2;
+  int fd = socket(family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  int one = 1, zero = 0;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  if ((flags & 1) && setsockopt(fd, family == AF_INET6 ? SOL_IPV6 : SOL_IP, family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, &one, sizeof one) < 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "IP_TRANSPARENT");
+  }
+  if (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || (!udp && listen(fd, backlog) < 0)) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, udp ? "bind" : "bind/listen");
+  }
+  return int_value(env, fd);
+}
+
+static int unix_address(const char *path, struct sockaddr_un *sun) {
+  memset(sun, 0, sizeof *sun);
+  sun->sun_family = AF_UNIX;
+  if (strlen(path) >= sizeof sun->sun_path) return -1;
+  strcpy(sun->sun_path, path);
+  return 0;
+}
+
+// listenSeqpacket(path: string, backlog: number): fd. The caller has removed a stale file.
+// connectSeqpacket(path: string): fd (non-blocking once connected).
+static napi_value unix_socket(napi_env env, napi_callback_info info, int listening) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+  size_t len;
+  int32_t backlog = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok ||
+      (listening && (argc < 2 || !arg_int(env, argv[1], &backlog)))) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", listening ? "listenSeqpacket(path, backlog)" : "connectSeqpacket(path)");
+    return NULL;
+  }
+  struct sockaddr_un sun;
+  if (len >= sizeof path - 1 || unix_address(path, &sun) < 0) return throw_errno(env, ENAMETOOLONG, path);
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | (listening ? SOCK_NONBLOCK : 0), 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  int rc = listening ? bind(fd, (struct sockaddr *)&sun, sizeof sun) : connect(fd, (struct sockaddr *)&sun, sizeof sun);
+  if (rc == 0 && listening) rc = listen(fd, backlog);
+  if (rc == 0 && !listening) rc = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  if (rc < 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, path);
+  }
+  return int_value(env, fd);
+}
+
+static napi_value ListenSeqpacket(napi_env env, napi_callback_info info) { return unix_socket(env, info, 1); }
+static napi_value ConnectSeqpacket(napi_env env, napi_callback_info info) { return unix_socket(env, info, 0); }
+
+// Writes an address as [family (4|6), word0..word3, port] at out[0..5]; IPv4-mapped IPv6 becomes IPv4,
+// so the table sees the family the client really used.
+static void put_address(const struct sockaddr_storage *ss, int32_t *out) {
+  memset(out, 0, 6 * sizeof *out);
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+    out[0] = 4;
+    out[1] = (int32_t)ntohl(s4->sin_addr.s_addr);
+    out[5] = ntohs(s4->sin_port);
+  } else if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+    const uint8_t *b = s6->sin6_addr.s6_addr;
+    uint32_t w[4];
+    for (int i = 0; i < 4; i++) w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 | (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
+    if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+      out[0] = 4;
+      out[1] = (int32_t)w[3];
+    } else {
+      out[0] = 6;
+      for (int i = 0; i < 4; i++) out[1 + i] = (int32_t)w[i];
+    }
+    out[5] = ntohs(s6->sin6_port);
+  }
+}
+
+// Record layout of acceptBatch: [fd, local family, local words x4, local port, peer family, peer words x4,
+// peer port] = 13 int32s. Exported as ACCEPT_RECORD.
+#define ACCEPT_RECORD 13
+
+// acceptBatch(listenFd, out: Int32Array, max): count >= 0, or -errno if the first accept failed with
+// something other than EAGAIN. Accepted descriptors are non-blocking and close-on-exec.
+static napi_value AcceptBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t lfd, max;
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (argc < 3 || !arg_int(env, argv[0], &lfd) || !arg_int(env, argv[2], &max) ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "acceptBatch(fd, Int32Array, max)");
+    return NULL;
+  }
+  int32_t *out = data;
+  if ((size_t)max * ACCEPT_RECORD > length) max = (int32_t)(length / ACCEPT_RECORD);
+  int n = 0;
+  while (n < max) {
+    struct sockaddr_storage peer, local;
+    socklen_t plen = sizeof peer, llen = sizeof local;
+    int fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (n == 0 && errno != EAGAIN && errno != EWOULDBLOCK) return int_value(env, -errno);
+      break;
+    }
+    int32_t *r = out + n * ACCEPT_RECORD;
+    r[0] = fd;
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0) local.ss_family = AF_UNSPEC;
+    put_address(&local, r + 1);
+    put_address(&peer, r + 7);
+    n++;
+  }
+  return int_value(env, n);
+}
+
+// acceptUnix(listenFd, out: Int32Array(4)): 1 with [fd, pid, uid, gid] (SO_PEERCRED), 0 on EAGAIN, or -errno.
+static napi_value AcceptUnix(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t lfd;
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (argc < 2 || !arg_int(env, argv[0], &lfd) || napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok ||
+      type != napi_int32_array || length < 4) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "acceptUnix(fd, Int32Array(4))");
+    return NULL;
+  }
+  int fd;
+  do fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  if (fd < 0) return int_value(env, errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno);
+  struct ucred cred;
+  socklen_t clen = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+    int err = errno;
+    close(fd);
+    return int_value(env, -err);
+  }
+  int32_t *out = data;
+  out[0] = fd;
+  out[1] = cred.pid;
+  out[2] = (int32_t)cred.uid;
+  out[3] = (int32_t)cred.gid;
+  return int_value(env, 1);
+}
+
+// sendFd(sock, data: Uint8Array, fd): bytes sent, or -errno (-EAGAIN when the peer's buffer is full). With
+// fd < 0 the message carries no descriptor. Never blocks, never raises SIGPIPE, never closes `fd`.
+static napi_value SendFd(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t sock, fd;
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *data;
+  napi_value ab;
+  if (argc < 3 || !arg_int(env, argv[0], &sock) || !arg_int(env, argv[2], &fd) ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &offset) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "sendFd(sock, Uint8Array, fd)");
+    return NULL;
+  }
+  struct iovec iov = {.iov_base = data, .iov_len = length};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (fd >= 0) {
+    memset(&control, 0, sizeof control);
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  ssize_t n;
+  do n = sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return int_value(env, n < 0 ? -errno : n);
+}
+
+// recvMsg(sock, data: Uint8Array, fds: Int32Array(MAX_FDS + 1)): bytes received (0: the peer closed), or
+// -errno (-EAGAIN: nothing waiting). fds[0] is how many descriptors arrived, fds[1..] the descriptors,
+// close-on-exec. A message whose data or descriptors did not fit has every descriptor closed and gives
+// -EMSGSIZE.
+static napi_value RecvMsg(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t sock;
+  napi_typedarray_type type, ftype;
+  size_t length, flength;
+  void *data, *fdata;
+  if (argc < 3 || !arg_int(env, argv[0], &sock) || napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok ||
+      type != napi_uint8_array || napi_get_typedarray_info(env, argv[2], &ftype, &flength, &fdata, NULL, NULL) != napi_ok ||
+      ftype != napi_int32_array || flength < MAX_FDS + 1) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "recvMsg(sock, Uint8Array, Int32Array(9))");
+    return NULL;
+  }
+  int32_t *fds = fdata;
+  fds[0] = 0;
+  struct iovec iov = {.iov_base = data, .iov_len = length};
+  union {
+    char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+  ssize_t n;
+  do n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return int_value(env, -errno);
+  int count = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    for (int i = 0; i < k; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (count < MAX_FDS) fds[1 + count++] = fd;
+      else close(fd);  // cannot happen with a control buffer of MAX_FDS, but never leak
+    }
+  }
+  if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
+    for (int i = 0; i < count; i++) close(fds[1 + i]);
+    fds[0] = 0;
+    return int_value(env, -EMSGSIZE);
+  }
+  fds[0] = count;
+  return int_value(env, n);
+}
+
+// peerCred(fd): [pid, uid, gid] of the process that connected (or -errno as a number).
+static napi_value PeerCred(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (argc < 1 || !arg_int(env, argv[0], &fd)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "peerCred(fd)");
+    return NULL;
+  }
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return int_value(env, -errno);
+  napi_value arr;
+  napi_create_array_with_length(env, 3, &arr);
+  napi_set_element(env, arr, 0, int_value(env, cred.pid));
+  napi_set_element(env, arr, 1, int_value(env, cred.uid));
+  napi_set_element(env, arr, 2, int_value(env, cred.gid));
+  return arr;
+}
+
+// close(fd) / reset(fd): 0 or -errno. reset sets SO_LINGER {on, 0} first, so the client gets a RST at once
+// instead of a FIN it might take for a served, empty answer.
+static napi_value fd_call(napi_env env, napi_callback_info info, int reset) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (argc < 1 || !arg_int(env, argv[0], &fd) || fd < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "expects a descriptor");
+    return NULL;
+  }
+  if (reset) {
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
+  return int_value(env, close(fd) < 0 && errno != EINTR ? -errno : 0);
+}
+
+static napi_value Close(napi_env env, napi_callback_info info) { return fd_call(env, info, 0); }
+static napi_value Reset(napi_env env, napi_callback_info info) { return fd_call(env, info, 1); }
+
+// A readiness watcher on a raw descriptor: libuv's uv_poll on the main loop, calling back into JS with the
+// events (1 readable, 2 writable, or a negative libuv error).
+// The struct is freed when both libuv has closed the handle and the JS handle (an external) is collected,
+// whichever comes last.
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  int closed;      // uv_close called
+  int close_done;  // its callback ran
+  int finalized;   // the external was collected
+} watcher_t;
+
+static void on_close(uv_handle_t *h) {
+  watcher_t *w = h->data;
+  napi_delete_reference(w->env, w->callback);
+  w->callback = NULL;
+  w->close_done = 1;
+  if (w->finalized) free(w);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  watcher_t *w = p->data;
+  if (w->closed) return;
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, global, arg, result;
+  napi_get_reference_value(env, w->callback, &cb);
+  napi_get_global(env, &global);
+  napi_create_int32(env, status < 0 ? status : ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0), &arg);
+  napi_async_context ctx = NULL;
+  // make_callback runs the microtask queue afterwards, as Node's own I/O callbacks do.
+  napi_status s = napi_make_callback(env, ctx, global, cb, 1, &arg, &result);
+  if (s == napi_pending_exception) {
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+    napi_fatal_exception(env, exc);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void finalize_watcher(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  watcher_t *w = data;
+  w->finalized = 1;
+  if (!w->closed) {
+    w->closed = 1;
+    uv_close((uv_handle_t *)&w->poll, on_close);
+  } else if (w->close_done) {
+    free(w);
+  }
+}
+
+// watch(fd, events (1 read | 2 write), callback): a handle for setEvents/unwatch.
+static napi_value Watch(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd, events;
+  napi_valuetype t;
+  if (argc < 3 || !arg_int(env, argv[0], &fd) || !arg_int(env, argv[1], &events) || napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "watch(fd, events, callback)");
+    return NULL;
+  }
+  uv_loop_t *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  watcher_t *w = calloc(1, sizeof *w);
+  if (w == NULL) return throw_errno(env, ENOMEM, "watch");
+  w->env = env;
+  int rc = uv_poll_init(loop, &w->poll, fd);
+  if (rc < 0) {
+    free(w);
+    return throw_errno(env, -rc, "uv_poll_init");
+  }
+  w->poll.data = w;
+  napi_create_reference(env, argv[2], 1, &w->callback);
+  int uv_events = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0);
+  if (uv_events) uv_poll_start(&w->poll, uv_events, on_poll);
+  napi_value handle;
+  CHECK(napi_create_external(env, w, finalize_watcher, NULL, &handle));
+  return handle;
+}
+
+static watcher_t *get_watcher(napi_env env, napi_value v) {
+  void *data = NULL;
+  if (napi_get_value_external(env, v, &data) != napi_ok) return NULL;
+  return data;
+}
+
+// setEvents(handle, events): 0 stops watching without closing; the descriptor stays the caller's.
+static napi_value SetEvents(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t events;
+  watcher_t *w = argc < 2 ? NULL : get_watcher(env, argv[0]);
+  if (w == NULL || !arg_int(env, argv[1], &events)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "setEvents(handle, events)");
+    return NULL;
+  }
+  if (w->closed) return NULL;
+  int uv_events = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0);
+  if (uv_events) uv_poll_start(&w->poll, uv_events, on_poll);
+  else uv_poll_stop(&w->poll);
+  return NULL;
+}
+
+// unwatch(handle): stops and releases the watcher. Call it before closing the descriptor.
+static napi_value Unwatch(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  watcher_t *w = argc < 1 ? NULL : get_watcher(env, argv[0]);
+  if (w == NULL) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "unwatch(handle)");
+    return NULL;
+  }
+  if (!w->closed) {
+    w->closed = 1;
+    uv_poll_stop(&w->poll);
+    uv_close((uv_handle_t *)&w->poll, on_close);
+  }
+  return NULL;
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"listenInet", NULL, ListenInet, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"listenSeqpacket", NULL, ListenSeqpacket, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"connectSeqpacket", NULL, ConnectSeqpacket, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"acceptBatch", NULL, AcceptBatch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"acceptUnix", NULL, AcceptUnix, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendFd", NULL, SendFd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvMsg", NULL, RecvMsg, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"peerCred", NULL, PeerCred, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"close", NULL, Close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"reset", NULL, Reset, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"watch", NULL, Watch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setEvents", NULL, SetEvents, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unwatch", NULL, Unwatch, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof *props, props);
+  napi_value v;
+  napi_create_int32(env, ACCEPT_RECORD, &v);
+  napi_set_named_property(env, exports, "ACCEPT_RECORD", v);
+  napi_create_int32(env, MAX_FDS, &v);
+  napi_set_named_property(env, exports, "MAX_FDS", v);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

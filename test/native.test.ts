@@ -1,0 +1,197 @@
+import t from 'tap';
+import { closeSync, fstatSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { ACCEPT_RECORD, EAGAIN, EMSGSIZE, MAX_FDS, native } from '../src/native/index.js';
+import { tempDir } from './helpers/daemon.js';
+import { openFds, readable, seqpacketPair } from './helpers/native.js';
+
+const NO_FD = -1;
+
+/** A listener on a free port of `address`, found by trying. */
+function listenAnywhere(address: string): { fd: number; port: number } {
+  for (let port = 20000 + Math.floor(Math.random() * 20000); ; port++) {
+    try {
+      return { fd: native.listenInet(address, port, 16, 0), port };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+}
+
+function connected(host: string, port: number, localAddress?: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host, port, localAddress }, () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+t.test('a descriptor sent is the same open file on the other side, and the sender keeps its copy', async (t) => {
+  const dir = await tempDir(t);
+  const [a, b] = seqpacketPair(dir);
+  const file = join(dir, 'data');
+  writeFileSync(file, 'hello');
+  const fd = openSync(file, 'r');
+  t.equal(native.sendFd(a, Buffer.from('header'), fd), 6, 'the whole message went');
+  const data = new Uint8Array(64);
+  const fds = new Int32Array(MAX_FDS + 1);
+  t.equal(native.recvMsg(b, data, fds), 6);
+  t.equal(Buffer.from(data.subarray(0, 6)).toString(), 'header');
+  t.equal(fds[0], 1, 'one descriptor arrived');
+  const got = fds[1]!;
+  t.not(got, fd);
+  t.equal(fstatSync(got).ino, fstatSync(fd).ino, 'the same file');
+  const buf = Buffer.alloc(5);
+  readSync(got, buf, 0, 5, 0);
+  t.equal(buf.toString(), 'hello');
+  closeSync(fd);
+  closeSync(got);
+  native.close(a);
+  native.close(b);
+});
+
+t.test('a full receiver gives -EAGAIN, the sender still owns the descriptor, and nothing leaks', async (t) => {
+  const dir = await tempDir(t);
+  const baseline = openFds();
+  const [a, b] = seqpacketPair(dir);
+  const fd = openSync(join(dir, 'x'), 'w');
+  let sent = 0;
+  let rc = 0;
+  while ((rc = native.sendFd(a, Buffer.alloc(512), fd)) > 0) sent++;
+  t.equal(rc, -EAGAIN, 'the full buffer says EAGAIN');
+  t.ok(sent > 0, `${sent} messages fit before the buffer filled`);
+  t.doesNotThrow(() => fstatSync(fd), 'the descriptor is still open and ours');
+  // Drain half, and the send goes through again.
+  const data = new Uint8Array(1024);
+  const fds = new Int32Array(MAX_FDS + 1);
+  for (let i = 0; i < sent; i++) {
+    t.equal(native.recvMsg(b, data, fds), 512);
+    t.equal(fds[0], 1);
+    closeSync(fds[1]!);
+  }
+  t.equal(native.recvMsg(b, data, fds), -EAGAIN, 'nothing more waiting');
+  t.equal(native.sendFd(a, Buffer.alloc(512), fd), 512, 'sending works again once drained');
+  closeSync(fd);
+  native.close(a);
+  native.close(b);
+  t.equal(openFds(), baseline, 'every descriptor is closed, including the one still in flight');
+});
+
+t.test('a receiver that dies with descriptors in flight releases them', async (t) => {
+  const dir = await tempDir(t);
+  const baseline = openFds();
+  const [a, b] = seqpacketPair(dir);
+  // An accepted TCP connection is sent and our copy closed: only the in-flight copy keeps it open. When
+  // the receiver dies without reading, the kernel must drop it, and the client sees the connection end.
+  const { fd: listener, port } = listenAnywhere('127.0.0.1');
+  const client = await connected('127.0.0.1', port);
+  await readable(listener);
+  const out = new Int32Array(ACCEPT_RECORD);
+  t.equal(native.acceptBatch(listener, out, 1), 1);
+  const ended = new Promise<void>((resolve) => {
+    client.on('error', () => resolve());
+    client.on('end', () => resolve());
+    client.resume();
+  });
+  t.equal(native.sendFd(a, Buffer.from('x'), out[0]!), 1);
+  native.close(out[0]!);
+  native.close(b); // the receiver vanishes with the descriptor in flight
+  await ended;
+  t.pass('the client saw its connection end');
+  const spare = openSync(join(dir, 'spare'), 'w');
+  t.ok(native.sendFd(a, Buffer.from('x'), spare) < 0, 'sending to a dead peer fails, without SIGPIPE');
+  t.doesNotThrow(() => fstatSync(spare), 'a failed send left our descriptor open');
+  closeSync(spare);
+  native.close(a);
+  native.close(listener);
+  client.destroy();
+  t.equal(openFds(), baseline, 'nothing leaked');
+});
+
+t.test('a message too big for the buffer closes what arrived with it and says EMSGSIZE', async (t) => {
+  const dir = await tempDir(t);
+  const [a, b] = seqpacketPair(dir);
+  const fd = openSync(join(dir, 'y'), 'w');
+  const before = openFds();
+  t.equal(native.sendFd(a, Buffer.alloc(100), fd), 100);
+  const fds = new Int32Array(MAX_FDS + 1);
+  t.equal(native.recvMsg(b, new Uint8Array(10), fds), -EMSGSIZE);
+  t.equal(fds[0], 0, 'no descriptor is handed over');
+  t.equal(openFds(), before, 'the descriptor that arrived was closed');
+  closeSync(fd);
+  native.close(a);
+  native.close(b);
+});
+
+t.test('a message with no descriptor, and the end of the peer', async (t) => {
+  const dir = await tempDir(t);
+  const [a, b] = seqpacketPair(dir);
+  t.equal(native.sendFd(a, Buffer.from('ack'), NO_FD), 3);
+  const fds = new Int32Array(MAX_FDS + 1);
+  const data = new Uint8Array(16);
+  t.equal(native.recvMsg(b, data, fds), 3);
+  t.equal(fds[0], 0);
+  native.close(a);
+  t.equal(native.recvMsg(b, data, fds), 0, 'zero bytes: the peer closed');
+  native.close(b);
+});
+
+t.test('peer credentials are the connecting process', async (t) => {
+  const dir = await tempDir(t);
+  const [a, b] = seqpacketPair(dir);
+  const cred = native.peerCred(b);
+  t.same(cred, [process.pid, process.getuid!(), process.getgid!()]);
+  native.close(a);
+  native.close(b);
+});
+
+t.test('acceptBatch reports each connection with the address the client dialled', async (t) => {
+  const { fd, port } = listenAnywhere('::');
+  const clients = await Promise.all([connected('127.0.0.7', port), connected('127.0.0.8', port), connected('::1', port)]);
+  await readable(fd);
+  const out = new Int32Array(ACCEPT_RECORD * 8);
+  let n = 0;
+  for (let tries = 0; n < 3 && tries < 100; tries++) {
+    const got = native.acceptBatch(fd, out.subarray(n * ACCEPT_RECORD), 8);
+    t.ok(got >= 0);
+    n += got;
+    if (n < 3) await new Promise((r) => setTimeout(r, 10));
+  }
+  t.equal(n, 3, 'one batch call can take several connections');
+  const records = Array.from({ length: n }, (_, i) => out.subarray(i * ACCEPT_RECORD, (i + 1) * ACCEPT_RECORD));
+  const locals = records.map((r) => (r[1] === 4 ? `4:${(r[2]! >>> 0).toString(16)}` : `6:${Array.from(r.subarray(2, 6), (w) => (w >>> 0).toString(16)).join(',')}`)).sort();
+  t.same(locals, ['4:7f000007', '4:7f000008', '6:0,0,0,1'], 'IPv4 on a dual-stack socket comes back as IPv4');
+  for (const r of records) {
+    t.equal(r[6], port, 'the local port');
+    t.ok(r[12]! > 0, 'the client port');
+    native.close(r[0]!);
+  }
+  t.equal(native.acceptBatch(fd, out, 8), 0, 'nothing more: 0, not an error');
+  for (const c of clients) c.destroy();
+  native.close(fd);
+});
+
+t.test('reset sends a RST, not a FIN', async (t) => {
+  const { fd, port } = listenAnywhere('127.0.0.1');
+  const client = await connected('127.0.0.1', port);
+  await readable(fd);
+  const out = new Int32Array(ACCEPT_RECORD);
+  t.equal(native.acceptBatch(fd, out, 1), 1);
+  const err = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    client.once('error', resolve);
+    client.once('close', () => resolve(undefined));
+    native.reset(out[0]!);
+  });
+  t.equal(err?.code, 'ECONNRESET');
+  native.close(fd);
+});
+
+t.test('set-up calls throw errors with codes; bad arguments are type errors', async (t) => {
+  const { fd, port } = listenAnywhere('127.0.0.1');
+  t.throws(() => native.listenInet('127.0.0.1', port, 16, 0), { code: 'EADDRINUSE' });
+  t.throws(() => native.listenInet('not an address', 80, 16, 0), { code: 'EINVAL' });
+  t.throws(() => native.connectSeqpacket('/nonexistent/dispatcher.sock'), { code: 'ENOENT' });
+  t.throws(() => native.sendFd('x' as unknown as number, Buffer.alloc(1), -1), TypeError);
+  t.throws(() => native.recvMsg(fd, new Uint8Array(4), new Int32Array(2)), TypeError, 'an fds array too short for MAX_FDS');
+  native.close(fd);
+});
