@@ -16,7 +16,12 @@ export type ErrorCode =
   | 'ERR_NOT_FOUND'
   | 'ERR_STATE'
   | 'ERR_ALREADY_RUNNING'
-  | 'ERR_DAEMON_UNREACHABLE';
+  | 'ERR_DAEMON_UNREACHABLE'
+  | 'ERR_PROTOCOL_MESSAGE'
+  | 'ERR_VERSION'
+  | 'ERR_NOT_ALLOWED'
+  | 'ERR_LISTEN'
+  | 'ERR_CONFIG';
 
 export class DispatcherError extends Error {
   readonly code: ErrorCode;

@@ -11,6 +11,8 @@ export function formatStatus(status: Record<string, unknown>): string {
   const walk = (value: unknown, path: string): void => {
     if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
       for (const [k, v] of Object.entries(value)) walk(v, path === '' ? k : `${path}.${k}`);
+    } else if (Array.isArray(value) && value.some((v) => typeof v === 'object' && v !== null)) {
+      value.forEach((v, i) => walk(v, `${path}[${i}]`));
     } else {
       rows.push([`${path}:`, Array.isArray(value) ? value.join(', ') : String(value)]);
     }

@@ -4,7 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import { type BindingJSON, parseBinding, parsePortText, parseProtocol } from '../bindings/binding.js';
 import { parseBindingsText } from '../bindings/file.js';
 import { ControlClient } from '../control/client.js';
-import { DEFAULT_CONTROL_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
+import { DEFAULT_CONTROL_PATH, DEFAULT_SERVICES_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
 import { DispatcherError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { formatColumns, formatStatus } from './format.js';
@@ -18,6 +18,15 @@ const print = (text: string): void => void process.stdout.write(text.endsWith('\
 const printJSON = (value: unknown): void => print(JSON.stringify(value, null, 2));
 const bindingRow = (b: BindingJSON): string[] => [b.label, b.protocol, b.prefix, String(b.port)];
 const BINDING_HEADER = ['LABEL', 'PROTOCOL', 'PREFIX', 'PORT'];
+interface WorkerJSON {
+  id: number;
+  label: string;
+  pid: number;
+  uid: number;
+  handoffs: number;
+  inflight: number;
+  window: number;
+}
 const describe = (b: BindingJSON): string => `${b.protocol} ${b.prefix} port ${b.port} -> ${b.label}`;
 
 function bindingArgs(y: Argv): Argv {
@@ -27,6 +36,16 @@ function bindingArgs(y: Argv): Argv {
     .positional('prefix', { type: 'string', describe: 'IPv4 or IPv6 CIDR; a bare address is /32 or /128' })
     .positional('port', { type: 'string', default: '0', describe: '1-65535, or 0 for every port' });
 }
+
+function wholeNumber(option: string, value: unknown): number {
+  const text = String(value);
+  if (!/^[0-9]{1,9}$/.test(text)) throw new DispatcherError('ERR_CONFIG', `${option} ${JSON.stringify(text)} is not a whole number`);
+  return Number(text);
+}
+
+const printWarnings = (warnings: readonly string[] | undefined): void => {
+  for (const w of warnings ?? []) process.stderr.write(`dispatcher: warning: ${w}\n`);
+};
 
 /** Validated here for a quick, local error; the daemon validates again. */
 function bindingFromArgs(argv: Record<string, unknown>): BindingJSON {
@@ -47,11 +66,29 @@ export async function main(args: string[]): Promise<void> {
     .command(
       'daemon',
       'run the daemon',
-      (y) => y.option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where the bindings are kept' }),
+      (y) =>
+        y
+          .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where the bindings are kept' })
+          .option('services', { type: 'string', default: DEFAULT_SERVICES_PATH, describe: 'the socket workers register on' })
+          .option('listen-address', { type: 'string', default: '::', describe: 'where listeners bind (:: is dual-stack)' })
+          .option('queue-timeout', { type: 'string', default: '2000', describe: 'ms a connection waits for a worker of its label (0: reset at once)' })
+          .option('queue-size', { type: 'string', default: '1024', describe: 'connections that may wait per label' })
+          .option('allow', { type: 'string', array: true, default: [] as string[], describe: 'LABEL=UID[,UID...]: lets these users register LABEL (repeatable)' })
+          .option('metrics', { type: 'string', describe: 'HOST:PORT to serve Prometheus metrics on at /metrics' })
+          .config('config', 'a JSON file of these options, e.g. {"allow": ["web=1000"], "queue-timeout": "5000"}'),
       async (argv) => {
         // Loaded only here: the other commands need none of the daemon's code.
         const { Daemon } = await import('../daemon/daemon.js');
-        const daemon = await Daemon.start({ controlPath: argv.control, stateDir: argv['state-dir'] });
+        const daemon = await Daemon.start({
+          controlPath: argv.control,
+          stateDir: argv['state-dir'],
+          servicesPath: argv.services,
+          listenAddress: argv['listen-address'],
+          queueTimeoutMs: wholeNumber('--queue-timeout', argv['queue-timeout']),
+          queueSize: wholeNumber('--queue-size', argv['queue-size']),
+          allow: argv.allow.map(String),
+          metrics: argv.metrics,
+        });
         for (const signal of ['SIGTERM', 'SIGINT'] as const) {
           process.once(signal, () => {
             daemon.log.info({ signal }, 'shutting down');
@@ -63,10 +100,11 @@ export async function main(args: string[]): Promise<void> {
     .command('bind', 'change and show the bindings', (y) =>
       y
         .command('add <label> <protocol> <prefix> [port]', 'bind (protocol, prefix, port) to a label; replaces the label of an equal binding', bindingArgs, async (argv) => {
-          const res = await client(argv).call<{ binding: BindingJSON; replaced: BindingJSON | null }>('POST', '/bindings', {
+          const res = await client(argv).call<{ binding: BindingJSON; replaced: BindingJSON | null; warnings: string[] }>('POST', '/bindings', {
             body: JSON.stringify(bindingFromArgs(argv)),
           });
           print(`added ${describe(res.binding)}${res.replaced && res.replaced.label !== res.binding.label ? ` (was -> ${res.replaced.label})` : ''}`);
+          printWarnings(res.warnings);
         })
         .command('rm <label> <protocol> <prefix> [port]', 'remove a binding (the label must match)', bindingArgs, async (argv) => {
           const res = await client(argv).call<{ removed: BindingJSON }>('DELETE', '/bindings', { body: JSON.stringify(bindingFromArgs(argv)) });
@@ -105,13 +143,14 @@ export async function main(args: string[]): Promise<void> {
             });
             parseBindingsText(text, argv.file);
             const dryRun = argv['dry-run'];
-            const res = await client(argv).call<{ added: BindingJSON[]; removed: BindingJSON[] }>('PUT', '/bindings', {
+            const res = await client(argv).call<{ added: BindingJSON[]; removed: BindingJSON[]; warnings: string[] }>('PUT', '/bindings', {
               query: { dry_run: dryRun ? 'true' : undefined },
               body: text,
             });
             const lines = [...res.removed.map((b) => `- ${describe(b)}`), ...res.added.map((b) => `+ ${describe(b)}`)];
             lines.push(`${dryRun ? 'would add' : 'added'} ${res.added.length}, ${dryRun ? 'would remove' : 'removed'} ${res.removed.length}`);
             print(lines.join('\n'));
+            printWarnings(res.warnings);
           },
         )
         .command('export', 'print every binding as a bindings file (export | load is a no-op)', {}, async (argv) => {
@@ -143,6 +182,13 @@ export async function main(args: string[]): Promise<void> {
         }
       },
     )
+    .command('services', 'registered workers and waiting connections', (y) => y.option('json', { type: 'boolean', default: false }), async (argv) => {
+      const res = await client(argv).call<{ workers: WorkerJSON[]; queued: Record<string, number> }>('GET', '/services');
+      if (argv.json) return printJSON(res);
+      const rows = res.workers.map((w) => [w.label, String(w.id), String(w.pid), String(w.uid), String(w.handoffs), `${w.inflight}/${w.window}`, String(res.queued[w.label] ?? 0)]);
+      for (const [label, n] of Object.entries(res.queued)) if (!res.workers.some((w) => w.label === label)) rows.push([label, '-', '-', '-', '0', '-', String(n)]);
+      print(formatColumns([['LABEL', 'WORKER', 'PID', 'UID', 'HANDOFFS', 'UNACKED', 'QUEUED'], ...rows]));
+    })
     .command('status', 'the daemon at a glance', (y) => y.option('json', { type: 'boolean', default: false }), async (argv) => {
       const status = await client(argv).call<Record<string, unknown>>('GET', '/status');
       print(argv.json ? JSON.stringify(status, null, 2) : formatStatus(status));

@@ -12,11 +12,13 @@ import { API_PREFIX, type ErrorBody } from './protocol.js';
 /** What the control API drives; the daemon implements it. */
 export interface ControlHandlers {
   list(filter: Filter): Binding[];
-  add(binding: Binding): Promise<{ binding: Binding; replaced: Binding | undefined }>;
+  /** `warnings`: e.g. the binding's port could not be listened on (it is retried). */
+  add(binding: Binding): Promise<{ binding: Binding; replaced: Binding | undefined; warnings: string[] }>;
   remove(binding: Binding): Promise<Binding>;
-  replace(bindings: Binding[], dryRun: boolean): Promise<Diff>;
+  replace(bindings: Binding[], dryRun: boolean): Promise<Diff & { warnings: string[] }>;
   lookup(protocol: 'tcp' | 'udp', address: string, port: number): Binding | undefined;
   status(): Record<string, unknown>;
+  services(): Record<string, unknown>;
 }
 
 export interface ControlServerOptions {
@@ -76,8 +78,8 @@ async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number):
         }),
       };
     case 'POST /bindings': {
-      const { binding, replaced } = await h.add(parseBinding(await readJSON(req, maxBody)));
-      return { binding, replaced: replaced ?? null };
+      const { binding, replaced, warnings } = await h.add(parseBinding(await readJSON(req, maxBody)));
+      return { binding, replaced: replaced ?? null, warnings };
     }
     case 'DELETE /bindings':
       return { removed: await h.remove(parseBinding(await readJSON(req, maxBody))) };
@@ -96,8 +98,10 @@ async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number):
     }
     case 'GET /status':
       return h.status();
+    case 'GET /services':
+      return h.services();
     default:
-      if (['/bindings', '/lookup', '/status'].includes(path)) {
+      if (['/bindings', '/lookup', '/status', '/services'].includes(path)) {
         throw new HttpError(405, 'ERR_REQUEST', `${req.method} is not allowed on ${API_PREFIX}${path}`);
       }
       throw new HttpError(404, 'ERR_NOT_FOUND', `no endpoint ${req.method} ${url.pathname} (see docs/control-api.md)`);

@@ -1,10 +1,18 @@
-import { type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { unlink } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
-import { type Binding } from '../bindings/binding.js';
+import { type Binding, type Protocol } from '../bindings/binding.js';
 import { bindingFilter } from '../bindings/order.js';
 import { type ControlHandlers, createControlServer, listenUnix } from '../control/server.js';
-import { DEFAULT_CONTROL_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
+import { DEFAULT_CONTROL_PATH, DEFAULT_SERVICES_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
+import { DispatcherError } from '../errors.js';
+import { Connection } from '../handoff/connection.js';
+import { Listeners } from '../listener/listeners.js';
+import { Metrics } from '../metrics/metrics.js';
+import { ACCEPT_RECORD, native } from '../native/index.js';
+import { Policy } from '../registry/policy.js';
+import { Registry } from '../registry/registry.js';
+import { ServicesSocket } from '../registry/services-socket.js';
 import { Table } from '../table/table.js';
 import { VERSION } from '../version.js';
 import { collectSoon } from './memory.js';
@@ -16,42 +24,85 @@ const LARGE_REPLACE = 100_000;
 export interface DaemonOptions {
   controlPath?: string;
   stateDir?: string;
+  /** The services socket workers register on. */
+  servicesPath?: string;
+  /** Where ports-mode listeners bind; `::` is dual-stack. */
+  listenAddress?: string;
+  /** How long a connection waits for a worker of its label (ms), and how many may wait per label. */
+  queueTimeoutMs?: number;
+  queueSize?: number;
+  /** `LABEL=UID[,UID...]` rules: who besides root and the daemon's uid may register a label. */
+  allow?: string[];
+  /** HOST:PORT for Prometheus metrics at /metrics. */
+  metrics?: string | undefined;
   logger?: Logger;
 }
 
+type Resolved = Required<Omit<DaemonOptions, 'metrics'>> & { metrics: string | undefined };
+
 /**
  * The composition root: owns the current table snapshot, applies control changes one at a time
- * (validate, build the new snapshot, persist, swap), and wires the parts together.
+ * (validate, build the new snapshot, persist, swap, resync the listeners), and wires listeners, table,
+ * registry and services socket together. The accept path:
+ *
+ *   listener batch ─> table.lookupLabel(local address, port) ─ miss ─> reset, count
+ *                        └─> registry.dispatch(label) ─> worker (SCM_RIGHTS) | queue | reset
  */
 export class Daemon {
   readonly controlPath: string;
   readonly log: Logger;
+  readonly metrics = new Metrics();
+  readonly #options: Resolved;
   readonly #state: StateFile;
   readonly #control: Server;
   readonly #startedAt = Date.now();
+  readonly #registry: Registry;
+  readonly #policy: Policy;
+  readonly #listeners: Listeners;
+  #services: ServicesSocket | undefined;
+  #metricsServer: Server | undefined;
   #table: Table;
   // Changes run one after another, so each builds on the last one's snapshot and persists in order.
   #changes: Promise<unknown> = Promise.resolve();
+  readonly #key = new Uint32Array(4);
 
-  private constructor(options: Required<DaemonOptions>, table: Table) {
+  private constructor(options: Resolved, table: Table) {
+    this.#options = options;
     this.controlPath = options.controlPath;
     this.log = options.logger;
     this.#state = new StateFile(options.stateDir);
     this.#table = table;
     this.#control = createControlServer(this.#handlers());
+    this.#policy = new Policy(options.allow);
+    this.#registry = new Registry({ timeoutMs: options.queueTimeoutMs, size: options.queueSize }, this.metrics);
+    this.#listeners = new Listeners(options.listenAddress, (batch, count, protocol) => this.#dispatch(batch, count, protocol), this.log);
   }
 
   static async start(options: DaemonOptions = {}): Promise<Daemon> {
-    const full: Required<DaemonOptions> = {
+    const full: Resolved = {
       controlPath: options.controlPath ?? DEFAULT_CONTROL_PATH,
       stateDir: options.stateDir ?? DEFAULT_STATE_DIR,
+      servicesPath: options.servicesPath ?? DEFAULT_SERVICES_PATH,
+      listenAddress: options.listenAddress ?? '::',
+      queueTimeoutMs: options.queueTimeoutMs ?? 2_000,
+      queueSize: options.queueSize ?? 1024,
+      allow: options.allow ?? [],
+      metrics: options.metrics,
       logger: options.logger ?? pino({ name: 'dispatcher' }, pino.destination(2)),
     };
     const state = new StateFile(full.stateDir);
     const table = Table.from(await state.load());
     const daemon = new Daemon(full, table);
-    await listenUnix(daemon.#control, full.controlPath);
-    daemon.log.info({ control: full.controlPath, state: state.path, bindings: table.size, version: VERSION }, 'daemon started');
+    try {
+      await listenUnix(daemon.#control, full.controlPath);
+      daemon.#services = ServicesSocket.listen({ path: full.servicesPath, registry: daemon.#registry, policy: daemon.#policy, metrics: daemon.metrics, log: daemon.log });
+      if (full.metrics !== undefined) daemon.#metricsServer = await daemon.#serveMetrics(full.metrics);
+    } catch (err) {
+      await daemon.stop();
+      throw err;
+    }
+    daemon.#listeners.sync(table.ports('tcp'));
+    daemon.log.info({ control: full.controlPath, services: full.servicesPath, state: state.path, bindings: table.size, version: VERSION }, 'daemon started');
     return daemon;
   }
 
@@ -61,13 +112,66 @@ export class Daemon {
   }
 
   async stop(): Promise<void> {
+    this.#listeners.close();
+    this.#services?.close();
+    this.#registry.close();
     await new Promise<void>((resolve) => {
       this.#control.close(() => resolve());
       this.#control.closeAllConnections();
     });
+    await new Promise<void>((resolve) => (this.#metricsServer ? this.#metricsServer.close(() => resolve()) : resolve()));
     await this.#changes;
     await unlink(this.controlPath).catch(() => undefined);
     this.log.info('daemon stopped');
+  }
+
+  /**
+   * The accept path, once per batch. One table snapshot serves the batch, so every connection goes where
+   * the table said when it was accepted.
+   */
+  #dispatch(batch: Int32Array, count: number, protocol: Protocol): void {
+    const table = this.#table;
+    const key = this.#key;
+    const now = process.hrtime.bigint();
+    for (let i = 0; i < count; i++) {
+      const o = i * ACCEPT_RECORD;
+      const family = batch[o + 1];
+      key[0] = batch[o + 2]!;
+      key[1] = batch[o + 3]!;
+      key[2] = batch[o + 4]!;
+      key[3] = batch[o + 5]!;
+      const label = family === 4 || family === 6 ? table.lookupLabel(protocol, family, key, batch[o + 6]!) : undefined;
+      if (label === undefined) {
+        native.reset(batch[o]!);
+        this.metrics.miss(protocol);
+        continue;
+      }
+      this.metrics.lookup(protocol, label);
+      this.#registry.dispatch(label, Connection.fromBatch(batch, i, protocol, now));
+    }
+  }
+
+  #listenerWarnings(): string[] {
+    return this.#listeners.status().flatMap((l) => (l.error === undefined ? [] : [l.error]));
+  }
+
+  #serveMetrics(hostPort: string): Promise<Server> {
+    const m = /^(.*):([0-9]{1,5})$/.exec(hostPort);
+    if (m === null) return Promise.reject(new DispatcherError('ERR_CONFIG', `--metrics ${JSON.stringify(hostPort)} is not HOST:PORT`));
+    const server = createServer((req, res) => {
+      if (req.method !== 'GET' || req.url !== '/metrics') {
+        res.writeHead(404).end('see /metrics\n');
+        return;
+      }
+      this.metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(text),
+        (err: Error) => res.writeHead(500).end(err.message),
+      );
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(Number(m[2]), m[1]!.replace(/^\[(.*)\]$/, '$1'), () => resolve(server));
+    });
   }
 
   #change<T>(work: () => Promise<T>): Promise<T> {
@@ -80,6 +184,7 @@ export class Daemon {
   async #commit(next: Table, what: Record<string, unknown>): Promise<void> {
     await this.#state.save(next.bindings());
     this.#table = next;
+    this.#listeners.sync(next.ports('tcp'));
     this.log.info({ ...what, bindings: next.size }, 'bindings changed');
   }
 
@@ -90,7 +195,8 @@ export class Daemon {
         this.#change(async () => {
           const { table, replaced } = this.#table.with(binding);
           await this.#commit(table, { added: binding.toJSON(), replaced: replaced?.label });
-          return { binding, replaced };
+          const failure = binding.protocol === 'tcp' ? this.#listeners.failure(binding.port) : undefined;
+          return { binding, replaced, warnings: failure === undefined ? [] : [failure] };
         }),
       remove: (binding) =>
         this.#change(async () => {
@@ -105,16 +211,19 @@ export class Daemon {
           const diff = this.#table.diff(next);
           if (!dryRun && (diff.added.length > 0 || diff.removed.length > 0)) await this.#commit(next, { loaded: bindings.length, added: diff.added.length, removed: diff.removed.length });
           if (bindings.length >= LARGE_REPLACE) collectSoon();
-          return diff;
+          return { ...diff, warnings: dryRun ? [] : this.#listenerWarnings() };
         }),
       lookup: (protocol, address, port) => this.#table.lookup(protocol, address, port),
       status: () => {
         const all = this.#table.bindings();
+        const workers = this.#registry.workers();
         return {
           version: VERSION,
           pid: process.pid,
           uptime_seconds: Math.round((Date.now() - this.#startedAt) / 1000),
+          mode: 'ports',
           control: this.controlPath,
+          services: this.#options.servicesPath,
           state_file: this.#state.path,
           bindings: {
             total: all.length,
@@ -122,8 +231,18 @@ export class Daemon {
             udp: all.filter((b) => b.protocol === 'udp').length,
             labels: new Set(all.map((b) => b.label)).size,
           },
+          listeners: this.#listeners.status(),
+          workers: { total: workers.length, labels: new Set(workers.map((w) => w.label)).size },
+          queued: this.#registry.queued(),
+          connections: { ...this.metrics.totals },
+          queue: { timeout_ms: this.#options.queueTimeoutMs, size: this.#options.queueSize },
+          allow: this.#policy.toJSON(),
         };
       },
+      services: () => ({
+        workers: this.#registry.workers().map((w) => ({ id: w.id, label: w.label, pid: w.pid, uid: w.uid, handoffs: w.handoffs, inflight: w.inflight, window: w.window })),
+        queued: this.#registry.queued(),
+      }),
     };
   }
 }

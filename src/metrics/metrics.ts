@@ -1,0 +1,89 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+interface Children {
+  lookups: { inc(): void };
+  handoffs: { inc(): void };
+  latency: { observe(value: number): void };
+}
+
+export type ResetReason = 'no_worker' | 'queue_full' | 'queue_timeout';
+
+/**
+ * The daemon's counters, exported as Prometheus text (`--metrics HOST:PORT`) and summed up in `status`.
+ * prom-client looks a labelled child up by hashing its label values on every call; the accept path keeps
+ * the children it has used in maps instead (about 0.3 µs a connection less).
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #lookups = new Counter({ name: 'dispatcher_lookups_total', help: 'Connections looked up that a binding received', labelNames: ['protocol', 'label'], registers: [this.registry] });
+  readonly #handoffs = new Counter({ name: 'dispatcher_handoffs_total', help: 'Connections handed to a worker', labelNames: ['protocol', 'label'], registers: [this.registry] });
+  readonly #resets = new Counter({
+    name: 'dispatcher_resets_total',
+    help: 'Connections reset for want of a worker (no_worker: none registered and the queue is off; queue_full; queue_timeout)',
+    labelNames: ['protocol', 'label', 'reason'],
+    registers: [this.registry],
+  });
+  readonly #misses = new Counter({ name: 'dispatcher_misses_total', help: 'Connections no binding received (reset)', labelNames: ['protocol'], registers: [this.registry] });
+  readonly #queued = new Gauge({ name: 'dispatcher_queue_depth', help: 'Connections waiting for a worker', labelNames: ['label'], registers: [this.registry] });
+  readonly #latency = new Histogram({
+    name: 'dispatcher_handoff_latency_seconds',
+    help: 'From accept to the hand-off',
+    labelNames: ['label'],
+    buckets: [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5],
+    registers: [this.registry],
+  });
+  readonly #refused = new Counter({ name: 'dispatcher_registrations_refused_total', help: 'Worker registrations refused', labelNames: ['label', 'reason'], registers: [this.registry] });
+  readonly #workers = new Gauge({ name: 'dispatcher_workers', help: 'Registered workers', labelNames: ['label'], registers: [this.registry] });
+
+  readonly #children = new Map<string, Children>();
+  readonly totals = { lookups: 0, handoffs: 0, misses: 0, resets: 0, refused: 0 };
+
+  #child(protocol: string, label: string): Children {
+    const key = `${protocol} ${label}`;
+    let c = this.#children.get(key);
+    if (c === undefined) {
+      c = {
+        lookups: this.#lookups.labels(protocol, label),
+        handoffs: this.#handoffs.labels(protocol, label),
+        latency: this.#latency.labels(label),
+      };
+      this.#children.set(key, c);
+    }
+    return c;
+  }
+
+  lookup(protocol: string, label: string): void {
+    this.totals.lookups++;
+    this.#child(protocol, label).lookups.inc();
+  }
+
+  handoff(protocol: string, label: string, seconds: number): void {
+    this.totals.handoffs++;
+    const c = this.#child(protocol, label);
+    c.handoffs.inc();
+    c.latency.observe(seconds);
+  }
+
+  miss(protocol: string): void {
+    this.totals.misses++;
+    this.#misses.labels(protocol).inc();
+  }
+
+  reset(protocol: string, label: string, reason: ResetReason): void {
+    this.totals.resets++;
+    this.#resets.labels(protocol, label, reason).inc();
+  }
+
+  queueDepth(label: string, depth: number): void {
+    this.#queued.labels(label).set(depth);
+  }
+
+  workers(label: string, count: number): void {
+    this.#workers.labels(label).set(count);
+  }
+
+  refused(label: string, reason: string): void {
+    this.totals.refused++;
+    this.#refused.labels(label, reason).inc();
+  }
+}

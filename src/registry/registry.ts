@@ -1,0 +1,185 @@
+import { type Connection } from '../handoff/connection.js';
+import { type Metrics } from '../metrics/metrics.js';
+import { EAGAIN } from '../native/index.js';
+
+/** A registered worker, as the registry sees it (the services socket implements it). */
+export interface Worker {
+  readonly id: number;
+  readonly label: string;
+  readonly pid: number;
+  readonly uid: number;
+  /** Unacknowledged hand-offs allowed. */
+  readonly window: number;
+  /** Hand-offs sent and not yet acknowledged. */
+  readonly inflight: number;
+  readonly handoffs: number;
+  /** False while at its window, while its socket buffer is full, or while it drains. */
+  readonly ready: boolean;
+  /** Sends the connection; bytes sent or -errno. On success the daemon closes its copy. */
+  send(conn: Connection): number;
+  /** Its socket buffer is full: wait until it is writable. */
+  block(): void;
+  /** Its socket failed: it leaves. */
+  fail(reason: string): void;
+}
+
+export interface QueueOptions {
+  /** How long a connection waits for a worker (ms); 0 resets at once. */
+  timeoutMs: number;
+  /** Connections that may wait per label. */
+  size: number;
+}
+
+/**
+ * A label's waiting connections: a FIFO array with a moving head (undici's fixed-queue idea, without
+ * the fixed size), so a shift costs nothing and a service restart's backlog drains in order.
+ */
+class Waiting {
+  items: (Connection | undefined)[] = [];
+  head = 0;
+  timer: NodeJS.Timeout | undefined;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  peek(): Connection | undefined {
+    return this.items[this.head];
+  }
+
+  shift(): Connection | undefined {
+    const c = this.items[this.head];
+    this.items[this.head++] = undefined;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    }
+    return c;
+  }
+}
+
+/**
+ * label -> workers. Picks a worker per connection (round robin over the ready ones), and holds a bounded
+ * queue per label while none is ready (a service restarting), resetting past its bounds.
+ */
+export class Registry {
+  readonly #workers = new Map<string, Worker[]>();
+  readonly #next = new Map<string, number>();
+  readonly #waiting = new Map<string, Waiting>();
+  readonly #queue: QueueOptions;
+  readonly #metrics: Metrics;
+
+  constructor(queue: QueueOptions, metrics: Metrics) {
+    this.#queue = queue;
+    this.#metrics = metrics;
+  }
+
+  add(worker: Worker): void {
+    const list = this.#workers.get(worker.label) ?? [];
+    list.push(worker);
+    this.#workers.set(worker.label, list);
+    this.#metrics.workers(worker.label, list.length);
+    this.drain(worker.label);
+  }
+
+  remove(worker: Worker): void {
+    const list = this.#workers.get(worker.label);
+    const at = list?.indexOf(worker) ?? -1;
+    if (list === undefined || at < 0) return;
+    list.splice(at, 1);
+    if (list.length === 0) this.#workers.delete(worker.label);
+    this.#metrics.workers(worker.label, list.length);
+  }
+
+  workers(): Worker[] {
+    return [...this.#workers.values()].flat();
+  }
+
+  /** Waiting connections per label. */
+  queued(): Record<string, number> {
+    return Object.fromEntries([...this.#waiting].filter(([, q]) => q.length > 0).map(([label, q]) => [label, q.length]));
+  }
+
+  /** Hands `conn` to a worker of `label`, or queues it, or resets it. */
+  dispatch(label: string, conn: Connection): void {
+    const waiting = this.#waiting.get(label);
+    // Behind others already waiting: order is kept.
+    if ((waiting === undefined || waiting.length === 0) && this.#handoff(label, conn)) return;
+    this.#enqueue(label, conn);
+  }
+
+  /** Sends waiting connections while workers of `label` are ready: after a register, an ack, a writable. */
+  drain(label: string): void {
+    const waiting = this.#waiting.get(label);
+    if (waiting === undefined) return;
+    for (let c = waiting.peek(); c !== undefined && this.#handoff(label, c); c = waiting.peek()) waiting.shift();
+    this.#queueChanged(label, waiting);
+  }
+
+  /** Resets every waiting connection (shutdown). */
+  close(): void {
+    for (const [label, waiting] of this.#waiting) {
+      for (let c = waiting.shift(); c !== undefined; c = waiting.shift()) c.reset();
+      this.#queueChanged(label, waiting);
+    }
+  }
+
+  #handoff(label: string, conn: Connection): boolean {
+    const list = this.#workers.get(label);
+    if (list === undefined) return false;
+    const n = list.length;
+    const start = this.#next.get(label) ?? 0;
+    for (let i = 0; i < n; i++) {
+      const worker = list[(start + i) % n]!;
+      if (!worker.ready) continue;
+      const rc = worker.send(conn);
+      if (rc >= 0) {
+        this.#next.set(label, (start + i + 1) % n);
+        conn.release();
+        this.#metrics.handoff(conn.protocol, label, Number(process.hrtime.bigint() - conn.acceptedAt) / 1e9);
+        return true;
+      }
+      if (rc === -EAGAIN) worker.block();
+      else worker.fail(`hand-off failed with errno ${-rc}`);
+      // A failed worker may have left the list: start over on what remains.
+      if (list !== this.#workers.get(label) || list.length !== n) return this.#handoff(label, conn);
+    }
+    return false;
+  }
+
+  #enqueue(label: string, conn: Connection): void {
+    let waiting = this.#waiting.get(label);
+    if (this.#queue.timeoutMs <= 0 || this.#queue.size <= 0 || (waiting?.length ?? 0) >= this.#queue.size) {
+      conn.reset();
+      this.#metrics.reset(conn.protocol, label, this.#queue.timeoutMs <= 0 || this.#queue.size <= 0 ? 'no_worker' : 'queue_full');
+      return;
+    }
+    if (waiting === undefined) this.#waiting.set(label, (waiting = new Waiting()));
+    conn.deadline = performance.now() + this.#queue.timeoutMs;
+    waiting.items.push(conn);
+    this.#queueChanged(label, waiting);
+  }
+
+  /** Keeps the gauge and the expiry timer (one per label, for the oldest) in step with the queue. */
+  #queueChanged(label: string, waiting: Waiting): void {
+    this.#metrics.queueDepth(label, waiting.length);
+    const head = waiting.peek();
+    if (head === undefined) {
+      clearTimeout(waiting.timer);
+      waiting.timer = undefined;
+      this.#waiting.delete(label);
+      return;
+    }
+    if (waiting.timer !== undefined) return;
+    waiting.timer = setTimeout(() => {
+      waiting.timer = undefined;
+      const now = performance.now();
+      for (let c = waiting.peek(); c !== undefined && c.deadline <= now; c = waiting.peek()) {
+        waiting.shift();
+        c.reset();
+        this.#metrics.reset(c.protocol, label, 'queue_timeout');
+      }
+      this.#queueChanged(label, waiting);
+    }, Math.max(1, head.deadline - performance.now()));
+  }
+}

@@ -1,0 +1,256 @@
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { type Logger } from 'pino';
+import { DispatcherError } from '../errors.js';
+import { type Connection, headerBuffer } from '../handoff/connection.js';
+import { decodeWorkerMessage, encode, MAX_MESSAGE, PROTOCOL_VERSION, type DaemonMessage } from '../handoff/messages.js';
+import { type Metrics } from '../metrics/metrics.js';
+import { EAGAIN, EMSGSIZE, errnoName, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
+import { type Policy } from './policy.js';
+import { type Registry, type Worker } from './registry.js';
+
+export interface ServicesOptions {
+  path: string;
+  registry: Registry;
+  policy: Policy;
+  metrics: Metrics;
+  log: Logger;
+}
+
+// A peer must register this soon after connecting, and only so many may sit unregistered: a local user
+// must not be able to hold the daemon's descriptors by connecting and saying nothing.
+const REGISTER_TIMEOUT_MS = 5_000;
+const MAX_UNREGISTERED = 256;
+
+/**
+ * The services socket: SOCK_SEQPACKET, so every message arrives whole and a hand-off's descriptor never
+ * parts from its header. Anyone may connect (mode 0666); the policy decides, per label and by the peer's
+ * uid from SO_PEERCRED, who may register.
+ */
+export class ServicesSocket {
+  readonly path: string;
+  readonly #fd: number;
+  readonly #watch: WatchHandle;
+  readonly #options: ServicesOptions;
+  readonly #peers = new Set<Peer>();
+  readonly #cred = new Int32Array(4);
+  #nextId = 1;
+
+  private constructor(options: ServicesOptions, fd: number) {
+    this.path = options.path;
+    this.#options = options;
+    this.#fd = fd;
+    this.#watch = native.watch(fd, READABLE, () => this.#accept());
+  }
+
+  static listen(options: ServicesOptions): ServicesSocket {
+    const { path } = options;
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    const existing = lstatSync(path, { throwIfNoEntry: false });
+    if (existing !== undefined) {
+      if (!existing.isSocket()) throw new DispatcherError('ERR_ALREADY_RUNNING', `${path} exists and is not a socket; refusing to replace it`);
+      let probe = -1;
+      try {
+        probe = native.connectSeqpacket(path);
+      } catch {
+        unlinkSync(path); // nobody answers: left by a dead daemon
+      }
+      if (probe >= 0) {
+        native.close(probe);
+        throw new DispatcherError('ERR_ALREADY_RUNNING', `another daemon is listening on ${path}`);
+      }
+    }
+    const fd = native.listenSeqpacket(path, 512);
+    chmodSync(path, 0o666);
+    return new ServicesSocket(options, fd);
+  }
+
+  get peers(): number {
+    return this.#peers.size;
+  }
+
+  close(): void {
+    native.unwatch(this.#watch);
+    native.close(this.#fd);
+    for (const peer of [...this.#peers]) peer.close();
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // already gone
+    }
+  }
+
+  #accept(): void {
+    for (;;) {
+      const rc = native.acceptUnix(this.#fd, this.#cred);
+      if (rc === 0) return;
+      if (rc < 0) {
+        this.#options.log.warn({ error: errnoName(rc) }, 'services socket: accept failed');
+        return;
+      }
+      const [fd, pid, uid] = this.#cred as unknown as [number, number, number];
+      const unregistered = [...this.#peers].filter((p) => !p.registered).length;
+      if (unregistered >= MAX_UNREGISTERED) {
+        this.#options.log.warn({ pid, uid }, 'services socket: too many unregistered connections, refusing one');
+        native.close(fd);
+        continue;
+      }
+      const peer = new Peer(this.#nextId++, fd, pid, uid, this.#options, () => this.#peers.delete(peer));
+      this.#peers.add(peer);
+    }
+  }
+}
+
+// Reads are synchronous, so every peer can read into the same buffers.
+const received = new Uint8Array(MAX_MESSAGE);
+const receivedFds = new Int32Array(MAX_FDS + 1);
+
+/** One connection on the services socket: unregistered, then a worker of one label. */
+class Peer implements Worker {
+  readonly id: number;
+  readonly pid: number;
+  readonly uid: number;
+  label = '';
+  window = 0;
+  inflight = 0;
+  handoffs = 0;
+  registered = false;
+  #blocked = false;
+  #draining = false;
+  #closed = false;
+  readonly #fd: number;
+  readonly #watch: WatchHandle;
+  readonly #options: ServicesOptions;
+  readonly #onClose: () => void;
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(id: number, fd: number, pid: number, uid: number, options: ServicesOptions, onClose: () => void) {
+    this.id = id;
+    this.#fd = fd;
+    this.pid = pid;
+    this.uid = uid;
+    this.#options = options;
+    this.#onClose = onClose;
+    this.#watch = native.watch(fd, READABLE, (events) => this.#onEvents(events));
+    this.#timer = setTimeout(() => this.#refuse('ERR_PROTOCOL_MESSAGE', `no register message within ${REGISTER_TIMEOUT_MS / 1000} s`), REGISTER_TIMEOUT_MS);
+    this.#timer.unref();
+  }
+
+  get ready(): boolean {
+    return this.registered && !this.#blocked && !this.#draining && this.inflight < this.window;
+  }
+
+  send(conn: Connection): number {
+    const rc = native.sendFd(this.#fd, conn.header(headerBuffer, this.label), conn.fd);
+    if (rc >= 0) {
+      this.inflight++;
+      this.handoffs++;
+    }
+    return rc;
+  }
+
+  block(): void {
+    if (this.#blocked || this.#closed) return;
+    this.#blocked = true;
+    native.setEvents(this.#watch, READABLE | WRITABLE);
+  }
+
+  fail(reason: string): void {
+    this.#options.log.warn({ worker: this.id, label: this.label, pid: this.pid, reason }, 'worker failed');
+    this.close();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    native.unwatch(this.#watch);
+    // Descriptors still in flight to this worker are released by the kernel with the socket.
+    native.close(this.#fd);
+    this.#onClose();
+    if (this.registered) {
+      this.#options.registry.remove(this);
+      this.#options.log.info({ worker: this.id, label: this.label, pid: this.pid, handoffs: this.handoffs }, 'worker left');
+    }
+  }
+
+  #onEvents(events: number): void {
+    if (events < 0) return this.close();
+    if (events & WRITABLE && this.#blocked) {
+      this.#blocked = false;
+      native.setEvents(this.#watch, READABLE);
+      this.#options.registry.drain(this.label);
+    }
+    if (events & READABLE) this.#read();
+  }
+
+  #read(): void {
+    const data = received;
+    const fds = receivedFds;
+    let acked = 0;
+    while (!this.#closed) {
+      const n = native.recvMsg(this.#fd, data, fds);
+      if (n === -EAGAIN) break;
+      if (n === 0) return this.close();
+      if (n === -EMSGSIZE) return this.#refuse('ERR_PROTOCOL_MESSAGE', `a message is longer than ${MAX_MESSAGE} bytes`);
+      if (n < 0) return this.close();
+      if (fds[0]! > 0) {
+        for (let i = 1; i <= fds[0]!; i++) native.close(fds[i]!);
+        return this.#refuse('ERR_PROTOCOL_MESSAGE', 'workers never send descriptors');
+      }
+      try {
+        acked += this.#handle(data.subarray(0, n));
+      } catch (err) {
+        const e = err as DispatcherError;
+        return this.#refuse(e.code ?? 'ERR_PROTOCOL_MESSAGE', e.message);
+      }
+    }
+    if (acked > 0 && !this.#closed) this.#options.registry.drain(this.label);
+  }
+
+  /** Handles one message; returns how many hand-offs it acknowledged. */
+  #handle(bytes: Uint8Array): number {
+    const m = decodeWorkerMessage(bytes);
+    if (!this.registered) {
+      if (m.type !== 'register') throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `the first message must be "register", not ${JSON.stringify(m.type)}`);
+      if (!this.#options.policy.allows(m.label, this.uid)) {
+        this.#options.metrics.refused(m.label, 'not_allowed');
+        throw new DispatcherError('ERR_NOT_ALLOWED', `uid ${this.uid} may not register label "${m.label}" (the daemon's --allow ${m.label}=UID permits it)`);
+      }
+      clearTimeout(this.#timer);
+      this.label = m.label;
+      this.window = m.window;
+      this.registered = true;
+      this.#send({ type: 'registered', version: PROTOCOL_VERSION, label: m.label, worker: this.id, window: m.window });
+      this.#options.log.info({ worker: this.id, label: m.label, pid: this.pid, uid: this.uid, window: m.window }, 'worker registered');
+      this.#options.registry.add(this);
+      return 0;
+    }
+    switch (m.type) {
+      case 'ack':
+        if (m.count > this.inflight) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `ack of ${m.count} with ${this.inflight} hand-offs unacknowledged`);
+        this.inflight -= m.count;
+        return m.count;
+      case 'drain':
+        // Nothing more is sent; everything sent arrives before "drained", so the worker loses nothing.
+        this.#draining = true;
+        this.#send({ type: 'drained' });
+        return 0;
+      default:
+        throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `"${m.type}" is only valid as the first message`);
+    }
+  }
+
+  #send(message: DaemonMessage): void {
+    native.sendFd(this.#fd, encode(message), -1);
+  }
+
+  /** Tells the peer why (best effort), logs it, and closes. */
+  #refuse(code: string, message: string): void {
+    if (this.#closed) return;
+    this.#options.log.warn({ worker: this.id, pid: this.pid, uid: this.uid, label: this.label || undefined, code }, message);
+    if (code !== 'ERR_NOT_ALLOWED' && !this.registered) this.#options.metrics.refused('', code === 'ERR_VERSION' ? 'version' : 'protocol');
+    this.#send({ type: 'error', code, message });
+    this.close();
+  }
+}

@@ -1,0 +1,189 @@
+import { EventEmitter } from 'node:events';
+import { type Server, Socket } from 'node:net';
+import { DEFAULT_SERVICES_PATH } from '../control/protocol.js';
+import { DispatcherError, type ErrorCode } from '../errors.js';
+import { decodeDaemonMessage, encode, type Endpoint, MAX_MESSAGE, PROTOCOL_VERSION, type WorkerMessage } from '../handoff/messages.js';
+import { EAGAIN, MAX_FDS, native, READABLE, type WatchHandle } from '../native/index.js';
+
+/**
+ * The library a service imports to receive connections from the dispatcher (`l4-dispatcher/service`):
+ *
+ *   import { attach, serve } from 'l4-dispatcher/service';
+ *   attach(httpServer, { label: 'web' });                     // connections arrive as 'connection'
+ *   serve({ label: 'echo' }, (socket, info) => socket.pipe(socket));
+ *
+ * It speaks the services protocol (docs/services-protocol.md), acknowledges hand-offs in batches, and
+ * reconnects with backoff when the daemon restarts. `close()` drains: the daemon stops sending, and every
+ * connection it already sent is still delivered.
+ */
+export interface ServiceOptions {
+  label: string;
+  /** The daemon's services socket (default /run/dispatcher/services.sock, or DISPATCHER_SERVICES). */
+  socket?: string;
+  /** Hand-offs the daemon may send before this worker acknowledges them. */
+  window?: number;
+}
+
+export interface ConnectionInfo {
+  label: string;
+  protocol: 'tcp' | 'udp';
+  client: Endpoint;
+  local: Endpoint;
+}
+
+export type ConnectionHandler = (socket: Socket, info: ConnectionInfo) => void;
+
+// Errors after which registering again cannot help: the service is misconfigured.
+const FATAL = new Set(['ERR_NOT_ALLOWED', 'ERR_VERSION', 'ERR_LABEL']);
+const BACKOFF_MIN_MS = 50;
+const BACKOFF_MAX_MS = 2_000;
+const DRAIN_TIMEOUT_MS = 5_000;
+
+export interface ServiceEvents {
+  registered: [info: { label: string; worker: number; window: number }];
+  connection: [socket: Socket, info: ConnectionInfo];
+  disconnected: [];
+  error: [err: Error];
+}
+
+export class Service extends EventEmitter<ServiceEvents> {
+  readonly label: string;
+  readonly socketPath: string;
+  readonly window: number | undefined;
+  #fd = -1;
+  #watch: WatchHandle | undefined;
+  #backoff = BACKOFF_MIN_MS;
+  #retry: NodeJS.Timeout | undefined;
+  #closing = false;
+  #unacked = 0;
+  #drained: (() => void) | undefined;
+  readonly #data = new Uint8Array(MAX_MESSAGE);
+  readonly #fds = new Int32Array(MAX_FDS + 1);
+
+  constructor(options: ServiceOptions) {
+    super();
+    this.label = options.label;
+    this.socketPath = options.socket ?? process.env['DISPATCHER_SERVICES'] ?? DEFAULT_SERVICES_PATH;
+    this.window = options.window;
+    // Connect on the next tick, so the caller can add listeners first.
+    setImmediate(() => this.#connect());
+  }
+
+  get connected(): boolean {
+    return this.#fd >= 0;
+  }
+
+  /** Stops taking connections: those the daemon already sent are delivered first. */
+  close(): Promise<void> {
+    if (this.#closing) return Promise.resolve();
+    this.#closing = true;
+    clearTimeout(this.#retry);
+    if (this.#fd < 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#drained?.(), DRAIN_TIMEOUT_MS);
+      this.#drained = () => {
+        clearTimeout(timer);
+        this.#drained = undefined;
+        this.#disconnect();
+        resolve();
+      };
+      if (!this.#send({ type: 'drain' })) this.#drained();
+    });
+  }
+
+  #connect(): void {
+    if (this.#closing) return;
+    try {
+      this.#fd = native.connectSeqpacket(this.socketPath);
+    } catch {
+      // The daemon is not there (yet): try again, less and less often.
+      this.#retry = setTimeout(() => this.#connect(), this.#backoff);
+      this.#backoff = Math.min(this.#backoff * 2, BACKOFF_MAX_MS);
+      return;
+    }
+    this.#watch = native.watch(this.#fd, READABLE, () => this.#read());
+    const register: WorkerMessage = { type: 'register', version: PROTOCOL_VERSION, label: this.label, window: this.window ?? 64 };
+    if (!this.#send(register)) this.#lost();
+  }
+
+  #send(message: WorkerMessage): boolean {
+    return this.#fd >= 0 && native.sendFd(this.#fd, encode(message), -1) > 0;
+  }
+
+  #read(): void {
+    while (this.#fd >= 0) {
+      const n = native.recvMsg(this.#fd, this.#data, this.#fds);
+      if (n === -EAGAIN) break;
+      if (n <= 0) return this.#lost();
+      const fds = Array.from(this.#fds.subarray(1, 1 + this.#fds[0]!));
+      try {
+        this.#handle(this.#data.subarray(0, n), fds);
+      } catch (err) {
+        for (const fd of fds) native.close(fd);
+        this.emit('error', err as Error);
+        return this.#lost();
+      }
+    }
+    this.#ack();
+  }
+
+  #handle(bytes: Uint8Array, fds: number[]): void {
+    const m = decodeDaemonMessage(bytes);
+    if (m.type !== 'connection' && fds.length > 0) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a "${m.type}" message carried descriptors`);
+    switch (m.type) {
+      case 'registered':
+        this.#backoff = BACKOFF_MIN_MS;
+        this.emit('registered', { label: m.label, worker: m.worker, window: m.window });
+        return;
+      case 'connection': {
+        if (fds.length !== 1) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a connection arrived with ${fds.length} descriptors`);
+        this.#unacked++;
+        const socket = new Socket({ fd: fds[0]!, readable: true, writable: true });
+        this.emit('connection', socket, { label: m.label, protocol: m.protocol, client: m.client, local: m.local });
+        return;
+      }
+      case 'drained':
+        this.#drained?.();
+        return;
+      case 'error': {
+        const err = new DispatcherError(m.code as ErrorCode, `the dispatcher refused: ${m.message}`);
+        if (FATAL.has(m.code)) this.#closing = true;
+        this.emit('error', err);
+        return;
+      }
+    }
+  }
+
+  /** One acknowledgement per batch read, not one per connection: fewer messages for the daemon to read. */
+  #ack(): void {
+    if (this.#unacked > 0 && this.#send({ type: 'ack', count: this.#unacked })) this.#unacked = 0;
+  }
+
+  #disconnect(): void {
+    if (this.#watch !== undefined) native.unwatch(this.#watch);
+    this.#watch = undefined;
+    if (this.#fd >= 0) native.close(this.#fd);
+    this.#fd = -1;
+    this.#unacked = 0;
+  }
+
+  /** The daemon went away (restart, crash): reconnect unless closing. */
+  #lost(): void {
+    this.#disconnect();
+    this.emit('disconnected');
+    this.#drained?.();
+    if (!this.#closing) this.#retry = setTimeout(() => this.#connect(), this.#backoff);
+  }
+}
+
+/** Calls `handler` with every connection the dispatcher hands to `label`. */
+export function serve(options: ServiceOptions, handler: ConnectionHandler): Service {
+  const service = new Service(options);
+  service.on('connection', handler);
+  return service;
+}
+
+/** Emits every handed-off connection as 'connection' on `server` (a net.Server or http.Server). */
+export function attach(server: Server, options: ServiceOptions): Service {
+  return serve(options, (socket) => server.emit('connection', socket));
+}
