@@ -60,6 +60,7 @@ export class Daemon {
   readonly #policy: Policy;
   readonly #listeners: Listeners;
   #services: ServicesSocket | undefined;
+  #ownsControl = false;
   #metricsServer: Server | undefined;
   #table: Table;
   // Changes run one after another, so each builds on the last one's snapshot and persists in order.
@@ -95,6 +96,7 @@ export class Daemon {
     const daemon = new Daemon(full, table);
     try {
       await listenUnix(daemon.#control, full.controlPath);
+      daemon.#ownsControl = true;
       daemon.#services = ServicesSocket.listen({ path: full.servicesPath, registry: daemon.#registry, policy: daemon.#policy, metrics: daemon.metrics, log: daemon.log });
       if (full.metrics !== undefined) daemon.#metricsServer = await daemon.#serveMetrics(full.metrics);
     } catch (err) {
@@ -121,7 +123,8 @@ export class Daemon {
     });
     await new Promise<void>((resolve) => (this.#metricsServer ? this.#metricsServer.close(() => resolve()) : resolve()));
     await this.#changes;
-    await unlink(this.controlPath).catch(() => undefined);
+    // After a failed start the path may be another daemon's: only remove what this one created.
+    if (this.#ownsControl) await unlink(this.controlPath).catch(() => undefined);
     this.log.info('daemon stopped');
   }
 

@@ -1,3 +1,4 @@
+import { parseLabel } from '../bindings/binding.js';
 import { DispatcherError } from '../errors.js';
 
 /**
@@ -70,10 +71,10 @@ export function decodeWorkerMessage(bytes: Uint8Array): WorkerMessage {
       if (m['version'] !== PROTOCOL_VERSION) {
         throw new DispatcherError('ERR_VERSION', `protocol version ${JSON.stringify(m['version'])} is not supported (this daemon speaks ${PROTOCOL_VERSION})`);
       }
-      if (typeof m['label'] !== 'string') throw protocolError('register needs a "label" string');
+      const label = parseLabel(m['label']);
       const window = m['window'] ?? DEFAULT_WINDOW;
       if (!isCount(window, MAX_WINDOW)) throw protocolError(`"window" must be a whole number from 1 to ${MAX_WINDOW}`);
-      return { type: 'register', version: PROTOCOL_VERSION, label: m['label'], window };
+      return { type: 'register', version: PROTOCOL_VERSION, label, window };
     }
     case 'ack':
       if (!isCount(m['count'], MAX_WINDOW)) throw protocolError(`"count" must be a whole number from 1 to ${MAX_WINDOW}`);

@@ -30,6 +30,7 @@ export async function tempDir(t: { teardown(fn: () => unknown): void }): Promise
 export interface RunningDaemon {
   process: ChildProcess;
   control: string;
+  services: string;
   stateDir: string;
   stderr(): string;
   /** Runs the CLI against this daemon. */
@@ -41,7 +42,8 @@ export interface RunningDaemon {
 export async function startDaemon(dir: string, extra: string[] = []): Promise<RunningDaemon> {
   const control = join(dir, 'control.sock');
   const stateDir = join(dir, 'state');
-  const child = spawn(process.execPath, [CLI, 'daemon', '--control', control, '--state-dir', stateDir, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const services = join(dir, 'services.sock');
+  const child = spawn(process.execPath, [CLI, 'daemon', '--control', control, '--state-dir', stateDir, '--services', services, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -59,6 +61,7 @@ export async function startDaemon(dir: string, extra: string[] = []): Promise<Ru
   return {
     process: child,
     control,
+    services,
     stateDir,
     stderr: () => stderr,
     cli,

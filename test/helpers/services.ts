@@ -1,0 +1,101 @@
+import { type ChildProcess, spawn, type SpawnOptions } from 'node:child_process';
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export const ECHO_SERVICE = fileURLToPath(new URL('../fixtures/echo-service.mjs', import.meta.url));
+export const PYTHON_SERVICE = fileURLToPath(new URL('../../examples/python/echo_service.py', import.meta.url));
+
+export interface RunningWorker {
+  process: ChildProcess;
+  pid: number;
+  output(): string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts a worker and waits for its "registered" line (or its exit, for refusals). */
+export async function startWorker(label: string, services: string, options: { window?: number; command?: string[]; spawn?: SpawnOptions; expectExit?: boolean } = {}): Promise<RunningWorker> {
+  const command = options.command ?? [process.execPath, ECHO_SERVICE, label, services, ...(options.window ? [String(options.window)] : [])];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], ...options.spawn });
+  let output = '';
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker ${label} did not register within 10 s: ${output}`)), 10_000);
+    const onData = (c: Buffer): void => {
+      output += c.toString();
+      if (/^registered /m.test(output)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      if (options.expectExit) resolve();
+      else reject(new Error(`worker ${label} exited: ${output}`));
+    });
+  });
+  return {
+    process: child,
+    pid: child.pid!,
+    output: () => output,
+    stop: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export interface Served {
+  label: string;
+  pid: number;
+  client: { address: string; port: number };
+  local: { address: string; port: number };
+  /** What the service's net.Socket says of the client. */
+  remote: { address: string; port: number };
+  /** The client's own view of its end. */
+  self: { address: string; port: number };
+}
+
+/** Connects and reads the service's first line; rejects with the socket error (ECONNRESET for a reset). */
+export function request(host: string, port: number, options: { localAddress?: string; timeoutMs?: number } = {}): Promise<Served> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host, port, localAddress: options.localAddress });
+    let text = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(Object.assign(new Error(`no answer from ${host}:${port}`), { code: 'ETIMEDOUT' }));
+    }, options.timeoutMs ?? 10_000);
+    s.on('data', (c: Buffer) => {
+      text += c.toString();
+      const nl = text.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      const [label, pid, ca, cp, la, lp, ra, rp] = text.slice(0, nl).split(' ') as [string, string, string, string, string, string, string, string];
+      resolve({
+        label,
+        pid: Number(pid),
+        client: { address: ca, port: Number(cp) },
+        local: { address: la, port: Number(lp) },
+        remote: { address: ra, port: Number(rp) },
+        self: { address: s.localAddress!, port: s.localPort! },
+      });
+      s.destroy();
+    });
+    s.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    s.on('end', () => {
+      clearTimeout(timer);
+      reject(Object.assign(new Error(`closed without an answer: ${host}:${port}`), { code: 'EOF' }));
+    });
+  });
+}
+
+/** A port below the ephemeral range (32768 up), where clients' own ports cannot collide with it. */
+export function randomPort(): number {
+  return 20000 + Math.floor(Math.random() * 12000);
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

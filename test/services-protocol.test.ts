@@ -1,0 +1,114 @@
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { openSync, closeSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { EAGAIN, MAX_FDS, native } from '../src/native/index.js';
+import { startDaemon, tempDir } from './helpers/daemon.js';
+import { openFds, readable } from './helpers/native.js';
+import { PYTHON_SERVICE, randomPort, request, sleep, startWorker } from './helpers/services.js';
+
+/** Sends `payload` on a fresh services connection; returns the daemon's answer and whether it then closed. */
+async function exchange(services: string, payloads: (Buffer | string)[], fd = -1): Promise<{ answers: Record<string, unknown>[]; closed: boolean }> {
+  const sock = native.connectSeqpacket(services);
+  // A send may fail once the daemon has refused and closed; what it answered is what is checked.
+  for (const p of payloads) native.sendFd(sock, Buffer.from(p), fd);
+  const answers: Record<string, unknown>[] = [];
+  const data = new Uint8Array(65536);
+  const fds = new Int32Array(MAX_FDS + 1);
+  for (;;) {
+    await readable(sock);
+    let n: number;
+    while ((n = native.recvMsg(sock, data, fds)) > 0) answers.push(JSON.parse(Buffer.from(data.subarray(0, n)).toString()));
+    if (n === 0 || n !== -EAGAIN) {
+      native.close(sock);
+      return { answers, closed: n === 0 };
+    }
+  }
+}
+
+const register = (label = 'web'): string => JSON.stringify({ type: 'register', version: 1, label });
+
+t.test('garbage on the services socket gets an error and a close, never a crash or a leak', async (t) => {
+  const dir = await tempDir(t);
+  const d = await startDaemon(dir);
+  t.teardown(() => d.stop());
+  const baseline = openFds(d.process.pid!);
+  const cases: [string, (Buffer | string)[], RegExp][] = [
+    ['random bytes', [randomBytes(300)], /not UTF-8 JSON|not a JSON object/],
+    ['a truncated message', ['{"type":"regis'], /not UTF-8 JSON/],
+    ['JSON that is not an object', ['[1,2,3]'], /not a JSON object/],
+    ['a first message that is not register', ['{"type":"ack","count":1}'], /the first message must be "register"/],
+    ['an unknown type', ['{"type":"steal"}'], /unknown message type "steal"/],
+    ['a version it does not speak', ['{"type":"register","version":2,"label":"web"}'], /protocol version 2 is not supported/],
+    ['a bad label', ['{"type":"register","version":1,"label":"no spaces"}'], /label "no spaces" is not/],
+    ['a bad window', ['{"type":"register","version":1,"label":"web","window":0}'], /"window" must be a whole number/],
+    ['a huge message', [Buffer.alloc(100_000, 'x')], /longer than 4096 bytes/],
+    ['an ack of more than was sent', [register(), '{"type":"ack","count":5}'], /ack of 5 with 0 hand-offs unacknowledged/],
+    ['a register twice', [register(), register()], /"register" is only valid as the first message/],
+  ];
+  for (const [name, payloads, message] of cases) {
+    const { answers, closed } = await exchange(d.services, payloads);
+    const error = answers.find((a) => a['type'] === 'error');
+    t.match(error?.['message'], message, name);
+    t.ok(closed, `${name}: the daemon closes`);
+  }
+  const file = openFileForTest(dir);
+  const withFd = await exchange(d.services, [register()], file);
+  closeSync(file);
+  t.match(withFd.answers.find((a) => a['type'] === 'error')?.['message'], /workers never send descriptors/);
+
+  // Connect and say nothing: closed after the registration timeout.
+  const silent = native.connectSeqpacket(d.services);
+  await readable(silent);
+  t.equal(native.recvMsg(silent, new Uint8Array(4096), new Int32Array(MAX_FDS + 1)) > 0, true, 'an error message first');
+  native.close(silent);
+
+  t.equal((await d.cli('status')).code, 0, 'the daemon still answers');
+  let now = 0;
+  for (let i = 0; i < 30 && (now = openFds(d.process.pid!)) !== baseline; i++) await sleep(100);
+  t.equal(now, baseline, 'no descriptor leaked');
+});
+
+function openFileForTest(dir: string): number {
+  return openSync(join(dir, 'stray'), 'w');
+}
+
+t.test('garbage on the control socket gets an HTTP error or a close', async (t) => {
+  const dir = await tempDir(t);
+  const d = await startDaemon(dir);
+  t.teardown(() => d.stop());
+  const send = (bytes: Buffer | string): Promise<string> =>
+    new Promise((resolve) => {
+      const s = connect(d.control);
+      let out = '';
+      s.on('data', (c: Buffer) => (out += c.toString()));
+      s.on('close', () => resolve(out));
+      s.on('error', () => resolve(out));
+      s.end(bytes);
+    });
+  t.match(await send(randomBytes(2000)), /^HTTP\/1\.1 400/, 'random bytes');
+  t.match(await send(`GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(100_000)}\r\n\r\n`), /^HTTP\/1\.1 431/, 'huge headers');
+  t.match(await send('PUT /v1/bindings HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{"bind'), /^HTTP\/1\.1 400/, 'a truncated body');
+  t.match(await send('POST /v1/bindings HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n[1,2]'), /HTTP\/1\.1 400[\s\S]*ERR_REQUEST/, 'JSON of the wrong shape');
+  t.equal((await d.cli('status')).code, 0, 'the daemon still answers');
+});
+
+t.test('the Python example speaks the protocol', async (t) => {
+  const dir = await tempDir(t);
+  const d = await startDaemon(dir);
+  t.teardown(() => d.stop());
+  const port = randomPort();
+  await d.cli('bind', 'add', 'py', 'tcp', '127.0.0.0/8', String(port));
+  const py = await startWorker('py', d.services, { command: ['python3', PYTHON_SERVICE, 'py', d.services] });
+  t.teardown(() => py.stop());
+  for (let i = 0; i < 3; i++) {
+    const served = await request('127.0.0.5', port);
+    t.equal(served.label, 'py');
+    t.equal(served.pid, py.pid);
+    t.same(served.local, { address: '127.0.0.5', port });
+    t.same(served.client, served.self);
+  }
+  const services = JSON.parse((await d.cli('services', '--json')).stdout);
+  t.equal(services.workers[0].inflight, 0, 'it acknowledged every hand-off');
+});
