@@ -1,5 +1,6 @@
 import t from 'tap';
-import { chmod } from 'node:fs/promises';
+import { chmod, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { startDaemon, tempDir } from './helpers/daemon.js';
 import { openFds } from './helpers/native.js';
@@ -38,6 +39,7 @@ t.test('connections land where the bindings say, and the service sees the real c
   const status = JSON.parse((await d.cli('status', '--json')).stdout);
   t.equal(status.connections.misses, 1);
   t.equal(status.connections.handoffs, 6);
+  t.same(status.connections.by_label, { 'tcp web': { lookups: 3, handoffs: 3, resets: 0 }, 'tcp api': { lookups: 3, handoffs: 3, resets: 0 } }, 'per label at a glance');
   t.same(
     status.listeners.map((l: { port: number; state: string }) => [l.port, l.state]),
     [
@@ -171,10 +173,12 @@ t.test('a worker killed with hand-offs in flight: descriptors return to baseline
   t.equal(now, baseline, "the daemon's open descriptors are back at their baseline");
 });
 
-t.test('who may register: root and the daemon uid by default; --allow for others', async (t) => {
+t.test('who may register: root and the daemon uid by default; --allow (here from --config) for others', async (t) => {
   const dir = await tempDir(t);
   await chmod(dir, 0o755); // nobody must reach the services socket to be refused by policy
-  const d = await startDaemon(dir, ['--allow', 'public=65534']);
+  // The rule comes from a config file: the same options as the flags.
+  await writeFile(join(dir, 'config.json'), JSON.stringify({ allow: ['public=65534'] }));
+  const d = await startDaemon(dir, ['--config', join(dir, 'config.json')]);
   t.teardown(() => d.stop());
   const asNobody = { uid: 65534, gid: 65534 };
   const refused = await startWorker('web', d.services, { spawn: asNobody, expectExit: true });

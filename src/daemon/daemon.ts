@@ -237,7 +237,7 @@ export class Daemon {
           listeners: this.#listeners.status(),
           workers: { total: workers.length, labels: new Set(workers.map((w) => w.label)).size },
           queued: this.#registry.queued(),
-          connections: { ...this.metrics.totals },
+          connections: { ...this.metrics.totals, by_label: this.metrics.byLabel() },
           queue: { timeout_ms: this.#options.queueTimeoutMs, size: this.#options.queueSize },
           allow: this.#policy.toJSON(),
         };

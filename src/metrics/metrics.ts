@@ -1,9 +1,16 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 interface Children {
+  counts: LabelCounts;
   lookups: { inc(): void };
   handoffs: { inc(): void };
   latency: { observe(value: number): void };
+}
+
+export interface LabelCounts {
+  lookups: number;
+  handoffs: number;
+  resets: number;
 }
 
 export type ResetReason = 'no_worker' | 'queue_full' | 'queue_timeout';
@@ -43,6 +50,7 @@ export class Metrics {
     let c = this.#children.get(key);
     if (c === undefined) {
       c = {
+        counts: { lookups: 0, handoffs: 0, resets: 0 },
         lookups: this.#lookups.labels(protocol, label),
         handoffs: this.#handoffs.labels(protocol, label),
         latency: this.#latency.labels(label),
@@ -54,12 +62,15 @@ export class Metrics {
 
   lookup(protocol: string, label: string): void {
     this.totals.lookups++;
-    this.#child(protocol, label).lookups.inc();
+    const c = this.#child(protocol, label);
+    c.counts.lookups++;
+    c.lookups.inc();
   }
 
   handoff(protocol: string, label: string, seconds: number): void {
     this.totals.handoffs++;
     const c = this.#child(protocol, label);
+    c.counts.handoffs++;
     c.handoffs.inc();
     c.latency.observe(seconds);
   }
@@ -71,7 +82,13 @@ export class Metrics {
 
   reset(protocol: string, label: string, reason: ResetReason): void {
     this.totals.resets++;
+    this.#child(protocol, label).counts.resets++;
     this.#resets.labels(protocol, label, reason).inc();
+  }
+
+  /** Per "protocol label": what `status` shows at a glance. */
+  byLabel(): Record<string, LabelCounts> {
+    return Object.fromEntries([...this.#children].map(([key, c]) => [key, { ...c.counts }]));
   }
 
   queueDepth(label: string, depth: number): void {

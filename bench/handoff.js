@@ -1,0 +1,189 @@
+// npm run bench:handoff [-- --quick]
+//
+// A Node http service, direct versus behind the dispatcher, in the same run and interleaved rounds:
+// - new connections per second and p50/p99 latency (wrk, Connection: close);
+// - the daemon's CPU time per hand-off (/proc/<pid>/stat over the run, divided by its hand-offs);
+// - a dispatch-only run against a service that closes what it receives: the daemon's ceiling;
+// - keep-alive requests per second and a 1 GiB transfer on one connection (the daemon is out of the path).
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ControlClient } from '../dist/index.js';
+import { interleaved, si, writeResult } from './common.js';
+
+const QUICK = process.argv.includes('--quick');
+const ROUNDS = 3;
+const SECONDS = QUICK ? 2 : 6;
+const CONNECTIONS = 32;
+const BULK_BYTES = QUICK ? 256 * 2 ** 20 : 2 ** 30;
+const CLI = fileURLToPath(new URL('../bin/dispatcher', import.meta.url));
+const SERVICE = fileURLToPath(new URL('./services/http-service.mjs', import.meta.url));
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
+
+function requireTool(name, pkg) {
+  try {
+    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' });
+  } catch {
+    console.error(`bench:handoff needs ${name}: apt-get install ${pkg}`);
+    process.exit(2);
+  }
+}
+
+const children = [];
+process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
+
+function start(args, readyPattern) {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const onData = (c) => {
+      out += c.toString();
+      if (readyPattern.test(out)) resolve(child);
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${out}`)));
+  });
+}
+
+async function daemon(dir) {
+  const control = join(dir, 'control.sock');
+  const services = join(dir, 'services.sock');
+  const child = spawn(process.execPath, [CLI, 'daemon', '--control', control, '--services', services, '--state-dir', join(dir, 'state')], { stdio: 'ignore' });
+  children.push(child);
+  const client = new ControlClient(control);
+  for (let i = 0; ; i++) {
+    try {
+      await client.call('GET', '/status');
+      return { child, client, services };
+    } catch (err) {
+      if (i > 200) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+async function bind(client, label, port) {
+  await client.call('POST', '/bindings', { body: JSON.stringify({ label, protocol: 'tcp', prefix: '127.0.0.1', port }) });
+}
+
+function toMs(text) {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(text);
+  return m ? Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2]] : NaN;
+}
+
+function wrk(port, close) {
+  const args = ['-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', ...(close ? ['-H', 'Connection: close'] : []), `http://127.0.0.1:${port}/`];
+  const out = execFileSync('wrk', args, { encoding: 'utf8' });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)[1]);
+  const p50 = toMs(/^\s+50%\s+(\S+)/m.exec(out)[1]);
+  const p99 = toMs(/^\s+99%\s+(\S+)/m.exec(out)[1]);
+  const errors = /Socket errors: (.*)/.exec(out)?.[1] ?? '';
+  return { figure: rps, rps, p50, p99, errors };
+}
+
+async function cpuSeconds(pid) {
+  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime
+}
+
+async function handoffs(client) {
+  return (await client.call('GET', '/status')).connections.handoffs;
+}
+
+/** Runs `fn` and measures the daemon's CPU per hand-off over it. */
+async function withDaemonCpu(d, fn) {
+  const [cpu0, h0] = [await cpuSeconds(d.child.pid), await handoffs(d.client)];
+  const t0 = performance.now();
+  const result = await fn();
+  const seconds = (performance.now() - t0) / 1000;
+  const [cpu1, h1] = [await cpuSeconds(d.child.pid), await handoffs(d.client)];
+  const n = h1 - h0;
+  return { ...result, handoffs: n, handoffs_per_second: n / seconds, daemon_us_per_handoff: ((cpu1 - cpu0) / n) * 1e6 };
+}
+
+function download(port) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let bytes = 0;
+    const s = connect(port, '127.0.0.1');
+    s.on('data', (c) => (bytes += c.length));
+    s.on('error', reject);
+    s.on('end', () => {
+      if (bytes !== BULK_BYTES) return reject(new Error(`received ${bytes} of ${BULK_BYTES} bytes`));
+      const gbps = (bytes * 8) / ((performance.now() - t0) / 1000) / 1e9;
+      resolve({ figure: gbps, gbps });
+    });
+  });
+}
+
+requireTool('wrk', 'wrk');
+const dir = await mkdtemp(join(tmpdir(), 'dispatcher-bench-'));
+try {
+  const d = await daemon(dir);
+  const ports = { direct: 24080, http: 24081, sink: 24082, bulkDirect: 24083, bulk: 24084 };
+  await bind(d.client, 'http', ports.http);
+  await bind(d.client, 'sink', ports.sink);
+  await bind(d.client, 'bulk', ports.bulk);
+  await Promise.all([
+    start([SERVICE, 'direct', ports.direct], /ready/),
+    start([SERVICE, 'attach', 'http', d.services], /ready/),
+    start([SERVICE, 'sink', 'sink', d.services], /ready/),
+    start([SERVICE, 'bulk-direct', ports.bulkDirect, BULK_BYTES], /ready/),
+    start([SERVICE, 'bulk-attach', 'bulk', d.services, BULK_BYTES], /ready/),
+  ]);
+  const figures = {};
+  const cases = {
+    'new connections, direct': () => wrk(ports.direct, true),
+    'new connections, dispatcher': () => withDaemonCpu(d, () => wrk(ports.http, true)),
+    // The sink closes what it gets, so wrk sees no responses: the figure is the daemon's hand-offs/s.
+    'dispatch only (sink service)': async () => {
+      const r = await withDaemonCpu(d, () => wrk(ports.sink, true));
+      return { ...r, figure: r.handoffs_per_second };
+    },
+    'keep-alive, direct': () => wrk(ports.direct, false),
+    'keep-alive, dispatcher': () => wrk(ports.http, false),
+    'bulk, direct': () => download(ports.bulkDirect),
+    'bulk, dispatcher': () => download(ports.bulk),
+  };
+  // interleaved() summarizes one number per case; keep every field of every round.
+  const raw = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+  const summary = await interleaved(
+    Object.fromEntries(
+      Object.entries(cases).map(([name, run]) => [
+        name,
+        async () => {
+          const r = await run();
+          raw[name].push(r);
+          return r.figure;
+        },
+      ]),
+    ),
+    ROUNDS,
+  );
+  const med = (name, field) => {
+    const xs = raw[name].map((r) => r[field]).sort((a, b) => a - b);
+    return xs[xs.length >> 1];
+  };
+  for (const name of Object.keys(cases)) figures[name] = { ...summary[name], p50_ms: med(name, 'p50'), p99_ms: med(name, 'p99'), daemon_us_per_handoff: med(name, 'daemon_us_per_handoff'), handoffs_per_second: med(name, 'handoffs_per_second'), rounds_raw: raw[name] };
+
+  const ratio = (a, b) => (figures[a].median / figures[b].median).toFixed(2);
+  console.log(`\nMedians of ${ROUNDS} interleaved rounds, ${SECONDS} s each, wrk -t1 -c${CONNECTIONS}; ratio to direct from the same rounds\n`);
+  for (const [name, f] of Object.entries(figures)) {
+    const unit = name.startsWith('bulk') ? `${f.median.toFixed(1)} Gbit/s` : name.startsWith('dispatch only') ? `${si(f.median)} hand-offs/s` : `${si(f.median)} req/s`;
+    const lat = name.startsWith('bulk') || name.startsWith('dispatch only') ? '' : `  p50 ${f.p50_ms.toFixed(2)} ms  p99 ${f.p99_ms.toFixed(2)} ms`;
+    const cpu = Number.isFinite(f.daemon_us_per_handoff) ? `  daemon ${f.daemon_us_per_handoff.toFixed(1)} µs CPU/hand-off, ${si(f.handoffs_per_second)} hand-offs/s` : '';
+    console.log(`  ${name.padEnd(30)} ${unit.padStart(14)} (${si(f.min)}-${si(f.max)})${lat}${cpu}`);
+  }
+  console.log(`\n  new connections: dispatcher / direct = ${ratio('new connections, dispatcher', 'new connections, direct')}`);
+  console.log(`  keep-alive:      dispatcher / direct = ${ratio('keep-alive, dispatcher', 'keep-alive, direct')}`);
+  console.log(`  bulk:            dispatcher / direct = ${ratio('bulk, dispatcher', 'bulk, direct')}`);
+  console.log(`\n${await writeResult('handoff', { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, figures })}`);
+} finally {
+  children.forEach((c) => c.kill('SIGTERM'));
+  await rm(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,55 @@
+// The service the benchmarks load: a Node http server answering "hello", listening directly or attached
+// to the dispatcher; or a sink that closes every connection it is handed.
+//   node http-service.mjs direct PORT
+//   node http-service.mjs attach LABEL SERVICES_SOCKET
+//   node http-service.mjs sink LABEL SERVICES_SOCKET
+//   node http-service.mjs bulk-direct PORT BYTES | bulk-attach LABEL SERVICES_SOCKET BYTES
+import { createServer } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { attach, serve } from '../../dist/service/index.js';
+
+const [mode, a, b, c] = process.argv.slice(2);
+const ready = () => process.stdout.write('ready\n');
+const hello = createServer((req, res) => res.end('hello\n'));
+
+// Bulk: write BYTES on connect, in 1 MiB chunks with backpressure, then end.
+const chunk = Buffer.alloc(1 << 20, 'x');
+const bulk = (bytes) =>
+  createNetServer((socket) => {
+    let left = bytes;
+    const pump = () => {
+      while (left > 0) {
+        const n = Math.min(left, chunk.length);
+        left -= n;
+        if (!socket.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return socket.once('drain', pump);
+      }
+      socket.end();
+    };
+    socket.on('error', () => socket.destroy());
+    pump();
+  });
+
+const registered = (service) => service.on('registered', ready).on('error', (err) => console.error(err.message));
+
+switch (mode) {
+  case 'direct':
+    hello.listen(Number(a), '127.0.0.1', ready);
+    break;
+  case 'attach':
+    registered(attach(hello, { label: a, socket: b, window: 256 }));
+    break;
+  case 'sink':
+    registered(serve({ label: a, socket: b, window: 256 }, (socket) => socket.destroy()));
+    break;
+  case 'bulk-direct':
+    bulk(Number(b)).listen(Number(a), '127.0.0.1', ready);
+    break;
+  case 'bulk-attach': {
+    const server = bulk(Number(c));
+    registered(attach(server, { label: a, socket: b }));
+    break;
+  }
+  default:
+    console.error(`unknown mode ${mode}`);
+    process.exit(2);
+}
