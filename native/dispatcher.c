@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/uio.h>
 #include <node_api.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -107,6 +108,12 @@ static napi_value ListenInet(napi_env env, napi_callback_info info) {
   int one = 1, zero = 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  if (udp) {
+    // Each datagram's destination (address and port), for the lookup and for the reply's source. IPv4 on a
+    // dual-stack socket reports through the SOL_IP option, IPv6 through SOL_IPV6.
+    setsockopt(fd, SOL_IP, IP_RECVORIGDSTADDR, &one, sizeof one);
+    if (family == AF_INET6) setsockopt(fd, SOL_IPV6, IPV6_RECVORIGDSTADDR, &one, sizeof one);
+  }
   if ((flags & 1) && setsockopt(fd, family == AF_INET6 ? SOL_IPV6 : SOL_IP, family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, &one, sizeof one) < 0) {
     int err = errno;
     close(fd);
@@ -516,6 +523,181 @@ static napi_value Unwatch(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// sockName(fd, out: Int32Array(6)): 0 with [family, w0..w3, port] of the socket's own address, or -errno.
+static napi_value SockName(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (argc < 2 || !arg_int(env, argv[0], &fd) || napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok ||
+      type != napi_int32_array || length < 6) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "sockName(fd, Int32Array(6))");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) return int_value(env, -errno);
+  put_address(&ss, data);
+  return int_value(env, 0);
+}
+
+// Datagram record of recvDatagrams: [length, source family, w0..w3, port, destination family, w0..w3, port].
+#define DATAGRAM_RECORD 13
+#define DATAGRAM_SLOT 65536
+#define DATAGRAM_BATCH 32
+
+// recvDatagrams(fd, data: Uint8Array(count * 65536), meta: Int32Array(count * 13), count): datagrams
+// received (0: none waiting) or -errno. Datagram i is at data[i * 65536], its length meta[i * 13]; the
+// destination comes from IP_ORIGDSTADDR / IPV6_ORIGDSTADDR: the address and port the client sent to.
+static napi_value RecvDatagrams(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd, count;
+  napi_typedarray_type dtype, mtype;
+  size_t dlen, mlen;
+  void *ddata, *mdata;
+  if (argc < 4 || !arg_int(env, argv[0], &fd) || !arg_int(env, argv[3], &count) ||
+      napi_get_typedarray_info(env, argv[1], &dtype, &dlen, &ddata, NULL, NULL) != napi_ok || dtype != napi_uint8_array ||
+      napi_get_typedarray_info(env, argv[2], &mtype, &mlen, &mdata, NULL, NULL) != napi_ok || mtype != napi_int32_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "recvDatagrams(fd, Uint8Array, Int32Array, count)");
+    return NULL;
+  }
+  if (count > DATAGRAM_BATCH) count = DATAGRAM_BATCH;
+  if ((size_t)count * DATAGRAM_SLOT > dlen) count = (int32_t)(dlen / DATAGRAM_SLOT);
+  if ((size_t)count * DATAGRAM_RECORD > mlen) count = (int32_t)(mlen / DATAGRAM_RECORD);
+  struct mmsghdr msgs[DATAGRAM_BATCH];
+  struct iovec iovs[DATAGRAM_BATCH];
+  struct sockaddr_storage sources[DATAGRAM_BATCH];
+  union {
+    char buf[CMSG_SPACE(sizeof(struct sockaddr_in6)) * 2];
+    struct cmsghdr align;
+  } controls[DATAGRAM_BATCH];
+  memset(msgs, 0, sizeof msgs[0] * (size_t)count);
+  for (int i = 0; i < count; i++) {
+    iovs[i].iov_base = (uint8_t *)ddata + (size_t)i * DATAGRAM_SLOT;
+    iovs[i].iov_len = DATAGRAM_SLOT;
+    msgs[i].msg_hdr.msg_iov = &iovs[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &sources[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof sources[i];
+    msgs[i].msg_hdr.msg_control = controls[i].buf;
+    msgs[i].msg_hdr.msg_controllen = sizeof controls[i].buf;
+  }
+  int n;
+  do n = recvmmsg(fd, msgs, (unsigned)count, MSG_DONTWAIT, NULL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return int_value(env, errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno);
+  int32_t *meta = mdata;
+  for (int i = 0; i < n; i++) {
+    int32_t *r = meta + i * DATAGRAM_RECORD;
+    r[0] = (int32_t)msgs[i].msg_len;
+    put_address(&sources[i], r + 1);
+    struct sockaddr_storage dst;
+    memset(&dst, 0, sizeof dst);
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c != NULL; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+      if ((c->cmsg_level == SOL_IP && c->cmsg_type == IP_ORIGDSTADDR) || (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_ORIGDSTADDR)) {
+        memcpy(&dst, CMSG_DATA(c), c->cmsg_len - CMSG_LEN(0) < sizeof dst ? c->cmsg_len - CMSG_LEN(0) : sizeof dst);
+      }
+    }
+    put_address(&dst, r + 7);  // family 0 if the kernel gave no destination
+    if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) r[0] = -EMSGSIZE;
+  }
+  return int_value(env, n);
+}
+
+static socklen_t make_address(const int32_t *a, int v6_socket, struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof *ss);
+  uint8_t bytes[16];
+  for (int i = 0; i < 4; i++) {
+    uint32_t w = (uint32_t)a[1 + i];
+    bytes[4 * i] = (uint8_t)(w >> 24);
+    bytes[4 * i + 1] = (uint8_t)(w >> 16);
+    bytes[4 * i + 2] = (uint8_t)(w >> 8);
+    bytes[4 * i + 3] = (uint8_t)w;
+  }
+  if (a[0] == 4 && !v6_socket) {
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    s4->sin_family = AF_INET;
+    memcpy(&s4->sin_addr, bytes, 4);
+    s4->sin_port = htons((uint16_t)a[5]);
+    return sizeof *s4;
+  }
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+  s6->sin6_family = AF_INET6;
+  if (a[0] == 4) {  // IPv4 through a dual-stack socket: ::ffff:a.b.c.d
+    s6->sin6_addr.s6_addr[10] = s6->sin6_addr.s6_addr[11] = 0xff;
+    memcpy(&s6->sin6_addr.s6_addr[12], bytes, 4);
+  } else {
+    memcpy(&s6->sin6_addr, bytes, 16);
+  }
+  s6->sin6_port = htons((uint16_t)a[5]);
+  return sizeof *s6;
+}
+
+// sendDatagram(fd, data: Uint8Array, addresses: Int32Array(12)): bytes sent or -errno. addresses holds
+// [destination family, w0..w3, port, source family, w0..w3, port]; the source address (not port: that is
+// the socket's) is set with IP_PKTINFO / IPV6_PKTINFO when its family is not 0.
+static napi_value SendDatagram(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  napi_typedarray_type dtype, atype;
+  size_t dlen, alen;
+  void *ddata, *adata;
+  if (argc < 3 || !arg_int(env, argv[0], &fd) || napi_get_typedarray_info(env, argv[1], &dtype, &dlen, &ddata, NULL, NULL) != napi_ok ||
+      dtype != napi_uint8_array || napi_get_typedarray_info(env, argv[2], &atype, &alen, &adata, NULL, NULL) != napi_ok ||
+      atype != napi_int32_array || alen < 12) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "sendDatagram(fd, Uint8Array, Int32Array(12))");
+    return NULL;
+  }
+  const int32_t *a = adata;
+  struct sockaddr_storage self;
+  socklen_t slen = sizeof self;
+  if (getsockname(fd, (struct sockaddr *)&self, &slen) < 0) return int_value(env, -errno);
+  int v6 = self.ss_family == AF_INET6;
+  struct sockaddr_storage dst;
+  socklen_t dlen2 = make_address(a, v6, &dst);
+  struct iovec iov = {.iov_base = ddata, .iov_len = dlen};
+  union {
+    char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg = {.msg_name = &dst, .msg_namelen = dlen2, .msg_iov = &iov, .msg_iovlen = 1};
+  if (a[6] != 0) {
+    struct sockaddr_storage src;
+    make_address(a + 6, v6, &src);
+    msg.msg_control = control.buf;
+    struct cmsghdr *c;
+    if (v6) {
+      msg.msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
+      c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_IPV6;
+      c->cmsg_type = IPV6_PKTINFO;
+      c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
+      struct in6_pktinfo pi = {.ipi6_addr = ((struct sockaddr_in6 *)&src)->sin6_addr};
+      memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    } else {
+      msg.msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
+      c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_IP;
+      c->cmsg_type = IP_PKTINFO;
+      c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+      struct in_pktinfo pi = {.ipi_spec_dst = ((struct sockaddr_in *)&src)->sin_addr};
+      memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    }
+  }
+  ssize_t n;
+  do n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return int_value(env, n < 0 ? -errno : n);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"listenInet", NULL, ListenInet, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -531,6 +713,9 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"watch", NULL, Watch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setEvents", NULL, SetEvents, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unwatch", NULL, Unwatch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sockName", NULL, SockName, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvDatagrams", NULL, RecvDatagrams, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendDatagram", NULL, SendDatagram, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   napi_value v;
@@ -538,6 +723,12 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "ACCEPT_RECORD", v);
   napi_create_int32(env, MAX_FDS, &v);
   napi_set_named_property(env, exports, "MAX_FDS", v);
+  napi_create_int32(env, DATAGRAM_RECORD, &v);
+  napi_set_named_property(env, exports, "DATAGRAM_RECORD", v);
+  napi_create_int32(env, DATAGRAM_SLOT, &v);
+  napi_set_named_property(env, exports, "DATAGRAM_SLOT", v);
+  napi_create_int32(env, DATAGRAM_BATCH, &v);
+  napi_set_named_property(env, exports, "DATAGRAM_BATCH", v);
   return exports;
 }
 

@@ -195,3 +195,52 @@ t.test('set-up calls throw errors with codes; bad arguments are type errors', as
   t.throws(() => native.recvMsg(fd, new Uint8Array(4), new Int32Array(2)), TypeError, 'an fds array too short for MAX_FDS');
   native.close(fd);
 });
+
+t.test('datagrams: each with its real destination, and replies from the address the client sent to', async (t) => {
+  const { DATAGRAM_RECORD, DATAGRAM_SLOT, LISTEN_UDP } = await import('../src/native/index.js');
+  const { createSocket } = await import('node:dgram');
+  let fd = -1;
+  let port = 0;
+  for (port = 20000 + Math.floor(Math.random() * 12000); fd < 0; port++) {
+    try {
+      fd = native.listenInet('::', port, 0, LISTEN_UDP);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+  port--;
+  const self = new Int32Array(6);
+  t.equal(native.sockName(fd, self), 0);
+  t.equal(self[5], port, 'sockName gives the bound port');
+
+  const v4 = createSocket('udp4');
+  const v6 = createSocket('udp6');
+  await Promise.all([new Promise<void>((r) => v4.bind(0, '127.0.0.1', r)), new Promise<void>((r) => v6.bind(0, '::1', r))]);
+  v4.send('to .7', port, '127.0.0.7');
+  v6.send('to ::1', port, '::1');
+  const data = new Uint8Array(DATAGRAM_SLOT * 4);
+  const meta = new Int32Array(DATAGRAM_RECORD * 4);
+  let got: { text: string; src: number[]; dst: number[] }[] = [];
+  for (let i = 0; i < 50 && got.length < 2; i++) {
+    await readable(fd);
+    const n = native.recvDatagrams(fd, data, meta, 4);
+    for (let k = 0; k < n; k++) {
+      const r = meta.subarray(k * DATAGRAM_RECORD, (k + 1) * DATAGRAM_RECORD);
+      got.push({ text: Buffer.from(data.subarray(k * DATAGRAM_SLOT, k * DATAGRAM_SLOT + r[0]!)).toString(), src: Array.from(r.subarray(1, 7)), dst: Array.from(r.subarray(7, 13)) });
+    }
+  }
+  got = got.sort((a, b) => a.text.localeCompare(b.text));
+  t.same(got.map((g) => g.text), ['to ::1', 'to .7']);
+  t.same(got[1]!.dst, [4, 0x7f000007, 0, 0, 0, port], 'an IPv4 datagram on a dual-stack socket: its IPv4 destination');
+  t.same(got[0]!.dst, [6, 0, 0, 0, 1, port], 'an IPv6 datagram: its IPv6 destination');
+  t.equal(got[1]!.src[5], v4.address().port, 'the source port');
+
+  // The reply leaves from 127.0.0.7, the address the client sent to, not from the wildcard's choice.
+  const reply = new Promise<{ msg: string; from: string; port: number }>((resolve) => v4.once('message', (m, rinfo) => resolve({ msg: m.toString(), from: rinfo.address, port: rinfo.port })));
+  const addresses = Int32Array.from([...got[1]!.src, ...got[1]!.dst]);
+  t.equal(native.sendDatagram(fd, Buffer.from('pong'), addresses), 4);
+  t.same(await reply, { msg: 'pong', from: '127.0.0.7', port });
+  v4.close();
+  v6.close();
+  native.close(fd);
+});

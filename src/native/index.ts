@@ -6,6 +6,9 @@ import { constants } from 'node:os';
  * peer credentials, batch accept with local addresses, SOCK_SEQPACKET, reset-on-close and readiness
  * watching of raw descriptors.
  *
+ * It also carries UDP the way the dispatcher needs it: batches of datagrams with each one's destination
+ * address (IP_ORIGDSTADDR, right for ports and tproxy mode alike), and replies from a chosen source address.
+ *
  * Ownership: a returned descriptor is the caller's to close. `sendFd` never closes what it sends; after
  * success the caller closes its copy, after any failure (-EAGAIN included) it still owns it. `recvMsg`
  * hands over every descriptor that arrived or closes them all. I/O calls return -errno instead of
@@ -27,6 +30,12 @@ interface Addon {
   watch(fd: number, events: number, callback: (events: number) => void): WatchHandle;
   setEvents(handle: WatchHandle, events: number): void;
   unwatch(handle: WatchHandle): void;
+  DATAGRAM_RECORD: number;
+  DATAGRAM_SLOT: number;
+  DATAGRAM_BATCH: number;
+  sockName(fd: number, out: Int32Array): number;
+  recvDatagrams(fd: number, data: Uint8Array, meta: Int32Array, count: number): number;
+  sendDatagram(fd: number, data: Uint8Array, addresses: Int32Array): number;
 }
 
 declare const watchHandle: unique symbol;
@@ -41,6 +50,15 @@ export const native = addon;
 export const ACCEPT_RECORD = addon.ACCEPT_RECORD;
 /** recvMsg's fds array must hold MAX_FDS + 1 entries. */
 export const MAX_FDS = addon.MAX_FDS;
+
+/**
+ * recvDatagrams: datagram i at data[i * DATAGRAM_SLOT]; meta record [length (or -EMSGSIZE), source family,
+ * w0..w3, port, destination family, w0..w3, port]. sendDatagram's addresses: [destination family, w0..w3,
+ * port, source family, w0..w3, port].
+ */
+export const DATAGRAM_RECORD = addon.DATAGRAM_RECORD;
+export const DATAGRAM_SLOT = addon.DATAGRAM_SLOT;
+export const DATAGRAM_BATCH = addon.DATAGRAM_BATCH;
 
 export const LISTEN_TRANSPARENT = 1;
 export const LISTEN_UDP = 2;

@@ -21,6 +21,7 @@ export interface ServicesOptions {
 // must not be able to hold the daemon's descriptors by connecting and saying nothing.
 const REGISTER_TIMEOUT_MS = 5_000;
 const MAX_UNREGISTERED = 256;
+const ACCEPT_BACKOFF_MS = 100;
 
 /**
  * The services socket: SOCK_SEQPACKET, so every message arrives whole and a hand-off's descriptor never
@@ -35,6 +36,7 @@ export class ServicesSocket {
   readonly #peers = new Set<Peer>();
   readonly #cred = new Int32Array(4);
   #nextId = 1;
+  #closed = false;
 
   private constructor(options: ServicesOptions, fd: number) {
     this.path = options.path;
@@ -70,6 +72,7 @@ export class ServicesSocket {
   }
 
   close(): void {
+    this.#closed = true;
     native.unwatch(this.#watch);
     native.close(this.#fd);
     for (const peer of [...this.#peers]) peer.close();
@@ -85,7 +88,10 @@ export class ServicesSocket {
       const rc = native.acceptUnix(this.#fd, this.#cred);
       if (rc === 0) return;
       if (rc < 0) {
-        this.#options.log.warn({ error: errnoName(rc) }, 'services socket: accept failed');
+        // Out of descriptors, most likely: the socket stays readable, so pause rather than spin.
+        this.#options.log.warn({ error: errnoName(rc) }, `services socket: accept failed; pausing ${ACCEPT_BACKOFF_MS} ms`);
+        native.setEvents(this.#watch, 0);
+        setTimeout(() => this.#closed || native.setEvents(this.#watch, READABLE), ACCEPT_BACKOFF_MS).unref();
         return;
       }
       const [fd, pid, uid] = this.#cred as unknown as [number, number, number];
