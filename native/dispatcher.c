@@ -113,6 +113,9 @@ static napi_value ListenInet(napi_env env, napi_callback_info info) {
     // dual-stack socket reports through the SOL_IP option, IPv6 through SOL_IPV6.
     setsockopt(fd, SOL_IP, IP_RECVORIGDSTADDR, &one, sizeof one);
     if (family == AF_INET6) setsockopt(fd, SOL_IPV6, IPV6_RECVORIGDSTADDR, &one, sizeof one);
+    // Replies name their source with IPV6_PKTINFO, which IPv6 refuses for an address that is local only by
+    // a route (AnyIP: ip -6 route add local 2001:db8:1::/64 dev lo) unless the socket may bind freely.
+    setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof one);
   }
   if ((flags & 1) && setsockopt(fd, family == AF_INET6 ? SOL_IPV6 : SOL_IP, family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, &one, sizeof one) < 0) {
     int err = errno;

@@ -21,7 +21,8 @@ export type ErrorCode =
   | 'ERR_VERSION'
   | 'ERR_NOT_ALLOWED'
   | 'ERR_LISTEN'
-  | 'ERR_CONFIG';
+  | 'ERR_CONFIG'
+  | 'ERR_TPROXY';
 
 export class DispatcherError extends Error {
   readonly code: ErrorCode;

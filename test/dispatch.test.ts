@@ -201,7 +201,7 @@ t.test('a port that cannot be bound is reported and retried', async (t) => {
   await new Promise<void>((r) => squatter.listen(port, '::', r));
   const add = await d.cli('bind', 'add', 'web', 'tcp', '127.0.0.1', String(port));
   t.equal(add.code, 0, 'the binding is made');
-  t.match(add.stderr, new RegExp(`warning: cannot listen on :: port ${port}: EADDRINUSE`));
+  t.match(add.stderr, new RegExp(`warning: cannot listen on tcp :: port ${port}: EADDRINUSE`));
   let status = JSON.parse((await d.cli('status', '--json')).stdout);
   t.equal(status.listeners[0].state, 'failed');
   await new Promise<void>((r) => squatter.close(() => r()));

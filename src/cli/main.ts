@@ -68,6 +68,7 @@ export async function main(args: string[]): Promise<void> {
       'run the daemon',
       (y) =>
         y
+          .option('mode', { choices: ['ports', 'tproxy'] as const, default: 'ports' as const, describe: 'ports: a socket per bound port; tproxy: nftables steers every bound prefix and port (port 0 too)' })
           .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where the bindings are kept' })
           .option('services', { type: 'string', default: DEFAULT_SERVICES_PATH, describe: 'the socket workers register on' })
           .option('listen-address', { type: 'string', default: '::', describe: 'where listeners bind (:: is dual-stack)' })
@@ -80,6 +81,7 @@ export async function main(args: string[]): Promise<void> {
         // Loaded only here: the other commands need none of the daemon's code.
         const { Daemon } = await import('../daemon/daemon.js');
         const daemon = await Daemon.start({
+          mode: argv.mode,
           controlPath: argv.control,
           stateDir: argv['state-dir'],
           servicesPath: argv.services,

@@ -6,10 +6,15 @@ import { bindingFilter } from '../bindings/order.js';
 import { type ControlHandlers, createControlServer, listenUnix } from '../control/server.js';
 import { DEFAULT_CONTROL_PATH, DEFAULT_SERVICES_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
 import { DispatcherError } from '../errors.js';
-import { Connection } from '../handoff/connection.js';
+import { Connection, recordAddress } from '../handoff/connection.js';
 import { Listeners } from '../listener/listeners.js';
+import { applyRuleset, removalRuleset, renderRuleset } from '../listener/nftables.js';
+import { ReplySockets } from '../listener/reply-sockets.js';
+import { parseAddress } from '../bindings/address.js';
+import { encodeDatagram, type ReplyHeader } from '../handoff/messages.js';
+import { type Worker } from '../registry/registry.js';
 import { Metrics } from '../metrics/metrics.js';
-import { ACCEPT_RECORD, native } from '../native/index.js';
+import { ACCEPT_RECORD, DATAGRAM_RECORD, DATAGRAM_SLOT, native } from '../native/index.js';
 import { Policy } from '../registry/policy.js';
 import { Registry } from '../registry/registry.js';
 import { ServicesSocket } from '../registry/services-socket.js';
@@ -21,12 +26,16 @@ import { StateFile } from './state.js';
 // A replace this large leaves enough garbage to be worth a full collection (see memory.ts).
 const LARGE_REPLACE = 100_000;
 
+export type Mode = 'ports' | 'tproxy';
+
 export interface DaemonOptions {
+  /** ports: a socket per bound port; tproxy: nftables steers every bound prefix and port to one socket. */
+  mode?: Mode;
   controlPath?: string;
   stateDir?: string;
   /** The services socket workers register on. */
   servicesPath?: string;
-  /** Where ports-mode listeners bind; `::` is dual-stack. */
+  /** Where listeners bind; `::` is dual-stack. */
   listenAddress?: string;
   /** How long a connection waits for a worker of its label (ms), and how many may wait per label. */
   queueTimeoutMs?: number;
@@ -58,7 +67,12 @@ export class Daemon {
   readonly #startedAt = Date.now();
   readonly #registry: Registry;
   readonly #policy: Policy;
-  readonly #listeners: Listeners;
+  readonly #tcp: Listeners;
+  readonly #udp: Listeners;
+  readonly #replySockets: ReplySockets | undefined;
+  #nftInstalled = false;
+  readonly #addresses = new Int32Array(12);
+  readonly #datagramOut = new Uint8Array(DATAGRAM_SLOT + 4096);
   #services: ServicesSocket | undefined;
   #ownsControl = false;
   #metricsServer: Server | undefined;
@@ -76,13 +90,18 @@ export class Daemon {
     this.#control = createControlServer(this.#handlers());
     this.#policy = new Policy(options.allow);
     this.#registry = new Registry({ timeoutMs: options.queueTimeoutMs, size: options.queueSize }, this.metrics);
-    this.#listeners = new Listeners(options.listenAddress, (batch, count, protocol) => this.#dispatch(batch, count, protocol), this.log);
+    const transparent = options.mode === 'tproxy';
+    const common = { address: options.listenAddress, transparent, log: this.log };
+    this.#tcp = new Listeners({ ...common, protocol: 'tcp', onAccepted: (batch, count, protocol) => this.#dispatch(batch, count, protocol) });
+    this.#udp = new Listeners({ ...common, protocol: 'udp', onDatagrams: (fd, data, meta, count) => this.#dispatchDatagrams(fd, data, meta, count) });
+    this.#replySockets = transparent ? new ReplySockets(this.log) : undefined;
   }
 
   static async start(options: DaemonOptions = {}): Promise<Daemon> {
     const full: Resolved = {
       controlPath: options.controlPath ?? DEFAULT_CONTROL_PATH,
       stateDir: options.stateDir ?? DEFAULT_STATE_DIR,
+      mode: options.mode ?? 'ports',
       servicesPath: options.servicesPath ?? DEFAULT_SERVICES_PATH,
       listenAddress: options.listenAddress ?? '::',
       queueTimeoutMs: options.queueTimeoutMs ?? 2_000,
@@ -97,13 +116,20 @@ export class Daemon {
     try {
       await listenUnix(daemon.#control, full.controlPath);
       daemon.#ownsControl = true;
-      daemon.#services = ServicesSocket.listen({ path: full.servicesPath, registry: daemon.#registry, policy: daemon.#policy, metrics: daemon.metrics, log: daemon.log });
+      daemon.#services = ServicesSocket.listen({
+        path: full.servicesPath,
+        registry: daemon.#registry,
+        policy: daemon.#policy,
+        metrics: daemon.metrics,
+        log: daemon.log,
+        onReply: (worker, reply, payload) => daemon.#reply(worker, reply, payload),
+      });
       if (full.metrics !== undefined) daemon.#metricsServer = await daemon.#serveMetrics(full.metrics);
+      await daemon.#startListeners(table);
     } catch (err) {
       await daemon.stop();
       throw err;
     }
-    daemon.#listeners.sync(table.ports('tcp'));
     daemon.log.info({ control: full.controlPath, services: full.servicesPath, state: state.path, bindings: table.size, version: VERSION }, 'daemon started');
     return daemon;
   }
@@ -114,7 +140,10 @@ export class Daemon {
   }
 
   async stop(): Promise<void> {
-    this.#listeners.close();
+    this.#tcp.close();
+    this.#udp.close();
+    this.#replySockets?.close();
+    if (this.#nftInstalled) await applyRuleset(removalRuleset()).catch((err: Error) => this.log.error(err.message));
     this.#services?.close();
     this.#registry.close();
     await new Promise<void>((resolve) => {
@@ -154,8 +183,86 @@ export class Daemon {
     }
   }
 
+  /** Ports mode: sockets follow the bound ports. tproxy mode: one transparent socket each, and the rules. */
+  async #startListeners(table: Table): Promise<void> {
+    if (this.#options.mode === 'ports') return this.#syncPorts(table);
+    this.#tcp.sync([0]);
+    this.#udp.sync([0]);
+    const failure = this.#tcp.failure(0) ?? this.#udp.failure(0);
+    if (failure !== undefined) throw new DispatcherError('ERR_TPROXY', `tproxy mode: ${failure.replace(/; retrying.*$/, '')} (transparent sockets need CAP_NET_ADMIN)`);
+    await this.#steer(table);
+  }
+
+  #syncPorts(table: Table): void {
+    if (this.#options.mode !== 'ports') return;
+    // Port 0 has no socket of its own in ports mode: it matches every port that has one.
+    this.#tcp.sync(table.ports('tcp').filter((p) => p !== 0));
+    this.#udp.sync(table.ports('udp').filter((p) => p !== 0));
+  }
+
+  async #steer(table: Table): Promise<void> {
+    await applyRuleset(renderRuleset(table.bindings(), { tcp: this.#tcp.bound(0), udp: this.#udp.bound(0) }));
+    this.#nftInstalled = true;
+  }
+
+  /** UDP, once per batch: each datagram by its destination, to the next worker of its label, or dropped. */
+  #dispatchDatagrams(_fd: number, data: Uint8Array, meta: Int32Array, count: number): void {
+    const table = this.#table;
+    const key = this.#key;
+    for (let i = 0; i < count; i++) {
+      const r = meta.subarray(i * DATAGRAM_RECORD, (i + 1) * DATAGRAM_RECORD);
+      const family = r[7];
+      key[0] = r[8]!;
+      key[1] = r[9]!;
+      key[2] = r[10]!;
+      key[3] = r[11]!;
+      const label = family === 4 || family === 6 ? table.lookupLabel('udp', family, key, r[12]!) : undefined;
+      if (label === undefined) {
+        this.metrics.miss('udp');
+        continue;
+      }
+      if (r[0]! < 0) {
+        this.metrics.dropped(label, 'truncated');
+        continue;
+      }
+      const payload = data.subarray(i * DATAGRAM_SLOT, i * DATAGRAM_SLOT + r[0]!);
+      const message = encodeDatagram(this.#datagramOut, label, recordAddress(r, 1), r[6]!, recordAddress(r, 7), r[12]!, payload);
+      const result = this.#registry.datagram(label, message);
+      if (result === 'sent') this.metrics.datagram(label);
+      else this.metrics.dropped(label, result);
+    }
+  }
+
+  /**
+   * A worker's UDP reply. It may only come from an address and port its label receives, so a worker
+   * cannot send as another service; it leaves from exactly the address and port the client sent to.
+   */
+  #reply(worker: Worker, reply: ReplyHeader, payload: Uint8Array): void {
+    let local;
+    let client;
+    try {
+      local = parseAddress(reply.local.address);
+      client = parseAddress(reply.client.address);
+    } catch {
+      return this.metrics.reply(worker.label, 'not_bound');
+    }
+    if (this.#table.lookupLabel('udp', local.family, local.words, reply.local.port) !== worker.label) return this.metrics.reply(worker.label, 'not_bound');
+    const a = this.#addresses;
+    a[0] = client.family;
+    a.set(padWords(client.words), 1);
+    a[5] = reply.client.port;
+    const tproxy = this.#replySockets !== undefined;
+    const fd = tproxy ? this.#replySockets.get(reply.local.address, reply.local.port) : this.#udp.fd(reply.local.port);
+    // A tproxy reply socket is bound to the source already; a ports-mode socket needs it per datagram.
+    a[6] = tproxy ? 0 : local.family;
+    a.set(padWords(local.words), 7);
+    a[11] = reply.local.port;
+    const rc = fd < 0 ? -1 : native.sendDatagram(fd, payload, a);
+    this.metrics.reply(worker.label, rc >= 0 ? 'sent' : 'failed');
+  }
+
   #listenerWarnings(): string[] {
-    return this.#listeners.status().flatMap((l) => (l.error === undefined ? [] : [l.error]));
+    return [...this.#tcp.status(), ...this.#udp.status()].flatMap((l) => (l.error === undefined ? [] : [l.error]));
   }
 
   #serveMetrics(hostPort: string): Promise<Server> {
@@ -186,8 +293,17 @@ export class Daemon {
   /** Persists first: if the disk refuses, the live table stays as it was and the caller gets the error. */
   async #commit(next: Table, what: Record<string, unknown>): Promise<void> {
     await this.#state.save(next.bindings());
+    if (this.#options.mode === 'tproxy') {
+      try {
+        await this.#steer(next);
+      } catch (err) {
+        // The rules did not change, so neither may the bindings.
+        await this.#state.save(this.#table.bindings());
+        throw err;
+      }
+    }
     this.#table = next;
-    this.#listeners.sync(next.ports('tcp'));
+    this.#syncPorts(next);
     this.log.info({ ...what, bindings: next.size }, 'bindings changed');
   }
 
@@ -198,7 +314,7 @@ export class Daemon {
         this.#change(async () => {
           const { table, replaced } = this.#table.with(binding);
           await this.#commit(table, { added: binding.toJSON(), replaced: replaced?.label });
-          const failure = binding.protocol === 'tcp' ? this.#listeners.failure(binding.port) : undefined;
+          const failure = this.#options.mode === 'ports' ? (binding.protocol === 'tcp' ? this.#tcp : this.#udp).failure(binding.port) : undefined;
           return { binding, replaced, warnings: failure === undefined ? [] : [failure] };
         }),
       remove: (binding) =>
@@ -224,7 +340,7 @@ export class Daemon {
           version: VERSION,
           pid: process.pid,
           uptime_seconds: Math.round((Date.now() - this.#startedAt) / 1000),
-          mode: 'ports',
+          mode: this.#options.mode,
           control: this.controlPath,
           services: this.#options.servicesPath,
           state_file: this.#state.path,
@@ -234,7 +350,7 @@ export class Daemon {
             udp: all.filter((b) => b.protocol === 'udp').length,
             labels: new Set(all.map((b) => b.label)).size,
           },
-          listeners: this.#listeners.status(),
+          listeners: [...this.#tcp.status(), ...this.#udp.status()],
           workers: { total: workers.length, labels: new Set(workers.map((w) => w.label)).size },
           queued: this.#registry.queued(),
           connections: { ...this.metrics.totals, by_label: this.metrics.byLabel() },
@@ -248,4 +364,10 @@ export class Daemon {
       }),
     };
   }
+}
+
+function padWords(words: Uint32Array): Int32Array {
+  const out = new Int32Array(4);
+  for (let i = 0; i < words.length; i++) out[i] = words[i]! | 0;
+  return out;
 }

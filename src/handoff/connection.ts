@@ -40,7 +40,7 @@ export class Connection {
   /** The header a worker receives with the descriptor, in `out`'s memory. */
   header(out: Uint8Array, label: string): Uint8Array {
     const r = this.record;
-    return encodeConnection(out, label, this.protocol, address(r, 7), r[12]!, address(r, 1), r[6]!);
+    return encodeConnection(out, label, this.protocol, recordAddress(r, 7), r[12]!, recordAddress(r, 1), r[6]!);
   }
 
   /** Closes the daemon's copy after a hand-off: the worker's copy keeps the connection. */
@@ -54,7 +54,8 @@ export class Connection {
   }
 }
 
-function address(r: Int32Array, at: number): string {
+/** The text of an address in an accept or datagram record: [family, w0..w3] at `at`. */
+export function recordAddress(r: Int32Array, at: number): string {
   const family = r[at] === 6 ? 6 : 4;
   return formatAddress(family, [r[at + 1]! >>> 0, r[at + 2]! >>> 0, r[at + 3]! >>> 0, r[at + 4]! >>> 0]);
 }

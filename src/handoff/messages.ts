@@ -8,14 +8,20 @@ import { DispatcherError } from '../errors.js';
  *   worker -> daemon   {"type":"register","version":1,"label":"web","window":64}
  *                      {"type":"ack","count":3}
  *                      {"type":"drain"}
+ *                      {"type":"reply","client":{...},"local":{...}} \n payload     (UDP)
  *   daemon -> worker   {"type":"registered","version":1,"label":"web","worker":7,"window":64}
  *                      {"type":"connection",...} + the descriptor (SCM_RIGHTS)
+ *                      {"type":"datagram",...} \n payload                            (UDP)
  *                      {"type":"drained"}
  *                      {"type":"error","code":"ERR_NOT_ALLOWED","message":"..."}  (then the daemon closes)
+ *
+ * A datagram or reply is the JSON header, a newline, and the payload's bytes, in one message.
  */
 export const PROTOCOL_VERSION = 1;
 /** No message is longer; a longer one is a protocol error. */
 export const MAX_MESSAGE = 4096;
+/** A datagram or reply message: a header and up to a full UDP payload. */
+export const MAX_DATAGRAM_MESSAGE = MAX_MESSAGE + 65536;
 export const DEFAULT_WINDOW = 64;
 export const MAX_WINDOW = 1024;
 
@@ -32,21 +38,46 @@ export interface ConnectionHeader {
   local: Endpoint;
 }
 
+export interface DatagramHeader {
+  type: 'datagram';
+  label: string;
+  protocol: 'udp';
+  client: Endpoint;
+  local: Endpoint;
+}
+
+/** A reply's header; the payload travels after it. */
+export interface ReplyHeader {
+  type: 'reply';
+  client: Endpoint;
+  local: Endpoint;
+}
+
 export type WorkerMessage =
   | { type: 'register'; version: number; label: string; window: number }
   | { type: 'ack'; count: number }
-  | { type: 'drain' };
+  | { type: 'drain' }
+  | (ReplyHeader & { payload: Uint8Array });
 
 export type DaemonMessage =
   | { type: 'registered'; version: number; label: string; worker: number; window: number }
   | ConnectionHeader
+  | (DatagramHeader & { payload: Uint8Array })
   | { type: 'drained' }
   | { type: 'error'; code: string; message: string };
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
+/** Splits a message at its first newline: the JSON header, and the payload of a datagram or reply. */
+function split(bytes: Uint8Array): { header: Uint8Array; payload: Uint8Array | undefined } {
+  const nl = bytes.indexOf(0x0a);
+  if (nl < 0) return { header: bytes, payload: undefined };
+  return { header: bytes.subarray(0, nl), payload: bytes.subarray(nl + 1) };
+}
+
 /** A message's JSON object, or ERR_PROTOCOL_MESSAGE naming what is wrong with it. */
 function decodeObject(bytes: Uint8Array): Record<string, unknown> {
+  if (bytes.length > MAX_MESSAGE) throw protocolError(`a message header is longer than ${MAX_MESSAGE} bytes`);
   let value: unknown;
   try {
     value = JSON.parse(decoder.decode(bytes));
@@ -63,10 +94,23 @@ function protocolError(message: string): DispatcherError {
 
 const isCount = (v: unknown, max: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= max;
 
+function endpoint(value: unknown, name: string): Endpoint {
+  const e = value as Endpoint | undefined;
+  if (typeof e !== 'object' || e === null || typeof e.address !== 'string' || !Number.isInteger(e.port) || e.port < 0 || e.port > 65535) {
+    throw protocolError(`"${name}" must be {"address": string, "port": 0-65535}`);
+  }
+  return { address: e.address, port: e.port };
+}
+
 /** What the daemon accepts from a worker. */
 export function decodeWorkerMessage(bytes: Uint8Array): WorkerMessage {
-  const m = decodeObject(bytes);
+  const { header, payload } = split(bytes);
+  const m = decodeObject(header);
+  if (payload !== undefined && m['type'] !== 'reply') throw protocolError(`a "${String(m['type'])}" message has no payload`);
   switch (m['type']) {
+    case 'reply':
+      if (payload === undefined) throw protocolError('a reply needs a newline and its payload after the header');
+      return { type: 'reply', client: endpoint(m['client'], 'client'), local: endpoint(m['local'], 'local'), payload };
     case 'register': {
       if (m['version'] !== PROTOCOL_VERSION) {
         throw new DispatcherError('ERR_VERSION', `protocol version ${JSON.stringify(m['version'])} is not supported (this daemon speaks ${PROTOCOL_VERSION})`);
@@ -88,8 +132,11 @@ export function decodeWorkerMessage(bytes: Uint8Array): WorkerMessage {
 
 /** What a worker accepts from the daemon. */
 export function decodeDaemonMessage(bytes: Uint8Array): DaemonMessage {
-  const m = decodeObject(bytes);
+  const { header, payload } = split(bytes);
+  const m = decodeObject(header);
   switch (m['type']) {
+    case 'datagram':
+      return { ...(m as unknown as DatagramHeader), payload: payload ?? new Uint8Array(0) };
     case 'registered':
     case 'connection':
     case 'drained':
@@ -102,8 +149,26 @@ export function decodeDaemonMessage(bytes: Uint8Array): DaemonMessage {
 
 const encoder = new TextEncoder();
 
+/** A message without payload. */
 export function encode(message: WorkerMessage | DaemonMessage): Uint8Array {
   return encoder.encode(JSON.stringify(message));
+}
+
+/** A reply: header, newline, payload. */
+export function encodeReply(client: Endpoint, local: Endpoint, payload: Uint8Array): Uint8Array {
+  const header = encoder.encode(`${JSON.stringify({ type: 'reply', client, local })}\n`);
+  const out = new Uint8Array(header.length + payload.length);
+  out.set(header);
+  out.set(payload, header.length);
+  return out;
+}
+
+/** A datagram for a worker, in `out`'s memory: header, newline, payload (written by hand, as below). */
+export function encodeDatagram(out: Uint8Array, label: string, client: string, clientPort: number, local: string, localPort: number, payload: Uint8Array): Uint8Array {
+  const text = `{"type":"datagram","label":"${label}","protocol":"udp","client":{"address":"${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}\n`;
+  const { written } = encoder.encodeInto(text, out);
+  out.set(payload, written);
+  return out.subarray(0, written + payload.length);
 }
 
 /**

@@ -1,9 +1,34 @@
 import { type Logger } from 'pino';
 import { type Protocol } from '../bindings/binding.js';
-import { ACCEPT_RECORD, EMFILE, ENFILE, errnoName, native, READABLE, type WatchHandle } from '../native/index.js';
+import {
+  ACCEPT_RECORD,
+  DATAGRAM_BATCH,
+  DATAGRAM_RECORD,
+  DATAGRAM_SLOT,
+  EMFILE,
+  ENFILE,
+  errnoName,
+  LISTEN_TRANSPARENT,
+  LISTEN_UDP,
+  native,
+  READABLE,
+  type WatchHandle,
+} from '../native/index.js';
 
 /** Called with a batch of accepted connections: `count` records of ACCEPT_RECORD int32s in `batch`. */
 export type OnAccepted = (batch: Int32Array, count: number, protocol: Protocol) => void;
+/** Called with a batch of datagrams received on `fd` (see DATAGRAM_RECORD for the layout). */
+export type OnDatagrams = (fd: number, data: Uint8Array, meta: Int32Array, count: number) => void;
+
+export interface ListenerOptions {
+  protocol: Protocol;
+  address: string;
+  /** tproxy mode: IP_TRANSPARENT, so nftables can steer any address and port to the socket. */
+  transparent: boolean;
+  log: Logger;
+  onAccepted?: OnAccepted;
+  onDatagrams?: OnDatagrams;
+}
 
 export interface ListenerStatus {
   protocol: Protocol;
@@ -22,35 +47,43 @@ const RETRY_MS = 2_000;
 const BACKOFF_MS = 50;
 
 interface Listener {
+  /** The port asked for; 0 for tproxy mode's one socket, which takes any free port. */
   port: number;
+  /** The port it is bound to. */
+  bound: number;
   fd: number;
   watch: WatchHandle | undefined;
   error?: string;
 }
 
 /**
- * Ports mode: one dual-stack listener per port that a binding names. `sync` opens and closes listeners as
- * the bindings change, leaving the others alone. Accepted connections go to `onAccepted` unread; the
- * daemon never reads a byte of them.
+ * The sockets of one protocol. Ports mode: one dual-stack socket per port that a binding names; `sync`
+ * opens and closes them as the bindings change, leaving the others alone. tproxy mode: one transparent
+ * socket (`sync([0])`), to which nftables steers every bound prefix and port. Accepted connections go to
+ * `onAccepted` unread (the daemon never reads a byte of them); datagrams to `onDatagrams` with their
+ * destinations.
  */
 export class Listeners {
-  readonly protocol: Protocol = 'tcp';
+  readonly protocol: Protocol;
+  readonly #options: ListenerOptions;
   readonly #address: string;
-  readonly #onAccepted: OnAccepted;
   readonly #log: Logger;
   readonly #listeners = new Map<number, Listener>();
   readonly #batch = new Int32Array(BATCH * ACCEPT_RECORD);
+  #datagrams: { data: Uint8Array; meta: Int32Array } | undefined;
+  readonly #self = new Int32Array(6);
   #retry: NodeJS.Timeout | undefined;
 
-  constructor(address: string, onAccepted: OnAccepted, log: Logger) {
-    this.#address = address;
-    this.#onAccepted = onAccepted;
-    this.#log = log;
+  constructor(options: ListenerOptions) {
+    this.protocol = options.protocol;
+    this.#options = options;
+    this.#address = options.address;
+    this.#log = options.log;
   }
 
-  /** Makes the set of listening ports `ports` (0, every port, has no listener of its own in ports mode). */
+  /** Makes the set of listening ports `ports`. */
   sync(ports: readonly number[]): void {
-    const want = new Set(ports.filter((p) => p !== 0));
+    const want = new Set(ports);
     for (const [port, l] of this.#listeners) if (!want.has(port)) this.#close(l);
     for (const port of want) if (!this.#listeners.has(port)) this.#open(port);
     this.#scheduleRetry();
@@ -59,7 +92,17 @@ export class Listeners {
   status(): ListenerStatus[] {
     return [...this.#listeners.values()]
       .sort((a, b) => a.port - b.port)
-      .map((l) => ({ protocol: this.protocol, address: this.#address, port: l.port, state: l.fd >= 0 ? 'listening' : 'failed', ...(l.error ? { error: l.error } : {}) }));
+      .map((l) => ({ protocol: this.protocol, address: this.#address, port: l.bound, state: l.fd >= 0 ? 'listening' : 'failed', ...(l.error ? { error: l.error } : {}) }));
+  }
+
+  /** The socket for `port` (ports mode), or the transparent one (tproxy mode, port 0). */
+  fd(port: number): number {
+    return this.#listeners.get(port)?.fd ?? -1;
+  }
+
+  /** The port the socket for `port` is bound to: tproxy mode's socket takes a free one. */
+  bound(port: number): number {
+    return this.#listeners.get(port)?.bound ?? -1;
   }
 
   /** The error of a port that could not be bound, if it could not. */
@@ -73,20 +116,22 @@ export class Listeners {
   }
 
   #open(port: number): void {
-    const l: Listener = { port, fd: -1, watch: undefined };
+    const l: Listener = { port, bound: port, fd: -1, watch: undefined };
     this.#listeners.set(port, l);
     this.#bind(l);
   }
 
   #bind(l: Listener): void {
     try {
-      l.fd = native.listenInet(this.#address, l.port, BACKLOG, 0);
+      const flags = (this.#options.transparent ? LISTEN_TRANSPARENT : 0) | (this.protocol === 'udp' ? LISTEN_UDP : 0);
+      l.fd = native.listenInet(this.#address, l.port, BACKLOG, flags);
+      if (native.sockName(l.fd, this.#self) === 0) l.bound = this.#self[5]!;
       delete l.error;
-      l.watch = native.watch(l.fd, READABLE, () => this.#accept(l));
-      this.#log.info({ protocol: this.protocol, address: this.#address, port: l.port }, 'listening');
+      l.watch = native.watch(l.fd, READABLE, () => this.#readable(l));
+      this.#log.info({ protocol: this.protocol, address: this.#address, port: l.bound, transparent: this.#options.transparent }, 'listening');
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      const error = `cannot listen on ${this.#address} port ${l.port}: ${e.code ?? ''} ${e.message}; retrying every ${RETRY_MS / 1000} s`;
+      const error = `cannot listen on ${this.protocol} ${this.#address} port ${l.port}: ${e.code ?? ''} ${e.message}; retrying every ${RETRY_MS / 1000} s`;
       if (l.error !== error) this.#log.error({ protocol: this.protocol, port: l.port, code: e.code }, error);
       l.error = error;
     }
@@ -96,18 +141,35 @@ export class Listeners {
     this.#listeners.delete(l.port);
     if (l.fd < 0) return;
     // Connections already in the kernel's accept queue are dispatched, not dropped with the socket.
-    this.#accept(l);
+    this.#readable(l);
     if (l.watch !== undefined) native.unwatch(l.watch);
     native.close(l.fd);
     this.#log.info({ protocol: this.protocol, port: l.port }, 'stopped listening');
   }
 
+  #readable(l: Listener): void {
+    if (this.protocol === 'udp') this.#receive(l);
+    else this.#accept(l);
+  }
+
   #accept(l: Listener): void {
     for (;;) {
       const n = native.acceptBatch(l.fd, this.#batch, BATCH);
-      if (n > 0) this.#onAccepted(this.#batch, n, this.protocol);
+      if (n > 0) this.#options.onAccepted?.(this.#batch, n, this.protocol);
       if (n === BATCH) continue;
       if (n < 0) this.#acceptFailed(l, n);
+      return;
+    }
+  }
+
+  #receive(l: Listener): void {
+    this.#datagrams ??= { data: new Uint8Array(DATAGRAM_BATCH * DATAGRAM_SLOT), meta: new Int32Array(DATAGRAM_BATCH * DATAGRAM_RECORD) };
+    const { data, meta } = this.#datagrams;
+    for (;;) {
+      const n = native.recvDatagrams(l.fd, data, meta, DATAGRAM_BATCH);
+      if (n > 0) this.#options.onDatagrams?.(l.fd, data, meta, n);
+      if (n === DATAGRAM_BATCH) continue;
+      if (n < 0) this.#log.warn({ port: l.port, error: errnoName(n) }, 'receive failed');
       return;
     }
   }

@@ -40,10 +40,23 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly #refused = new Counter({ name: 'dispatcher_registrations_refused_total', help: 'Worker registrations refused', labelNames: ['label', 'reason'], registers: [this.registry] });
+  readonly #datagrams = new Counter({ name: 'dispatcher_datagrams_total', help: 'UDP datagrams handed to a worker', labelNames: ['label'], registers: [this.registry] });
+  readonly #dropped = new Counter({
+    name: 'dispatcher_datagrams_dropped_total',
+    help: 'UDP datagrams dropped (no_worker; full: the worker socket buffer was full; truncated)',
+    labelNames: ['label', 'reason'],
+    registers: [this.registry],
+  });
+  readonly #replies = new Counter({
+    name: 'dispatcher_replies_total',
+    help: 'UDP replies from workers (result: sent; not_bound: from an address the label is not bound to; failed)',
+    labelNames: ['label', 'result'],
+    registers: [this.registry],
+  });
   readonly #workers = new Gauge({ name: 'dispatcher_workers', help: 'Registered workers', labelNames: ['label'], registers: [this.registry] });
 
   readonly #children = new Map<string, Children>();
-  readonly totals = { lookups: 0, handoffs: 0, misses: 0, resets: 0, refused: 0 };
+  readonly totals = { lookups: 0, handoffs: 0, misses: 0, resets: 0, refused: 0, datagrams: 0, dropped: 0, replies: 0 };
 
   #child(protocol: string, label: string): Children {
     const key = `${protocol} ${label}`;
@@ -89,6 +102,22 @@ export class Metrics {
   /** Per "protocol label": what `status` shows at a glance. */
   byLabel(): Record<string, LabelCounts> {
     return Object.fromEntries([...this.#children].map(([key, c]) => [key, { ...c.counts }]));
+  }
+
+  datagram(label: string): void {
+    this.totals.datagrams++;
+    this.#child('udp', label).counts.handoffs++;
+    this.#datagrams.labels(label).inc();
+  }
+
+  dropped(label: string, reason: 'no_worker' | 'full' | 'truncated'): void {
+    this.totals.dropped++;
+    this.#dropped.labels(label, reason).inc();
+  }
+
+  reply(label: string, result: 'sent' | 'not_bound' | 'failed'): void {
+    if (result === 'sent') this.totals.replies++;
+    this.#replies.labels(label, result).inc();
   }
 
   queueDepth(label: string, depth: number): void {

@@ -17,6 +17,8 @@ export interface Worker {
   readonly ready: boolean;
   /** Sends the connection; bytes sent or -errno. On success the daemon closes its copy. */
   send(conn: Connection): number;
+  /** Sends a message without descriptor (a datagram); bytes sent or -errno. */
+  sendMessage(message: Uint8Array): number;
   /** Its socket buffer is full: wait until it is writable. */
   block(): void;
   /** Its socket failed: it leaves. */
@@ -106,6 +108,23 @@ export class Registry {
     // Behind others already waiting: order is kept.
     if ((waiting === undefined || waiting.length === 0) && this.#handoff(label, conn)) return;
     this.#enqueue(label, conn);
+  }
+
+  /**
+   * Sends a datagram to the next worker of `label`. Datagrams are not queued and not retried on another
+   * worker: a full worker drops it, so one slow service never holds up the others' datagrams.
+   */
+  datagram(label: string, message: Uint8Array): 'sent' | 'no_worker' | 'full' {
+    const list = this.#workers.get(label);
+    if (list === undefined) return 'no_worker';
+    const at = (this.#next.get(label) ?? 0) % list.length;
+    this.#next.set(label, (at + 1) % list.length);
+    const worker = list[at]!;
+    const rc = worker.sendMessage(message);
+    if (rc >= 0) return 'sent';
+    if (rc === -EAGAIN) worker.block();
+    else worker.fail(`datagram failed with errno ${-rc}`);
+    return 'full';
   }
 
   /** Sends waiting connections while workers of `label` are ready: after a register, an ack, a writable. */

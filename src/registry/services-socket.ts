@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { type Logger } from 'pino';
 import { DispatcherError } from '../errors.js';
 import { type Connection, headerBuffer } from '../handoff/connection.js';
-import { decodeWorkerMessage, encode, MAX_MESSAGE, PROTOCOL_VERSION, type DaemonMessage } from '../handoff/messages.js';
+import { decodeWorkerMessage, encode, MAX_DATAGRAM_MESSAGE, PROTOCOL_VERSION, type DaemonMessage, type ReplyHeader } from '../handoff/messages.js';
 import { type Metrics } from '../metrics/metrics.js';
 import { EAGAIN, EMSGSIZE, errnoName, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
 import { type Policy } from './policy.js';
@@ -11,6 +11,8 @@ import { type Registry, type Worker } from './registry.js';
 
 export interface ServicesOptions {
   path: string;
+  /** A worker's UDP reply, to send from `local` to `client`. */
+  onReply: (worker: Worker, reply: ReplyHeader, payload: Uint8Array) => void;
   registry: Registry;
   policy: Policy;
   metrics: Metrics;
@@ -97,7 +99,7 @@ export class ServicesSocket {
       const [fd, pid, uid] = this.#cred as unknown as [number, number, number];
       const unregistered = [...this.#peers].filter((p) => !p.registered).length;
       if (unregistered >= MAX_UNREGISTERED) {
-        this.#options.log.warn({ pid, uid }, 'services socket: too many unregistered connections, refusing one');
+        this.#options.log.warn({ worker_pid: pid, uid }, 'services socket: too many unregistered connections, refusing one');
         native.close(fd);
         continue;
       }
@@ -108,7 +110,7 @@ export class ServicesSocket {
 }
 
 // Reads are synchronous, so every peer can read into the same buffers.
-const received = new Uint8Array(MAX_MESSAGE);
+const received = new Uint8Array(MAX_DATAGRAM_MESSAGE);
 const receivedFds = new Int32Array(MAX_FDS + 1);
 
 /** One connection on the services socket: unregistered, then a worker of one label. */
@@ -155,6 +157,10 @@ class Peer implements Worker {
     return rc;
   }
 
+  sendMessage(message: Uint8Array): number {
+    return native.sendFd(this.#fd, message, -1);
+  }
+
   block(): void {
     if (this.#blocked || this.#closed) return;
     this.#blocked = true;
@@ -162,7 +168,7 @@ class Peer implements Worker {
   }
 
   fail(reason: string): void {
-    this.#options.log.warn({ worker: this.id, label: this.label, pid: this.pid, reason }, 'worker failed');
+    this.#options.log.warn({ worker: this.id, label: this.label, worker_pid: this.pid, reason }, 'worker failed');
     this.close();
   }
 
@@ -176,7 +182,7 @@ class Peer implements Worker {
     this.#onClose();
     if (this.registered) {
       this.#options.registry.remove(this);
-      this.#options.log.info({ worker: this.id, label: this.label, pid: this.pid, handoffs: this.handoffs }, 'worker left');
+      this.#options.log.info({ worker: this.id, label: this.label, worker_pid: this.pid, handoffs: this.handoffs }, 'worker left');
     }
   }
 
@@ -198,7 +204,7 @@ class Peer implements Worker {
       const n = native.recvMsg(this.#fd, data, fds);
       if (n === -EAGAIN) break;
       if (n === 0) return this.close();
-      if (n === -EMSGSIZE) return this.#refuse('ERR_PROTOCOL_MESSAGE', `a message is longer than ${MAX_MESSAGE} bytes`);
+      if (n === -EMSGSIZE) return this.#refuse('ERR_PROTOCOL_MESSAGE', `a message is longer than ${MAX_DATAGRAM_MESSAGE} bytes`);
       if (n < 0) return this.close();
       if (fds[0]! > 0) {
         for (let i = 1; i <= fds[0]!; i++) native.close(fds[i]!);
@@ -228,7 +234,7 @@ class Peer implements Worker {
       this.window = m.window;
       this.registered = true;
       this.#send({ type: 'registered', version: PROTOCOL_VERSION, label: m.label, worker: this.id, window: m.window });
-      this.#options.log.info({ worker: this.id, label: m.label, pid: this.pid, uid: this.uid, window: m.window }, 'worker registered');
+      this.#options.log.info({ worker: this.id, label: m.label, worker_pid: this.pid, uid: this.uid, window: m.window }, 'worker registered');
       this.#options.registry.add(this);
       return 0;
     }
@@ -237,6 +243,9 @@ class Peer implements Worker {
         if (m.count > this.inflight) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `ack of ${m.count} with ${this.inflight} hand-offs unacknowledged`);
         this.inflight -= m.count;
         return m.count;
+      case 'reply':
+        this.#options.onReply(this, m, m.payload);
+        return 0;
       case 'drain':
         // Nothing more is sent; everything sent arrives before "drained", so the worker loses nothing.
         this.#draining = true;
@@ -254,7 +263,7 @@ class Peer implements Worker {
   /** Tells the peer why (best effort), logs it, and closes. */
   #refuse(code: string, message: string): void {
     if (this.#closed) return;
-    this.#options.log.warn({ worker: this.id, pid: this.pid, uid: this.uid, label: this.label || undefined, code }, message);
+    this.#options.log.warn({ worker: this.id, worker_pid: this.pid, uid: this.uid, label: this.label || undefined, code }, message);
     if (code !== 'ERR_NOT_ALLOWED' && !this.registered) this.#options.metrics.refused('', code === 'ERR_VERSION' ? 'version' : 'protocol');
     this.#send({ type: 'error', code, message });
     this.close();

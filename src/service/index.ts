@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { type Server, Socket } from 'node:net';
 import { DEFAULT_SERVICES_PATH } from '../control/protocol.js';
 import { DispatcherError, type ErrorCode } from '../errors.js';
-import { decodeDaemonMessage, DEFAULT_WINDOW, encode, type Endpoint, MAX_MESSAGE, PROTOCOL_VERSION, type WorkerMessage } from '../handoff/messages.js';
+import { decodeDaemonMessage, DEFAULT_WINDOW, encode, encodeReply, type Endpoint, MAX_DATAGRAM_MESSAGE, PROTOCOL_VERSION, type WorkerMessage } from '../handoff/messages.js';
 import { EAGAIN, MAX_FDS, native, READABLE, type WatchHandle } from '../native/index.js';
 
 /**
@@ -33,6 +33,13 @@ export interface ConnectionInfo {
 
 export type ConnectionHandler = (socket: Socket, info: ConnectionInfo) => void;
 
+/** Sends a reply to the datagram's client, from the address and port it sent to. */
+export type Reply = (payload: Uint8Array | string) => void;
+export type DatagramHandler = (payload: Buffer, info: ConnectionInfo, reply: Reply) => void;
+
+/** What `serve` calls: a function for TCP connections, or handlers for either protocol. */
+export type Handlers = ConnectionHandler | { connection?: ConnectionHandler; datagram?: DatagramHandler };
+
 // Errors after which registering again cannot help: the service is misconfigured.
 const FATAL = new Set(['ERR_NOT_ALLOWED', 'ERR_VERSION', 'ERR_LABEL']);
 const BACKOFF_MIN_MS = 50;
@@ -43,6 +50,7 @@ const ACK_DELAY_MS = 2;
 export interface ServiceEvents {
   registered: [info: { label: string; worker: number; window: number }];
   connection: [socket: Socket, info: ConnectionInfo];
+  datagram: [payload: Buffer, info: ConnectionInfo, reply: Reply];
   disconnected: [];
   error: [err: Error];
 }
@@ -59,7 +67,7 @@ export class Service extends EventEmitter<ServiceEvents> {
   #unacked = 0;
   #ackTimer: NodeJS.Timeout | undefined;
   #drained: (() => void) | undefined;
-  readonly #data = new Uint8Array(MAX_MESSAGE);
+  readonly #data = new Uint8Array(MAX_DATAGRAM_MESSAGE);
   readonly #fds = new Int32Array(MAX_FDS + 1);
 
   constructor(options: ServiceOptions) {
@@ -144,6 +152,15 @@ export class Service extends EventEmitter<ServiceEvents> {
         this.emit('connection', socket, { label: m.label, protocol: m.protocol, client: m.client, local: m.local });
         return;
       }
+      case 'datagram': {
+        const info: ConnectionInfo = { label: m.label, protocol: 'udp', client: m.client, local: m.local };
+        const reply: Reply = (payload) => {
+          const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
+          if (this.#fd >= 0) native.sendFd(this.#fd, encodeReply(info.client, info.local, bytes), -1);
+        };
+        this.emit('datagram', Buffer.from(m.payload), info, reply);
+        return;
+      }
       case 'drained':
         this.#drained?.();
         return;
@@ -192,10 +209,17 @@ export class Service extends EventEmitter<ServiceEvents> {
   }
 }
 
-/** Calls `handler` with every connection the dispatcher hands to `label`. */
-export function serve(options: ServiceOptions, handler: ConnectionHandler): Service {
+/**
+ * Calls `handlers` with every connection the dispatcher hands to `label`, and, for UDP bindings, every
+ * datagram with a `reply` that answers from the address and port the client sent to:
+ *
+ *   serve({ label: 'dns' }, { datagram: (query, info, reply) => reply(answer(query)) });
+ */
+export function serve(options: ServiceOptions, handlers: Handlers): Service {
   const service = new Service(options);
-  service.on('connection', handler);
+  const { connection, datagram } = typeof handlers === 'function' ? { connection: handlers, datagram: undefined } : handlers;
+  if (connection !== undefined) service.on('connection', connection);
+  if (datagram !== undefined) service.on('datagram', datagram);
   return service;
 }
 

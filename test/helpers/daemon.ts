@@ -39,11 +39,13 @@ export interface RunningDaemon {
 }
 
 /** Starts `dispatcher daemon` and waits until its control socket answers. */
-export async function startDaemon(dir: string, extra: string[] = []): Promise<RunningDaemon> {
+export async function startDaemon(dir: string, extra: string[] = [], options: { prefix?: string[] } = {}): Promise<RunningDaemon> {
   const control = join(dir, 'control.sock');
   const stateDir = join(dir, 'state');
   const services = join(dir, 'services.sock');
-  const child = spawn(process.execPath, [CLI, 'daemon', '--control', control, '--state-dir', stateDir, '--services', services, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // `prefix` runs it inside something, e.g. ['ip', 'netns', 'exec', NAME].
+  const command = [...(options.prefix ?? []), process.execPath, CLI, 'daemon', '--control', control, '--state-dir', stateDir, '--services', services, ...extra];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
