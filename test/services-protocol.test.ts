@@ -1,6 +1,7 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { openSync, closeSync } from 'node:fs';
+import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { EAGAIN, MAX_FDS, native } from '../src/native/index.js';
@@ -9,13 +10,21 @@ import { openFds, readable } from './helpers/native.js';
 import { PYTHON_SERVICE, randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 /** Sends `payload` on a fresh services connection; returns the daemon's answer and whether it then closed. */
-async function exchange(services: string, payloads: (Buffer | string)[], fd = -1): Promise<{ answers: Record<string, unknown>[]; closed: boolean }> {
+async function exchange(services: string, payloads: (Buffer | string)[], fd = -1, settleMs = 0): Promise<{ answers: Record<string, unknown>[]; closed: boolean }> {
   const sock = native.connectSeqpacket(services);
   // A send may fail once the daemon has refused and closed; what it answered is what is checked.
   for (const p of payloads) native.sendFd(sock, Buffer.from(p), fd);
   const answers: Record<string, unknown>[] = [];
   const data = new Uint8Array(65536);
   const fds = new Int32Array(MAX_FDS + 1);
+  if (settleMs > 0) {
+    // For exchanges that must not end: give the daemon time, then take what it said.
+    await sleep(settleMs);
+    let n: number;
+    while ((n = native.recvMsg(sock, data, fds)) > 0) answers.push(JSON.parse(Buffer.from(data.subarray(0, n)).toString()));
+    native.close(sock);
+    return { answers, closed: n === 0 };
+  }
   for (;;) {
     await readable(sock);
     let n: number;
@@ -43,7 +52,10 @@ t.test('garbage on the services socket gets an error and a close, never a crash 
     ['a version it does not speak', ['{"type":"register","version":2,"label":"web"}'], /protocol version 2 is not supported/],
     ['a bad label', ['{"type":"register","version":1,"label":"no spaces"}'], /label "no spaces" is not/],
     ['a bad window', ['{"type":"register","version":1,"label":"web","window":0}'], /"window" must be a whole number/],
-    ['a huge message', [Buffer.alloc(100_000, 'x')], /longer than 4096 bytes/],
+    ['a huge message', [Buffer.alloc(100_000, 'x')], /a message is longer than 69632 bytes/],
+    ['a huge header', [Buffer.alloc(10_000, 'x')], /a message header is longer than 4096 bytes/],
+    ['a payload on a message that takes none', [`${register()}\npayload`], /a "register" message has no payload/],
+    ['a reply without payload', [register(), '{"type":"reply","client":{"address":"192.0.2.1","port":1},"local":{"address":"192.0.2.2","port":2}}'], /a reply needs a newline/],
     ['an ack of more than was sent', [register(), '{"type":"ack","count":5}'], /ack of 5 with 0 hand-offs unacknowledged/],
     ['a register twice', [register(), register()], /"register" is only valid as the first message/],
   ];
@@ -73,6 +85,22 @@ t.test('garbage on the services socket gets an error and a close, never a crash 
 function openFileForTest(dir: string): number {
   return openSync(join(dir, 'stray'), 'w');
 }
+
+t.test('a worker may only reply from addresses its label is bound to', async (t) => {
+  const dir = await tempDir(t);
+  const d = await startDaemon(dir);
+  t.teardown(() => d.stop());
+  const port = randomPort();
+  await d.cli('bind', 'add', 'dns', 'udp', '127.0.0.53', String(port));
+  await d.cli('bind', 'add', 'other', 'udp', '127.0.0.54', String(port));
+  const reply = (local: string): string => `${JSON.stringify({ type: 'reply', client: { address: '127.0.0.1', port: 9 }, local: { address: local, port } })}\nspoof`;
+  const { answers, closed } = await exchange(d.services, [register('dns'), reply('127.0.0.54'), reply('127.0.0.99'), reply('not an address')], -1, 300);
+  t.same(answers.map((a) => a['type']), ['registered'], 'no error: a reply racing a rebinding must not kill the worker');
+  t.notOk(closed);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  t.equal(status.connections.replies_refused, 3, 'each refused reply is counted');
+  t.equal(status.connections.replies, 0, 'and none was sent');
+});
 
 t.test('garbage on the control socket gets an HTTP error or a close', async (t) => {
   const dir = await tempDir(t);
@@ -111,4 +139,14 @@ t.test('the Python example speaks the protocol', async (t) => {
   }
   const services = JSON.parse((await d.cli('services', '--json')).stdout);
   t.equal(services.workers[0].inflight, 0, 'it acknowledged every hand-off');
+
+  await d.cli('bind', 'add', 'py', 'udp', '127.0.0.0/8', String(port));
+  const sock = createSocket('udp4');
+  t.teardown(() => sock.close());
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  const reply = new Promise<{ text: string; from: string }>((resolve) => sock.once('message', (m, rinfo) => resolve({ text: m.toString(), from: `${rinfo.address}:${rinfo.port}` })));
+  sock.send('ping', port, '127.0.0.6');
+  const got = await reply;
+  t.match(got.text, new RegExp(`^py ${py.pid} 127\\.0\\.0\\.1 ${sock.address().port} 127\\.0\\.0\\.6 ${port} udp -\nping$`), 'a datagram, answered');
+  t.equal(got.from, `127.0.0.6:${port}`, 'from the address and port the client sent to');
 });

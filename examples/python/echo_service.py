@@ -7,6 +7,8 @@ A second implementation of the services protocol (docs/services-protocol.md):
 
 It registers LABEL, receives each connection's descriptor with socket.recv_fds, acknowledges what it
 received, and serves every connection in a thread: one greeting line, then an echo of what the client sends.
+A datagram (a UDP binding) is answered with the same greeting line followed by the datagram; the reply
+goes back through the dispatcher, which sends it from the address and port the client sent to.
 """
 import json
 import os
@@ -14,7 +16,8 @@ import socket
 import sys
 import threading
 
-MAX_MESSAGE = 4096
+# A message is a JSON header, for datagrams and replies followed by a newline and the payload.
+MAX_MESSAGE = 4096 + 65536
 
 
 def serve_connection(conn: socket.socket, header: dict) -> None:
@@ -42,7 +45,8 @@ def main() -> int:
                 os.close(fd)
             print("a message did not fit: protocol error", file=sys.stderr)
             return 1
-        message = json.loads(data)
+        header, _, payload = data.partition(b"\n")
+        message = json.loads(header)
         if message["type"] == "registered":
             print(f"registered {message['label']} {message['worker']}", flush=True)
         elif message["type"] == "error":
@@ -54,6 +58,11 @@ def main() -> int:
             threading.Thread(target=serve_connection, args=(conn, message), daemon=True).start()
             # One acknowledgement per connection keeps this example short; a busy service batches them.
             daemon.send(json.dumps({"type": "ack", "count": 1}).encode())
+        elif message["type"] == "datagram" and not fds:
+            client, local = message["client"], message["local"]
+            greeting = f"{message['label']} {os.getpid()} {client['address']} {client['port']} {local['address']} {local['port']} udp -\n"
+            reply = json.dumps({"type": "reply", "client": client, "local": local}).encode()
+            daemon.send(reply + b"\n" + greeting.encode() + payload)
         else:
             for fd in fds:
                 os.close(fd)

@@ -56,7 +56,7 @@ export class Metrics {
   readonly #workers = new Gauge({ name: 'dispatcher_workers', help: 'Registered workers', labelNames: ['label'], registers: [this.registry] });
 
   readonly #children = new Map<string, Children>();
-  readonly totals = { lookups: 0, handoffs: 0, misses: 0, resets: 0, refused: 0, datagrams: 0, dropped: 0, replies: 0 };
+  readonly totals = { lookups: 0, handoffs: 0, misses: 0, resets: 0, refused: 0, datagrams: 0, dropped: 0, replies: 0, replies_refused: 0 };
 
   #child(protocol: string, label: string): Children {
     const key = `${protocol} ${label}`;
@@ -117,6 +117,7 @@ export class Metrics {
 
   reply(label: string, result: 'sent' | 'not_bound' | 'failed'): void {
     if (result === 'sent') this.totals.replies++;
+    else if (result === 'not_bound') this.totals.replies_refused++;
     this.#replies.labels(label, result).inc();
   }
 
