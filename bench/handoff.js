@@ -5,71 +5,21 @@
 // - the daemon's CPU time per hand-off (/proc/<pid>/stat over the run, divided by its hand-offs);
 // - a dispatch-only run against a service that closes what it receives: the daemon's ceiling;
 // - keep-alive requests per second and a 1 GiB transfer on one connection (the daemon is out of the path).
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ControlClient } from '../dist/index.js';
 import { interleaved, si, writeResult } from './common.js';
+import { bind, cpuSeconds, daemon, requireTool, start, stopAll } from './harness.js';
 
 const QUICK = process.argv.includes('--quick');
 const ROUNDS = 3;
 const SECONDS = QUICK ? 2 : 6;
 const CONNECTIONS = 32;
 const BULK_BYTES = QUICK ? 256 * 2 ** 20 : 2 ** 30;
-const CLI = fileURLToPath(new URL('../bin/dispatcher', import.meta.url));
 const SERVICE = fileURLToPath(new URL('./services/http-service.mjs', import.meta.url));
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
-
-function requireTool(name, pkg) {
-  try {
-    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' });
-  } catch {
-    console.error(`bench:handoff needs ${name}: apt-get install ${pkg}`);
-    process.exit(2);
-  }
-}
-
-const children = [];
-process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
-
-function start(args, readyPattern) {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  return new Promise((resolve, reject) => {
-    const onData = (c) => {
-      out += c.toString();
-      if (readyPattern.test(out)) resolve(child);
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${out}`)));
-  });
-}
-
-async function daemon(dir) {
-  const control = join(dir, 'control.sock');
-  const services = join(dir, 'services.sock');
-  const child = spawn(process.execPath, [CLI, 'daemon', '--control', control, '--services', services, '--state-dir', join(dir, 'state')], { stdio: 'ignore' });
-  children.push(child);
-  const client = new ControlClient(control);
-  for (let i = 0; ; i++) {
-    try {
-      await client.call('GET', '/status');
-      return { child, client, services };
-    } catch (err) {
-      if (i > 200) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
-
-async function bind(client, label, port) {
-  await client.call('POST', '/bindings', { body: JSON.stringify({ label, protocol: 'tcp', prefix: '127.0.0.1', port }) });
-}
 
 function toMs(text) {
   const m = /^([\d.]+)(us|ms|s)$/.exec(text);
@@ -86,22 +36,17 @@ function wrk(port, close) {
   return { figure: rps, rps, p50, p99, errors };
 }
 
-async function cpuSeconds(pid) {
-  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime
-}
-
 async function handoffs(client) {
   return (await client.call('GET', '/status')).connections.handoffs;
 }
 
 /** Runs `fn` and measures the daemon's CPU per hand-off over it. */
 async function withDaemonCpu(d, fn) {
-  const [cpu0, h0] = [await cpuSeconds(d.child.pid), await handoffs(d.client)];
+  const [cpu0, h0] = [await cpuSeconds(d.pid), await handoffs(d.client)];
   const t0 = performance.now();
   const result = await fn();
   const seconds = (performance.now() - t0) / 1000;
-  const [cpu1, h1] = [await cpuSeconds(d.child.pid), await handoffs(d.client)];
+  const [cpu1, h1] = [await cpuSeconds(d.pid), await handoffs(d.client)];
   const n = h1 - h0;
   return { ...result, handoffs: n, handoffs_per_second: n / seconds, daemon_us_per_handoff: ((cpu1 - cpu0) / n) * 1e6 };
 }
@@ -126,15 +71,15 @@ const dir = await mkdtemp(join(tmpdir(), 'dispatcher-bench-'));
 try {
   const d = await daemon(dir);
   const ports = { direct: 24080, http: 24081, sink: 24082, bulkDirect: 24083, bulk: 24084 };
-  await bind(d.client, 'http', ports.http);
-  await bind(d.client, 'sink', ports.sink);
-  await bind(d.client, 'bulk', ports.bulk);
+  await bind(d.client, 'http', 'tcp', '127.0.0.1', ports.http);
+  await bind(d.client, 'sink', 'tcp', '127.0.0.1', ports.sink);
+  await bind(d.client, 'bulk', 'tcp', '127.0.0.1', ports.bulk);
   await Promise.all([
-    start([SERVICE, 'direct', ports.direct], /ready/),
-    start([SERVICE, 'attach', 'http', d.services], /ready/),
-    start([SERVICE, 'sink', 'sink', d.services], /ready/),
-    start([SERVICE, 'bulk-direct', ports.bulkDirect, BULK_BYTES], /ready/),
-    start([SERVICE, 'bulk-attach', 'bulk', d.services, BULK_BYTES], /ready/),
+    start([process.execPath, SERVICE, 'direct', ports.direct]),
+    start([process.execPath, SERVICE, 'attach', 'http', d.services]),
+    start([process.execPath, SERVICE, 'sink', 'sink', d.services]),
+    start([process.execPath, SERVICE, 'bulk-direct', ports.bulkDirect, BULK_BYTES]),
+    start([process.execPath, SERVICE, 'bulk-attach', 'bulk', d.services, BULK_BYTES]),
   ]);
   const figures = {};
   const cases = {
@@ -184,6 +129,6 @@ try {
   console.log(`  bulk:            dispatcher / direct = ${ratio('bulk, dispatcher', 'bulk, direct')}`);
   console.log(`\n${await writeResult('handoff', { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, figures })}`);
 } finally {
-  children.forEach((c) => c.kill('SIGTERM'));
+  stopAll();
   await rm(dir, { recursive: true, force: true });
 }

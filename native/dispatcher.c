@@ -19,6 +19,7 @@
 #include <netinet/tcp.h>
 #include <sys/uio.h>
 #include <node_api.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -641,28 +642,26 @@ static socklen_t make_address(const int32_t *a, int v6_socket, struct sockaddr_s
   return sizeof *s6;
 }
 
-// sendDatagram(fd, data: Uint8Array, addresses: Int32Array(12)): bytes sent or -errno. addresses holds
-// [destination family, w0..w3, port, source family, w0..w3, port]; the source address (not port: that is
-// the socket's) is set with IP_PKTINFO / IPV6_PKTINFO when its family is not 0.
+// sendDatagram(fd, data: Uint8Array, addresses: Int32Array(12), v6: boolean): bytes sent or -errno.
+// addresses holds [destination family, w0..w3, port, source family, w0..w3, port]; the source address
+// (not port: that is the socket's) is set with IP_PKTINFO / IPV6_PKTINFO when its family is not 0. `v6`
+// says the socket is AF_INET6 (the caller knows; asking the kernel each time cost a system call).
 static napi_value SendDatagram(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
   napi_typedarray_type dtype, atype;
   size_t dlen, alen;
   void *ddata, *adata;
-  if (argc < 3 || !arg_int(env, argv[0], &fd) || napi_get_typedarray_info(env, argv[1], &dtype, &dlen, &ddata, NULL, NULL) != napi_ok ||
+  bool v6;
+  if (argc < 4 || !arg_int(env, argv[0], &fd) || napi_get_typedarray_info(env, argv[1], &dtype, &dlen, &ddata, NULL, NULL) != napi_ok ||
       dtype != napi_uint8_array || napi_get_typedarray_info(env, argv[2], &atype, &alen, &adata, NULL, NULL) != napi_ok ||
-      atype != napi_int32_array || alen < 12) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "sendDatagram(fd, Uint8Array, Int32Array(12))");
+      atype != napi_int32_array || alen < 12 || napi_get_value_bool(env, argv[3], &v6) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "sendDatagram(fd, Uint8Array, Int32Array(12), v6)");
     return NULL;
   }
   const int32_t *a = adata;
-  struct sockaddr_storage self;
-  socklen_t slen = sizeof self;
-  if (getsockname(fd, (struct sockaddr *)&self, &slen) < 0) return int_value(env, -errno);
-  int v6 = self.ss_family == AF_INET6;
   struct sockaddr_storage dst;
   socklen_t dlen2 = make_address(a, v6, &dst);
   struct iovec iov = {.iov_base = ddata, .iov_len = dlen};

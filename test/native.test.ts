@@ -238,7 +238,7 @@ t.test('datagrams: each with its real destination, and replies from the address 
   // The reply leaves from 127.0.0.7, the address the client sent to, not from the wildcard's choice.
   const reply = new Promise<{ msg: string; from: string; port: number }>((resolve) => v4.once('message', (m, rinfo) => resolve({ msg: m.toString(), from: rinfo.address, port: rinfo.port })));
   const addresses = Int32Array.from([...got[1]!.src, ...got[1]!.dst]);
-  t.equal(native.sendDatagram(fd, Buffer.from('pong'), addresses), 4);
+  t.equal(native.sendDatagram(fd, Buffer.from('pong'), addresses, true), 4);
   t.same(await reply, { msg: 'pong', from: '127.0.0.7', port });
   v4.close();
   v6.close();

@@ -248,16 +248,14 @@ export class Daemon {
     }
     if (this.#table.lookupLabel('udp', local.family, local.words, reply.local.port) !== worker.label) return this.metrics.reply(worker.label, 'not_bound');
     const a = this.#addresses;
-    a[0] = client.family;
-    a.set(padWords(client.words), 1);
-    a[5] = reply.client.port;
+    putAddress(a, 0, client.family, client.words, reply.client.port);
     const tproxy = this.#replySockets !== undefined;
     const fd = tproxy ? this.#replySockets.get(reply.local.address, reply.local.port) : this.#udp.fd(reply.local.port);
-    // A tproxy reply socket is bound to the source already; a ports-mode socket needs it per datagram.
-    a[6] = tproxy ? 0 : local.family;
-    a.set(padWords(local.words), 7);
-    a[11] = reply.local.port;
-    const rc = fd < 0 ? -1 : native.sendDatagram(fd, payload, a);
+    // A tproxy reply socket is bound to the source already (and has its family); a ports-mode socket is the
+    // listen address's family and needs the source per datagram.
+    putAddress(a, 6, tproxy ? 0 : local.family, local.words, reply.local.port);
+    const v6 = tproxy ? local.family === 6 : this.#options.listenAddress.includes(':');
+    const rc = fd < 0 ? -1 : native.sendDatagram(fd, payload, a, v6);
     this.metrics.reply(worker.label, rc >= 0 ? 'sent' : 'failed');
   }
 
@@ -366,8 +364,9 @@ export class Daemon {
   }
 }
 
-function padWords(words: Uint32Array): Int32Array {
-  const out = new Int32Array(4);
-  for (let i = 0; i < words.length; i++) out[i] = words[i]! | 0;
-  return out;
+/** [family, w0..w3, port] at `at`, as the native layer takes addresses. */
+function putAddress(out: Int32Array, at: number, family: number, words: Uint32Array, port: number): void {
+  out[at] = family;
+  for (let i = 0; i < 4; i++) out[at + 1 + i] = i < words.length ? words[i]! | 0 : 0;
+  out[at + 5] = port;
 }

@@ -154,13 +154,12 @@ export function encode(message: WorkerMessage | DaemonMessage): Uint8Array {
   return encoder.encode(JSON.stringify(message));
 }
 
-/** A reply: header, newline, payload. */
-export function encodeReply(client: Endpoint, local: Endpoint, payload: Uint8Array): Uint8Array {
-  const header = encoder.encode(`${JSON.stringify({ type: 'reply', client, local })}\n`);
-  const out = new Uint8Array(header.length + payload.length);
-  out.set(header);
-  out.set(payload, header.length);
-  return out;
+/** A reply: header, newline, payload, in `out`'s memory. The endpoints are the datagram's, as it came. */
+export function encodeReply(out: Uint8Array, client: Endpoint, local: Endpoint, payload: Uint8Array): Uint8Array {
+  const text = `{"type":"reply","client":{"address":"${client.address}","port":${client.port}},"local":{"address":"${local.address}","port":${local.port}}}\n`;
+  const { written } = encoder.encodeInto(text, out);
+  out.set(payload, written);
+  return out.subarray(0, written + payload.length);
 }
 
 /** A datagram for a worker, in `out`'s memory: header, newline, payload (written by hand, as below). */

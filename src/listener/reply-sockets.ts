@@ -20,7 +20,7 @@ export class ReplySockets {
     this.#sweep.unref();
   }
 
-  /** The socket for `address`:`port`, opened on first use; -1 if it cannot be opened. */
+  /** The socket for `address`:`port`, opened on first use (its family is the address's); -1 if it cannot be opened. */
   get(address: string, port: number): number {
     const key = `${address} ${port}`;
     const found = this.#sockets.get(key);

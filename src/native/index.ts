@@ -35,7 +35,7 @@ interface Addon {
   DATAGRAM_BATCH: number;
   sockName(fd: number, out: Int32Array): number;
   recvDatagrams(fd: number, data: Uint8Array, meta: Int32Array, count: number): number;
-  sendDatagram(fd: number, data: Uint8Array, addresses: Int32Array): number;
+  sendDatagram(fd: number, data: Uint8Array, addresses: Int32Array, v6: boolean): number;
 }
 
 declare const watchHandle: unique symbol;

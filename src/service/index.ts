@@ -46,6 +46,7 @@ const BACKOFF_MIN_MS = 50;
 const BACKOFF_MAX_MS = 2_000;
 const DRAIN_TIMEOUT_MS = 5_000;
 const ACK_DELAY_MS = 2;
+const MAX_UDP_PAYLOAD = 65507;
 
 export interface ServiceEvents {
   registered: [info: { label: string; worker: number; window: number }];
@@ -68,6 +69,7 @@ export class Service extends EventEmitter<ServiceEvents> {
   #ackTimer: NodeJS.Timeout | undefined;
   #drained: (() => void) | undefined;
   readonly #data = new Uint8Array(MAX_DATAGRAM_MESSAGE);
+  readonly #out = new Uint8Array(MAX_DATAGRAM_MESSAGE);
   readonly #fds = new Int32Array(MAX_FDS + 1);
 
   constructor(options: ServiceOptions) {
@@ -156,7 +158,8 @@ export class Service extends EventEmitter<ServiceEvents> {
         const info: ConnectionInfo = { label: m.label, protocol: 'udp', client: m.client, local: m.local };
         const reply: Reply = (payload) => {
           const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
-          if (this.#fd >= 0) native.sendFd(this.#fd, encodeReply(info.client, info.local, bytes), -1);
+          if (bytes.length > MAX_UDP_PAYLOAD) throw new RangeError(`a UDP reply holds at most ${MAX_UDP_PAYLOAD} bytes, not ${bytes.length}`);
+          if (this.#fd >= 0) native.sendFd(this.#fd, encodeReply(this.#out, info.client, info.local, bytes), -1);
         };
         this.emit('datagram', Buffer.from(m.payload), info, reply);
         return;

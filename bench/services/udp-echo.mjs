@@ -1,0 +1,13 @@
+// UDP echo for bench:udp: directly on a port, or behind the dispatcher.
+//   node udp-echo.mjs direct PORT | node udp-echo.mjs attach LABEL SERVICES_SOCKET
+import { createSocket } from 'node:dgram';
+import { serve } from '../../dist/service/index.js';
+
+const [mode, a, b] = process.argv.slice(2);
+if (mode === 'direct') {
+  const s = createSocket('udp4');
+  s.on('message', (m, r) => s.send(m, r.port, r.address));
+  s.bind(Number(a), '127.0.0.1', () => console.log('ready'));
+} else {
+  serve({ label: a, socket: b }, { datagram: (payload, info, reply) => reply(payload) }).on('registered', () => console.log('ready'));
+}

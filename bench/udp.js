@@ -1,0 +1,79 @@
+// npm run bench:udp [-- --quick]
+//
+// UDP datagrams per second through the dispatcher versus a direct UDP echo service, same run, interleaved
+// rounds. The client keeps 64 datagrams of 64 bytes in flight and counts echoes; the daemon's CPU per
+// datagram comes from /proc (a datagram crosses the daemon twice: to the worker and the reply back).
+import { createSocket } from 'node:dgram';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { interleaved, si, writeResult } from './common.js';
+import { bind, cpuSeconds, daemon, start, stopAll } from './harness.js';
+
+const QUICK = process.argv.includes('--quick');
+const ROUNDS = 3;
+const SECONDS = QUICK ? 2 : 5;
+const IN_FLIGHT = 64;
+const ECHO = fileURLToPath(new URL('./services/udp-echo.mjs', import.meta.url));
+
+/** Echoes per second from `port` with IN_FLIGHT datagrams outstanding. */
+function load(port) {
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    const payload = Buffer.alloc(64, 'x');
+    let echoes = 0;
+    let t0 = 0;
+    s.on('message', () => {
+      echoes++;
+      s.send(payload, port, '127.0.0.1');
+    });
+    s.bind(0, '127.0.0.1', () => {
+      t0 = performance.now();
+      for (let i = 0; i < IN_FLIGHT; i++) s.send(payload, port, '127.0.0.1');
+      // A lost datagram would shrink the window for good: top it up now and then.
+      const topUp = setInterval(() => {
+        for (let i = 0; i < 8; i++) s.send(payload, port, '127.0.0.1');
+      }, 100);
+      setTimeout(() => {
+        clearInterval(topUp);
+        s.close();
+        resolve(echoes / ((performance.now() - t0) / 1000));
+      }, SECONDS * 1000);
+    });
+  });
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'dispatcher-bench-'));
+try {
+  const d = await daemon(dir);
+  const ports = { direct: 25353, dispatched: 25354 };
+  await bind(d.client, 'echo', 'udp', '127.0.0.1', ports.dispatched);
+  await Promise.all([start([process.execPath, ECHO, 'direct', ports.direct]), start([process.execPath, ECHO, 'attach', 'echo', d.services])]);
+  const cpu = [];
+  const summary = await interleaved(
+    {
+      'UDP echo, direct': () => load(ports.direct),
+      'UDP echo, dispatcher': async () => {
+        const c0 = await cpuSeconds(d.pid);
+        const s0 = (await d.client.call('GET', '/status')).connections.datagrams;
+        const rate = await load(ports.dispatched);
+        const s1 = (await d.client.call('GET', '/status')).connections.datagrams;
+        cpu.push(((await cpuSeconds(d.pid)) - c0) / (s1 - s0));
+        return rate;
+      },
+    },
+    ROUNDS,
+  );
+  const direct = summary['UDP echo, direct'];
+  const dispatched = summary['UDP echo, dispatcher'];
+  const usPerDatagram = cpu.sort((a, b) => a - b)[cpu.length >> 1] * 1e6;
+  console.log(`\nMedians of ${ROUNDS} interleaved rounds, ${SECONDS} s each, ${IN_FLIGHT} datagrams in flight\n`);
+  console.log(`  UDP echo, direct       ${si(direct.median).padStart(7)}/s  (${si(direct.min)}-${si(direct.max)})`);
+  console.log(`  UDP echo, dispatcher   ${si(dispatched.median).padStart(7)}/s  (${si(dispatched.min)}-${si(dispatched.max)})  daemon ${usPerDatagram.toFixed(1)} µs CPU per datagram and its reply`);
+  console.log(`\n  dispatcher / direct = ${(dispatched.median / direct.median).toFixed(2)}  (target at least 0.50)`);
+  console.log(`\n${await writeResult('udp', { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, in_flight: IN_FLIGHT, direct, dispatched, daemon_us_per_datagram: usPerDatagram })}`);
+} finally {
+  stopAll();
+  await rm(dir, { recursive: true, force: true });
+}
