@@ -1,6 +1,6 @@
 // The service the benchmarks load: a Node http server answering "hello", listening directly or attached
 // to the dispatcher; or a sink that closes every connection it is handed.
-//   node http-service.mjs direct PORT
+//   node http-service.mjs direct PORT [HOST]
 //   node http-service.mjs attach LABEL SERVICES_SOCKET
 //   node http-service.mjs sink LABEL SERVICES_SOCKET
 //   node http-service.mjs bulk-direct PORT BYTES | bulk-attach LABEL SERVICES_SOCKET BYTES
@@ -33,7 +33,7 @@ const registered = (service) => service.on('registered', ready).on('error', (err
 
 switch (mode) {
   case 'direct':
-    hello.listen(Number(a), '127.0.0.1', ready);
+    hello.listen(Number(a), b ?? '127.0.0.1', ready);
     break;
   case 'attach':
     registered(attach(hello, { label: a, socket: b, window: 256 }));

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const PROBE = fileURLToPath(new URL('../fixtures/probe.mjs', import.meta.url));
+const NETNS = fileURLToPath(new URL('../../scripts/netns.sh', import.meta.url));
 
 function run(cmd: string, args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -12,22 +13,7 @@ function run(cmd: string, args: string[], input?: string): Promise<{ code: numbe
   });
 }
 
-async function must(cmd: string, ...args: string[]): Promise<string> {
-  const r = await run(cmd, args);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-
-/**
- * Two network namespaces joined by a veth pair:
- *
- *   client ns  veth 192.0.2.2/24, 2001:db8::2/64 ──── veth 192.0.2.1/24, 2001:db8::1/64  host ns
- *              routes to the bound prefixes via the host      AnyIP: 198.51.100.0/24, 203.0.113.0/24 and
- *                                                             2001:db8:1::/64 are local (dev lo)
- *
- * The daemon runs in the host namespace; clients in the client namespace, so their packets arrive from
- * outside and pass nftables' prerouting hook, as real traffic does. Only documentation ranges are used.
- */
+/** Two network namespaces joined by a veth pair, made by scripts/netns.sh (which draws them). */
 export interface Namespaces {
   host: string;
   client: string;
@@ -46,37 +32,9 @@ export async function createNamespaces(): Promise<Namespaces> {
   const id = `${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
   const host = `disp-h-${id}`;
   const client = `disp-c-${id}`;
-  const remove = async (): Promise<void> => {
-    await run('ip', ['netns', 'del', host]);
-    await run('ip', ['netns', 'del', client]);
-  };
-  try {
-    await must('ip', 'netns', 'add', host);
-    await must('ip', 'netns', 'add', client);
-    const h = (...a: string[]): Promise<string> => must('ip', 'netns', 'exec', host, ...a);
-    const c = (...a: string[]): Promise<string> => must('ip', 'netns', 'exec', client, ...a);
-    await must('ip', 'link', 'add', `vh${id}`.slice(0, 15), 'netns', host, 'type', 'veth', 'peer', 'name', `vc${id}`.slice(0, 15), 'netns', client);
-    const vh = `vh${id}`.slice(0, 15);
-    const vc = `vc${id}`.slice(0, 15);
-    for (const [ns, dev, v4, v6] of [
-      [h, vh, '192.0.2.1/24', '2001:db8::1/64'],
-      [c, vc, '192.0.2.2/24', '2001:db8::2/64'],
-    ] as const) {
-      await ns('ip', 'link', 'set', 'lo', 'up');
-      await ns('ip', 'addr', 'add', v4, 'dev', dev);
-      await ns('ip', '-6', 'addr', 'add', v6, 'dev', dev, 'nodad');
-      await ns('ip', 'link', 'set', dev, 'up');
-    }
-    for (const prefix of ['198.51.100.0/24', '203.0.113.0/24']) {
-      await h('ip', 'route', 'add', 'local', prefix, 'dev', 'lo');
-      await c('ip', 'route', 'add', prefix, 'via', '192.0.2.1');
-    }
-    await h('ip', '-6', 'route', 'add', 'local', '2001:db8:1::/64', 'dev', 'lo');
-    await c('ip', '-6', 'route', 'add', '2001:db8:1::/64', 'via', '2001:db8::1');
-  } catch (err) {
-    await remove();
-    throw err;
-  }
+  const up = await run(NETNS, ['up', id]);
+  if (up.code !== 0) throw new Error(`scripts/netns.sh up: ${up.stderr}`);
+  const remove = async (): Promise<void> => void (await run(NETNS, ['down', id]));
   return {
     host,
     client,

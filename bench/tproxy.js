@@ -1,0 +1,69 @@
+// npm run bench:tproxy [-- --quick]     (as root: network namespaces and nftables)
+//
+// New TCP connections per second from another network namespace: a Node http service listening
+// directly, behind the dispatcher in ports mode, and behind it in tproxy mode (nftables TPROXY to one
+// transparent socket), interleaved rounds in one run. wrk runs in the client namespace.
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { interleaved, si, writeResult } from './common.js';
+import { bind, daemon, requireTool, start, stopAll } from './harness.js';
+
+const QUICK = process.argv.includes('--quick');
+const ROUNDS = 3;
+const SECONDS = QUICK ? 2 : 5;
+const SERVICE = fileURLToPath(new URL('./services/http-service.mjs', import.meta.url));
+const NETNS = fileURLToPath(new URL('../scripts/netns.sh', import.meta.url));
+
+if (process.getuid() !== 0) {
+  console.error('bench:tproxy needs root (network namespaces, nftables)');
+  process.exit(2);
+}
+requireTool('wrk', 'wrk');
+requireTool('nft', 'nftables');
+
+const id = `b${process.pid.toString(36)}`;
+const inHost = ['ip', 'netns', 'exec', `disp-h-${id}`];
+const inClient = ['ip', 'netns', 'exec', `disp-c-${id}`];
+
+function wrk(url) {
+  const out = execFileSync(inClient[0], [...inClient.slice(1), 'wrk', '-t1', '-c32', `-d${SECONDS}s`, '-H', 'Connection: close', url], { encoding: 'utf8' });
+  return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)[1]);
+}
+
+const dirs = [await mkdtemp(join(tmpdir(), 'dispatcher-bench-')), await mkdtemp(join(tmpdir(), 'dispatcher-bench-'))];
+execFileSync(NETNS, ['up', id]);
+try {
+  const ports = await daemon(dirs[0], [], inHost);
+  const tproxy = await daemon(dirs[1], ['--mode', 'tproxy'], inHost);
+  await bind(ports.client, 'http', 'tcp', '203.0.113.0/24', 24081);
+  await bind(tproxy.client, 'http', 'tcp', '198.51.100.0/24', 0);
+  await Promise.all([
+    start([process.execPath, SERVICE, 'direct', 24080, '::'], /ready/, inHost),
+    start([process.execPath, SERVICE, 'attach', 'http', ports.services]),
+    start([process.execPath, SERVICE, 'attach', 'http', tproxy.services]),
+  ]);
+  let port = 30000;
+  const summary = await interleaved(
+    {
+      direct: () => wrk('http://203.0.113.9:24080/'),
+      'ports mode': () => wrk('http://203.0.113.5:24081/'),
+      // tproxy serves every port of the prefix: each round dials another one.
+      'tproxy mode': () => wrk(`http://198.51.100.5:${port++}/`),
+    },
+    ROUNDS,
+  );
+  console.log(`\nNew connections/s from a client namespace, medians of ${ROUNDS} interleaved rounds, ${SECONDS} s each\n`);
+  for (const [name, s] of Object.entries(summary)) {
+    console.log(`  ${name.padEnd(12)} ${si(s.median).padStart(7)}/s  (${si(s.min)}-${si(s.max)})  ${(s.median / summary.direct.median).toFixed(2)}x direct`);
+  }
+  console.log(`\n  tproxy / ports = ${(summary['tproxy mode'].median / summary['ports mode'].median).toFixed(2)}`);
+  console.log(`\n${await writeResult('tproxy', { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, summary })}`);
+} finally {
+  stopAll();
+  await new Promise((r) => setTimeout(r, 500));
+  execFileSync(NETNS, ['down', id]);
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+}
