@@ -45,13 +45,15 @@ try {
     start([process.execPath, SERVICE, 'attach', 'http', ports.services]),
     start([process.execPath, SERVICE, 'attach', 'http', tproxy.services]),
   ]);
-  let port = 30000;
+  // Each round dials another address (tproxy: and another port, every one being served), so no round
+  // meets the last one's connections in TIME_WAIT.
+  let round = 0;
+  const next = () => 10 + (round++ % 200);
   const summary = await interleaved(
     {
-      direct: () => wrk('http://203.0.113.9:24080/'),
-      'ports mode': () => wrk('http://203.0.113.5:24081/'),
-      // tproxy serves every port of the prefix: each round dials another one.
-      'tproxy mode': () => wrk(`http://198.51.100.5:${port++}/`),
+      direct: () => wrk(`http://203.0.113.${next()}:24080/`),
+      'ports mode': () => wrk(`http://203.0.113.${next()}:24081/`),
+      'tproxy mode': () => wrk(`http://198.51.100.${next()}:${30000 + round}/`),
     },
     ROUNDS,
   );

@@ -642,60 +642,78 @@ static socklen_t make_address(const int32_t *a, int v6_socket, struct sockaddr_s
   return sizeof *s6;
 }
 
-// sendDatagram(fd, data: Uint8Array, addresses: Int32Array(12), v6: boolean): bytes sent or -errno.
-// addresses holds [destination family, w0..w3, port, source family, w0..w3, port]; the source address
-// (not port: that is the socket's) is set with IP_PKTINFO / IPV6_PKTINFO when its family is not 0. `v6`
-// says the socket is AF_INET6 (the caller knows; asking the kernel each time cost a system call).
-static napi_value SendDatagram(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+// Record of sendDatagrams: [offset, length, destination family, w0..w3, port, source family, w0..w3, port].
+#define SEND_RECORD 14
+
+// sendDatagrams(fd, data: Uint8Array, records: Int32Array, count, v6): datagrams sent (sendmmsg, so a batch
+// of replies costs one system call), or -errno if none was. The source address (not port: that is the
+// socket's) is set with IP_PKTINFO / IPV6_PKTINFO when its family is not 0. `v6` says the socket is
+// AF_INET6 (the caller knows; asking the kernel each time cost a system call).
+static napi_value SendDatagrams(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int32_t fd;
-  napi_typedarray_type dtype, atype;
-  size_t dlen, alen;
-  void *ddata, *adata;
+  int32_t fd, count;
+  napi_typedarray_type dtype, rtype;
+  size_t dlen, rlen;
+  void *ddata, *rdata;
   bool v6;
-  if (argc < 4 || !arg_int(env, argv[0], &fd) || napi_get_typedarray_info(env, argv[1], &dtype, &dlen, &ddata, NULL, NULL) != napi_ok ||
-      dtype != napi_uint8_array || napi_get_typedarray_info(env, argv[2], &atype, &alen, &adata, NULL, NULL) != napi_ok ||
-      atype != napi_int32_array || alen < 12 || napi_get_value_bool(env, argv[3], &v6) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "sendDatagram(fd, Uint8Array, Int32Array(12), v6)");
+  if (argc < 5 || !arg_int(env, argv[0], &fd) || !arg_int(env, argv[3], &count) ||
+      napi_get_typedarray_info(env, argv[1], &dtype, &dlen, &ddata, NULL, NULL) != napi_ok || dtype != napi_uint8_array ||
+      napi_get_typedarray_info(env, argv[2], &rtype, &rlen, &rdata, NULL, NULL) != napi_ok || rtype != napi_int32_array ||
+      napi_get_value_bool(env, argv[4], &v6) != napi_ok || count < 0 || count > DATAGRAM_BATCH || (size_t)count * SEND_RECORD > rlen) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "sendDatagrams(fd, Uint8Array, Int32Array, count <= 32, v6)");
     return NULL;
   }
-  const int32_t *a = adata;
-  struct sockaddr_storage dst;
-  socklen_t dlen2 = make_address(a, v6, &dst);
-  struct iovec iov = {.iov_base = ddata, .iov_len = dlen};
+  const int32_t *records = rdata;
+  struct mmsghdr msgs[DATAGRAM_BATCH];
+  struct iovec iovs[DATAGRAM_BATCH];
+  struct sockaddr_storage dsts[DATAGRAM_BATCH];
   union {
     char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
     struct cmsghdr align;
-  } control;
-  memset(&control, 0, sizeof control);
-  struct msghdr msg = {.msg_name = &dst, .msg_namelen = dlen2, .msg_iov = &iov, .msg_iovlen = 1};
-  if (a[6] != 0) {
-    struct sockaddr_storage src;
-    make_address(a + 6, v6, &src);
-    msg.msg_control = control.buf;
-    struct cmsghdr *c;
-    if (v6) {
-      msg.msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
-      c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_IPV6;
-      c->cmsg_type = IPV6_PKTINFO;
-      c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
-      struct in6_pktinfo pi = {.ipi6_addr = ((struct sockaddr_in6 *)&src)->sin6_addr};
-      memcpy(CMSG_DATA(c), &pi, sizeof pi);
-    } else {
-      msg.msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
-      c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_IP;
-      c->cmsg_type = IP_PKTINFO;
-      c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
-      struct in_pktinfo pi = {.ipi_spec_dst = ((struct sockaddr_in *)&src)->sin_addr};
-      memcpy(CMSG_DATA(c), &pi, sizeof pi);
+  } controls[DATAGRAM_BATCH];
+  memset(msgs, 0, sizeof msgs[0] * (size_t)count);
+  memset(controls, 0, sizeof controls[0] * (size_t)count);
+  for (int i = 0; i < count; i++) {
+    const int32_t *r = records + i * SEND_RECORD;
+    if (r[0] < 0 || r[1] < 0 || (size_t)r[0] + (size_t)r[1] > dlen) {
+      napi_throw_range_error(env, "ERR_INVALID_ARG", "sendDatagrams: a record lies outside the data");
+      return NULL;
+    }
+    iovs[i].iov_base = (uint8_t *)ddata + r[0];
+    iovs[i].iov_len = (size_t)r[1];
+    struct msghdr *m = &msgs[i].msg_hdr;
+    m->msg_iov = &iovs[i];
+    m->msg_iovlen = 1;
+    m->msg_name = &dsts[i];
+    m->msg_namelen = make_address(r + 2, v6, &dsts[i]);
+    if (r[8] != 0) {
+      struct sockaddr_storage src;
+      make_address(r + 8, v6, &src);
+      m->msg_control = controls[i].buf;
+      struct cmsghdr *c;
+      if (v6) {
+        m->msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
+        c = CMSG_FIRSTHDR(m);
+        c->cmsg_level = SOL_IPV6;
+        c->cmsg_type = IPV6_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
+        struct in6_pktinfo pi = {.ipi6_addr = ((struct sockaddr_in6 *)&src)->sin6_addr};
+        memcpy(CMSG_DATA(c), &pi, sizeof pi);
+      } else {
+        m->msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
+        c = CMSG_FIRSTHDR(m);
+        c->cmsg_level = SOL_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+        struct in_pktinfo pi = {.ipi_spec_dst = ((struct sockaddr_in *)&src)->sin_addr};
+        memcpy(CMSG_DATA(c), &pi, sizeof pi);
+      }
     }
   }
-  ssize_t n;
-  do n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  int n;
+  do n = sendmmsg(fd, msgs, (unsigned)count, MSG_DONTWAIT | MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
   return int_value(env, n < 0 ? -errno : n);
 }
@@ -717,7 +735,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"unwatch", NULL, Unwatch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sockName", NULL, SockName, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvDatagrams", NULL, RecvDatagrams, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"sendDatagram", NULL, SendDatagram, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendDatagrams", NULL, SendDatagrams, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   napi_value v;
@@ -729,6 +747,8 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "DATAGRAM_RECORD", v);
   napi_create_int32(env, DATAGRAM_SLOT, &v);
   napi_set_named_property(env, exports, "DATAGRAM_SLOT", v);
+  napi_create_int32(env, SEND_RECORD, &v);
+  napi_set_named_property(env, exports, "SEND_RECORD", v);
   napi_create_int32(env, DATAGRAM_BATCH, &v);
   napi_set_named_property(env, exports, "DATAGRAM_BATCH", v);
   return exports;

@@ -42,6 +42,8 @@ up)
   done
   h ip -6 route add local 2001:db8:1::/64 dev lo
   c ip -6 route add 2001:db8:1::/64 via 2001:db8::1
+  # Load generators open tens of thousands of connections: all the ephemeral ports, reused when safe.
+  c sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1
   trap - EXIT
   ;;
 *)

@@ -198,6 +198,7 @@ t.test('set-up calls throw errors with codes; bad arguments are type errors', as
 
 t.test('datagrams: each with its real destination, and replies from the address the client sent to', async (t) => {
   const { DATAGRAM_RECORD, DATAGRAM_SLOT, LISTEN_UDP } = await import('../src/native/index.js');
+  t.throws(() => native.sendDatagrams(-1, new Uint8Array(4), Int32Array.from([2, 4, 4, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), 1, true), RangeError, 'a record outside the data');
   const { createSocket } = await import('node:dgram');
   let fd = -1;
   let port = 0;
@@ -237,8 +238,8 @@ t.test('datagrams: each with its real destination, and replies from the address 
 
   // The reply leaves from 127.0.0.7, the address the client sent to, not from the wildcard's choice.
   const reply = new Promise<{ msg: string; from: string; port: number }>((resolve) => v4.once('message', (m, rinfo) => resolve({ msg: m.toString(), from: rinfo.address, port: rinfo.port })));
-  const addresses = Int32Array.from([...got[1]!.src, ...got[1]!.dst]);
-  t.equal(native.sendDatagram(fd, Buffer.from('pong'), addresses, true), 4);
+  const records = Int32Array.from([0, 4, ...got[1]!.src, ...got[1]!.dst]);
+  t.equal(native.sendDatagrams(fd, Buffer.from('pong'), records, 1, true), 1, 'one datagram sent (sendmmsg)');
   t.same(await reply, { msg: 'pong', from: '127.0.0.7', port });
   v4.close();
   v6.close();

@@ -14,7 +14,7 @@ import { parseAddress } from '../bindings/address.js';
 import { encodeDatagram, type ReplyHeader } from '../handoff/messages.js';
 import { type Worker } from '../registry/registry.js';
 import { Metrics } from '../metrics/metrics.js';
-import { ACCEPT_RECORD, DATAGRAM_RECORD, DATAGRAM_SLOT, native } from '../native/index.js';
+import { ACCEPT_RECORD, DATAGRAM_RECORD, DATAGRAM_SLOT, native, SEND_RECORD } from '../native/index.js';
 import { Policy } from '../registry/policy.js';
 import { Registry } from '../registry/registry.js';
 import { ServicesSocket } from '../registry/services-socket.js';
@@ -71,7 +71,8 @@ export class Daemon {
   readonly #udp: Listeners;
   readonly #replySockets: ReplySockets | undefined;
   #nftInstalled = false;
-  readonly #addresses = new Int32Array(12);
+  // A reply's sendDatagrams record: [offset, length, destination, source] (see native/index.ts).
+  readonly #addresses = new Int32Array(SEND_RECORD);
   readonly #datagramOut = new Uint8Array(DATAGRAM_SLOT + 4096);
   #services: ServicesSocket | undefined;
   #ownsControl = false;
@@ -248,15 +249,17 @@ export class Daemon {
     }
     if (this.#table.lookupLabel('udp', local.family, local.words, reply.local.port) !== worker.label) return this.metrics.reply(worker.label, 'not_bound');
     const a = this.#addresses;
-    putAddress(a, 0, client.family, client.words, reply.client.port);
+    a[0] = 0;
+    a[1] = payload.length;
+    putAddress(a, 2, client.family, client.words, reply.client.port);
     const tproxy = this.#replySockets !== undefined;
     const fd = tproxy ? this.#replySockets.get(reply.local.address, reply.local.port) : this.#udp.fd(reply.local.port);
     // A tproxy reply socket is bound to the source already (and has its family); a ports-mode socket is the
     // listen address's family and needs the source per datagram.
-    putAddress(a, 6, tproxy ? 0 : local.family, local.words, reply.local.port);
+    putAddress(a, 8, tproxy ? 0 : local.family, local.words, reply.local.port);
     const v6 = tproxy ? local.family === 6 : this.#options.listenAddress.includes(':');
-    const rc = fd < 0 ? -1 : native.sendDatagram(fd, payload, a, v6);
-    this.metrics.reply(worker.label, rc >= 0 ? 'sent' : 'failed');
+    const rc = fd < 0 ? -1 : native.sendDatagrams(fd, payload, a, 1, v6);
+    this.metrics.reply(worker.label, rc === 1 ? 'sent' : 'failed');
   }
 
   #listenerWarnings(): string[] {

@@ -35,7 +35,8 @@ interface Addon {
   DATAGRAM_BATCH: number;
   sockName(fd: number, out: Int32Array): number;
   recvDatagrams(fd: number, data: Uint8Array, meta: Int32Array, count: number): number;
-  sendDatagram(fd: number, data: Uint8Array, addresses: Int32Array, v6: boolean): number;
+  SEND_RECORD: number;
+  sendDatagrams(fd: number, data: Uint8Array, records: Int32Array, count: number, v6: boolean): number;
 }
 
 declare const watchHandle: unique symbol;
@@ -53,12 +54,13 @@ export const MAX_FDS = addon.MAX_FDS;
 
 /**
  * recvDatagrams: datagram i at data[i * DATAGRAM_SLOT]; meta record [length (or -EMSGSIZE), source family,
- * w0..w3, port, destination family, w0..w3, port]. sendDatagram's addresses: [destination family, w0..w3,
- * port, source family, w0..w3, port].
+ * w0..w3, port, destination family, w0..w3, port]. sendDatagrams' records: [offset, length, destination
+ * family, w0..w3, port, source family, w0..w3, port].
  */
 export const DATAGRAM_RECORD = addon.DATAGRAM_RECORD;
 export const DATAGRAM_SLOT = addon.DATAGRAM_SLOT;
 export const DATAGRAM_BATCH = addon.DATAGRAM_BATCH;
+export const SEND_RECORD = addon.SEND_RECORD;
 
 export const LISTEN_TRANSPARENT = 1;
 export const LISTEN_UDP = 2;
