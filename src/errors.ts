@@ -22,7 +22,9 @@ export type ErrorCode =
   | 'ERR_NOT_ALLOWED'
   | 'ERR_LISTEN'
   | 'ERR_CONFIG'
-  | 'ERR_TPROXY';
+  | 'ERR_TPROXY'
+  | 'ERR_UPSTREAM'
+  | 'ERR_NO_UPSTREAM';
 
 export class DispatcherError extends Error {
   readonly code: ErrorCode;

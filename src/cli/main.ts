@@ -4,6 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import { type BindingJSON, parseBinding, parsePortText, parseProtocol } from '../bindings/binding.js';
 import { parseBindingsText } from '../bindings/file.js';
 import { ControlClient } from '../control/client.js';
+import { parseUpstream, type Upstream } from '../proxy/upstream.js';
 import { DEFAULT_CONTROL_PATH, DEFAULT_SERVICES_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
 import { DispatcherError } from '../errors.js';
 import { VERSION } from '../version.js';
@@ -74,6 +75,7 @@ export async function main(args: string[]): Promise<void> {
           .option('listen-address', { type: 'string', default: '::', describe: 'where listeners bind (:: is dual-stack)' })
           .option('queue-timeout', { type: 'string', default: '2000', describe: 'ms a connection waits for a worker of its label (0: reset at once)' })
           .option('queue-size', { type: 'string', default: '1024', describe: 'connections that may wait per label' })
+          .option('upstream-timeout', { type: 'string', default: '5000', describe: 'ms an upstream may take to accept a proxied connection' })
           .option('allow', { type: 'string', array: true, default: [] as string[], describe: 'LABEL=UID[,UID...]: lets these users register LABEL (repeatable)' })
           .option('metrics', { type: 'string', describe: 'HOST:PORT to serve Prometheus metrics on at /metrics' })
           .config('config', 'a JSON file of these options, e.g. {"allow": ["web=1000"], "queue-timeout": "5000"}'),
@@ -88,6 +90,7 @@ export async function main(args: string[]): Promise<void> {
           listenAddress: argv['listen-address'],
           queueTimeoutMs: wholeNumber('--queue-timeout', argv['queue-timeout']),
           queueSize: wholeNumber('--queue-size', argv['queue-size']),
+          upstreamTimeoutMs: wholeNumber('--upstream-timeout', argv['upstream-timeout']),
           allow: argv.allow.map(String),
           metrics: argv.metrics,
         });
@@ -183,6 +186,33 @@ export async function main(args: string[]): Promise<void> {
           process.exitCode = 1;
         }
       },
+    )
+    .command('upstream', 'proxy mode: serve a label from an unmodified server (used while no worker is registered)', (y) =>
+      y
+        .command(
+          'add <label> <address>',
+          'send the label\'s connections to unix:/path or tcp:host:port',
+          (y) =>
+            y
+              .positional('label', { type: 'string', demandOption: true })
+              .positional('address', { type: 'string', demandOption: true, describe: 'unix:/path or tcp:host:port (IPv6: tcp:[::1]:8080)' })
+              .option('proxy-protocol', { choices: ['none', 'v1', 'v2'] as const, default: 'none' as const, describe: 'the PROXY protocol header to send first' }),
+          async (argv) => {
+            const upstream = parseUpstream({ label: argv.label, address: argv.address, proxy_protocol: argv['proxy-protocol'] });
+            const res = await client(argv).call<{ upstream: Upstream; replaced: Upstream | null }>('POST', '/upstreams', { body: JSON.stringify(upstream) });
+            print(`upstream ${res.upstream.label} -> ${res.upstream.address} (PROXY protocol ${res.upstream.proxy_protocol})${res.replaced ? ` (was ${res.replaced.address})` : ''}`);
+          },
+        )
+        .command('rm <label>', 'remove a label\'s upstream', (y) => y.positional('label', { type: 'string', demandOption: true }), async (argv) => {
+          const res = await client(argv).call<{ removed: Upstream }>('DELETE', '/upstreams', { body: JSON.stringify({ label: argv.label }) });
+          print(`removed upstream ${res.removed.label} -> ${res.removed.address}`);
+        })
+        .command('list', 'the upstreams', (y) => y.option('json', { type: 'boolean', default: false }), async (argv) => {
+          const res = await client(argv).call<{ upstreams: Upstream[] }>('GET', '/upstreams');
+          if (argv.json) return printJSON(res);
+          print(formatColumns([['LABEL', 'ADDRESS', 'PROXY-PROTOCOL'], ...res.upstreams.map((u) => [u.label, u.address, u.proxy_protocol])]));
+        })
+        .demandCommand(1, 'name an upstream command: add, rm or list'),
     )
     .command('services', 'registered workers and waiting connections', (y) => y.option('json', { type: 'boolean', default: false }), async (argv) => {
       const res = await client(argv).call<{ workers: WorkerJSON[]; queued: Record<string, number> }>('GET', '/services');

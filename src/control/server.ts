@@ -2,11 +2,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from 'node:net';
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { type Binding, parseBinding, parsePortText, parseProtocol } from '../bindings/binding.js';
+import { type Binding, parseBinding, parseLabel, parsePortText, parseProtocol } from '../bindings/binding.js';
 import { parseBindingsText } from '../bindings/file.js';
 import { type Filter } from '../bindings/order.js';
 import { DispatcherError, type ErrorCode } from '../errors.js';
 import { type Diff } from '../table/table.js';
+import { parseUpstream, type Upstream } from '../proxy/upstream.js';
 import { API_PREFIX, type ErrorBody } from './protocol.js';
 
 /** What the control API drives; the daemon implements it. */
@@ -19,6 +20,9 @@ export interface ControlHandlers {
   lookup(protocol: 'tcp' | 'udp', address: string, port: number): Binding | undefined;
   status(): Record<string, unknown>;
   services(): Record<string, unknown>;
+  upstreams(): Upstream[];
+  setUpstream(upstream: Upstream): Promise<{ upstream: Upstream; replaced: Upstream | undefined }>;
+  removeUpstream(label: string): Promise<Upstream>;
 }
 
 export interface ControlServerOptions {
@@ -29,6 +33,7 @@ export interface ControlServerOptions {
 const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   ERR_NO_BINDING: 404,
   ERR_NO_MATCH: 404,
+  ERR_NO_UPSTREAM: 404,
   ERR_NOT_FOUND: 404,
   ERR_LABEL_MISMATCH: 409,
   ERR_STATE: 500,
@@ -78,11 +83,11 @@ async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number):
         }),
       };
     case 'POST /bindings': {
-      const { binding, replaced, warnings } = await h.add(parseBinding(await readJSON(req, maxBody)));
+      const { binding, replaced, warnings } = await h.add(await readBinding(req, maxBody));
       return { binding, replaced: replaced ?? null, warnings };
     }
     case 'DELETE /bindings':
-      return { removed: await h.remove(parseBinding(await readJSON(req, maxBody))) };
+      return { removed: await h.remove(await readBinding(req, maxBody)) };
     case 'PUT /bindings': {
       const bindings = parseBindingsText(await readBody(req, maxBody), 'request body');
       const dryRun = q.get('dry_run') === 'true';
@@ -100,8 +105,16 @@ async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number):
       return h.status();
     case 'GET /services':
       return h.services();
+    case 'GET /upstreams':
+      return { upstreams: h.upstreams() };
+    case 'POST /upstreams': {
+      const { upstream, replaced } = await h.setUpstream(parseUpstream(await readObject(req, maxBody, ['label', 'address', 'proxy_protocol'])));
+      return { upstream, replaced: replaced ?? null };
+    }
+    case 'DELETE /upstreams':
+      return { removed: await h.removeUpstream(parseLabel((await readObject(req, maxBody, ['label']))['label'])) };
     default:
-      if (['/bindings', '/lookup', '/status', '/services'].includes(path)) {
+      if (['/bindings', '/lookup', '/status', '/services', '/upstreams'].includes(path)) {
         throw new HttpError(405, 'ERR_REQUEST', `${req.method} is not allowed on ${API_PREFIX}${path}`);
       }
       throw new HttpError(404, 'ERR_NOT_FOUND', `no endpoint ${req.method} ${url.pathname} (see docs/control-api.md)`);
@@ -127,7 +140,8 @@ async function readBody(req: IncomingMessage, maxBody: number): Promise<string> 
   return Buffer.concat(chunks).toString('utf8');
 }
 
-async function readJSON(req: IncomingMessage, maxBody: number): Promise<{ label: unknown; protocol: unknown; prefix: unknown; port: unknown }> {
+/** A JSON object body with only `fields` (the error names the one that is not). */
+async function readObject(req: IncomingMessage, maxBody: number, fields: readonly string[]): Promise<Record<string, unknown>> {
   const text = await readBody(req, maxBody);
   let value: unknown;
   try {
@@ -136,15 +150,20 @@ async function readJSON(req: IncomingMessage, maxBody: number): Promise<{ label:
     throw new DispatcherError('ERR_REQUEST', `request body is not valid JSON: ${(err as Error).message}`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new DispatcherError('ERR_REQUEST', 'request body is not a JSON object {"label", "protocol", "prefix", "port"}');
+    throw new DispatcherError('ERR_REQUEST', `request body is not a JSON object {${fields.map((f) => `"${f}"`).join(', ')}}`);
   }
-  const fields = value as Record<string, unknown>;
-  for (const k of Object.keys(fields)) {
-    if (!['label', 'protocol', 'prefix', 'port'].includes(k)) {
-      throw new DispatcherError('ERR_REQUEST', `unknown field "${k}" (allowed: label, protocol, prefix, port)`);
-    }
+  for (const k of Object.keys(value)) {
+    if (!fields.includes(k)) throw new DispatcherError('ERR_REQUEST', `unknown field "${k}" (allowed: ${fields.join(', ')})`);
   }
-  return { label: fields['label'], protocol: fields['protocol'], prefix: fields['prefix'], port: fields['port'] ?? 0 };
+  return value as Record<string, unknown>;
+}
+
+const BINDING_FIELDS = ['label', 'protocol', 'prefix', 'port'];
+
+/** A binding body; `port` defaults to 0. */
+async function readBinding(req: IncomingMessage, maxBody: number): Promise<Binding> {
+  const f = await readObject(req, maxBody, BINDING_FIELDS);
+  return parseBinding({ label: f['label'], protocol: f['protocol'], prefix: f['prefix'], port: f['port'] ?? 0 });
 }
 
 function errorBody(code: string, message: string): ErrorBody {

@@ -10,6 +10,8 @@ import { Connection, recordAddress } from '../handoff/connection.js';
 import { Listeners } from '../listener/listeners.js';
 import { applyRuleset, removalRuleset, renderRuleset } from '../listener/nftables.js';
 import { ReplySockets } from '../listener/reply-sockets.js';
+import { relay } from '../proxy/relay.js';
+import { type Upstream } from '../proxy/upstream.js';
 import { parseAddress } from '../bindings/address.js';
 import { encodeDatagram, type ReplyHeader } from '../handoff/messages.js';
 import { type Worker } from '../registry/registry.js';
@@ -42,6 +44,8 @@ export interface DaemonOptions {
   queueSize?: number;
   /** `LABEL=UID[,UID...]` rules: who besides root and the daemon's uid may register a label. */
   allow?: string[];
+  /** How long an upstream may take to accept a proxied connection (ms). */
+  upstreamTimeoutMs?: number;
   /** HOST:PORT for Prometheus metrics at /metrics. */
   metrics?: string | undefined;
   logger?: Logger;
@@ -78,6 +82,8 @@ export class Daemon {
   #ownsControl = false;
   #metricsServer: Server | undefined;
   #table: Table;
+  // label -> upstream: proxy mode for labels with no worker registered. Changed like bindings: persisted first.
+  #upstreams = new Map<string, Upstream>();
   // Changes run one after another, so each builds on the last one's snapshot and persists in order.
   #changes: Promise<unknown> = Promise.resolve();
   readonly #key = new Uint32Array(4);
@@ -90,7 +96,12 @@ export class Daemon {
     this.#table = table;
     this.#control = createControlServer(this.#handlers());
     this.#policy = new Policy(options.allow);
-    this.#registry = new Registry({ timeoutMs: options.queueTimeoutMs, size: options.queueSize }, this.metrics);
+    this.#registry = new Registry({ timeoutMs: options.queueTimeoutMs, size: options.queueSize }, this.metrics, (label, conn) => {
+      const upstream = this.#upstreams.get(label);
+      if (upstream === undefined || conn.protocol !== 'tcp') return false;
+      relay(conn, label, upstream, { connectTimeoutMs: options.upstreamTimeoutMs, metrics: this.metrics, log: this.log });
+      return true;
+    });
     const transparent = options.mode === 'tproxy';
     const common = { address: options.listenAddress, transparent, log: this.log };
     this.#tcp = new Listeners({ ...common, protocol: 'tcp', onAccepted: (batch, count, protocol) => this.#dispatch(batch, count, protocol) });
@@ -107,13 +118,16 @@ export class Daemon {
       listenAddress: options.listenAddress ?? '::',
       queueTimeoutMs: options.queueTimeoutMs ?? 2_000,
       queueSize: options.queueSize ?? 1024,
+      upstreamTimeoutMs: options.upstreamTimeoutMs ?? 5_000,
       allow: options.allow ?? [],
       metrics: options.metrics,
       logger: options.logger ?? pino({ name: 'dispatcher' }, pino.destination(2)),
     };
     const state = new StateFile(full.stateDir);
-    const table = Table.from(await state.load());
+    const saved = await state.load();
+    const table = Table.from(saved.bindings);
     const daemon = new Daemon(full, table);
+    for (const u of saved.upstreams) daemon.#upstreams.set(u.label, u);
     try {
       await listenUnix(daemon.#control, full.controlPath);
       daemon.#ownsControl = true;
@@ -262,6 +276,12 @@ export class Daemon {
     this.metrics.reply(worker.label, rc === 1 ? 'sent' : 'failed');
   }
 
+  /** Persists first, then swaps: a refused write changes nothing. */
+  async #saveUpstreams(next: Map<string, Upstream>): Promise<void> {
+    await this.#state.save({ bindings: this.#table.bindings(), upstreams: [...next.values()] });
+    this.#upstreams = next;
+  }
+
   #listenerWarnings(): string[] {
     return [...this.#tcp.status(), ...this.#udp.status()].flatMap((l) => (l.error === undefined ? [] : [l.error]));
   }
@@ -293,13 +313,13 @@ export class Daemon {
 
   /** Persists first: if the disk refuses, the live table stays as it was and the caller gets the error. */
   async #commit(next: Table, what: Record<string, unknown>): Promise<void> {
-    await this.#state.save(next.bindings());
+    await this.#state.save({ bindings: next.bindings(), upstreams: [...this.#upstreams.values()] });
     if (this.#options.mode === 'tproxy') {
       try {
         await this.#steer(next);
       } catch (err) {
         // The rules did not change, so neither may the bindings.
-        await this.#state.save(this.#table.bindings());
+        await this.#state.save({ bindings: this.#table.bindings(), upstreams: [...this.#upstreams.values()] });
         throw err;
       }
     }
@@ -352,6 +372,7 @@ export class Daemon {
             labels: new Set(all.map((b) => b.label)).size,
           },
           listeners: [...this.#tcp.status(), ...this.#udp.status()],
+          upstreams: this.#upstreams.size,
           workers: { total: workers.length, labels: new Set(workers.map((w) => w.label)).size },
           queued: this.#registry.queued(),
           connections: { ...this.metrics.totals, by_label: this.metrics.byLabel() },
@@ -359,6 +380,24 @@ export class Daemon {
           allow: this.#policy.toJSON(),
         };
       },
+      upstreams: () => [...this.#upstreams.values()].sort((a, b) => (a.label < b.label ? -1 : 1)),
+      setUpstream: (upstream) =>
+        this.#change(async () => {
+          const replaced = this.#upstreams.get(upstream.label);
+          await this.#saveUpstreams(new Map(this.#upstreams).set(upstream.label, upstream));
+          this.log.info({ upstream }, 'upstream set');
+          return { upstream, replaced };
+        }),
+      removeUpstream: (label) =>
+        this.#change(async () => {
+          const removed = this.#upstreams.get(label);
+          if (removed === undefined) throw new DispatcherError('ERR_NO_UPSTREAM', `label "${label}" has no upstream`);
+          const next = new Map(this.#upstreams);
+          next.delete(label);
+          await this.#saveUpstreams(next);
+          this.log.info({ upstream: removed }, 'upstream removed');
+          return removed;
+        }),
       services: () => ({
         workers: this.#registry.workers().map((w) => ({ id: w.id, label: w.label, pid: w.pid, uid: w.uid, handoffs: w.handoffs, inflight: w.inflight, window: w.window })),
         queued: this.#registry.queued(),

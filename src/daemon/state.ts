@@ -3,12 +3,19 @@ import { join } from 'node:path';
 import { type Binding } from '../bindings/binding.js';
 import { formatBindingsFile, parseBindingsDocument } from '../bindings/file.js';
 import { DispatcherError } from '../errors.js';
+import { parseUpstream, type Upstream } from '../proxy/upstream.js';
 
 /**
  * The state file: what a restarted daemon starts from. Written whole on every change (temporary file,
  * fsync, rename, fsync of the directory), so a crash leaves the old file or the new one, never a torn one.
  */
 export const STATE_VERSION = 1;
+
+/** What the daemon keeps: the bindings, and the upstreams of labels served in proxy mode. */
+export interface State {
+  bindings: readonly Binding[];
+  upstreams: readonly Upstream[];
+}
 
 export class StateFile {
   readonly path: string;
@@ -19,13 +26,13 @@ export class StateFile {
     this.path = join(dir, 'state.json');
   }
 
-  /** The saved bindings; none if no state was ever saved. A corrupt file is an error, never replaced. */
-  async load(): Promise<Binding[]> {
+  /** The saved state; empty if none was ever saved. A corrupt file is an error, never replaced. */
+  async load(): Promise<State> {
     let text: string;
     try {
       text = await readFile(this.path, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { bindings: [], upstreams: [] };
       throw new DispatcherError('ERR_STATE', `cannot read state file ${this.path}: ${(err as Error).message}`);
     }
     const corrupt = (why: string): DispatcherError =>
@@ -39,18 +46,19 @@ export class StateFile {
     if (typeof doc !== 'object' || doc === null || (doc as { version?: unknown }).version !== STATE_VERSION) {
       throw corrupt(`expected an object with "version": ${STATE_VERSION}`);
     }
-    const { version: _version, ...rest } = doc as Record<string, unknown>;
+    const { version: _version, upstreams = [], ...rest } = doc as Record<string, unknown>;
     try {
-      return parseBindingsDocument(rest, 'state');
+      if (!Array.isArray(upstreams)) throw new Error('"upstreams" is not an array');
+      return { bindings: parseBindingsDocument(rest, 'state'), upstreams: upstreams.map((u: Record<string, unknown>) => parseUpstream(u)) };
     } catch (err) {
       throw corrupt((err as Error).message);
     }
   }
 
-  async save(bindings: readonly Binding[]): Promise<void> {
+  async save({ bindings, upstreams }: State): Promise<void> {
     await mkdir(this.#dir, { recursive: true, mode: 0o750 });
     const tmp = `${this.path}.${process.pid}.tmp`;
-    const text = JSON.stringify({ version: STATE_VERSION, ...formatBindingsFile(bindings) }) + '\n';
+    const text = JSON.stringify({ version: STATE_VERSION, upstreams, ...formatBindingsFile(bindings) }) + '\n';
     const file = await open(tmp, 'w', 0o640);
     try {
       await file.writeFile(text);

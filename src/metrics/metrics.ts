@@ -53,10 +53,18 @@ export class Metrics {
     labelNames: ['label', 'result'],
     registers: [this.registry],
   });
+  readonly #proxied = new Counter({ name: 'dispatcher_proxied_total', help: 'Connections relayed to an upstream (proxy mode)', labelNames: ['label'], registers: [this.registry] });
+  readonly #proxyActive = new Gauge({ name: 'dispatcher_proxy_active', help: 'Relayed connections open now', labelNames: ['label'], registers: [this.registry] });
+  readonly #upstreamFailures = new Counter({
+    name: 'dispatcher_upstream_failures_total',
+    help: 'Connections reset because the upstream refused (connect) or did not accept in time (timeout)',
+    labelNames: ['label', 'reason'],
+    registers: [this.registry],
+  });
   readonly #workers = new Gauge({ name: 'dispatcher_workers', help: 'Registered workers', labelNames: ['label'], registers: [this.registry] });
 
   readonly #children = new Map<string, Children>();
-  readonly totals = { lookups: 0, handoffs: 0, misses: 0, resets: 0, refused: 0, datagrams: 0, dropped: 0, replies: 0, replies_refused: 0 };
+  readonly totals = { lookups: 0, handoffs: 0, misses: 0, resets: 0, refused: 0, datagrams: 0, dropped: 0, replies: 0, replies_refused: 0, proxied: 0, proxy_active: 0, upstream_failures: 0 };
 
   #child(protocol: string, label: string): Children {
     const key = `${protocol} ${label}`;
@@ -119,6 +127,25 @@ export class Metrics {
     if (result === 'sent') this.totals.replies++;
     else if (result === 'not_bound') this.totals.replies_refused++;
     this.#replies.labels(label, result).inc();
+  }
+
+  proxyOpened(label: string): void {
+    this.totals.proxied++;
+    this.totals.proxy_active++;
+    this.#child('tcp', label).counts.handoffs++;
+    this.#proxied.labels(label).inc();
+    this.#proxyActive.labels(label).inc();
+  }
+
+  proxyClosed(label: string): void {
+    this.totals.proxy_active--;
+    this.#proxyActive.labels(label).dec();
+  }
+
+  upstreamFailed(label: string, reason: 'connect' | 'timeout'): void {
+    this.totals.upstream_failures++;
+    this.#child('tcp', label).counts.resets++;
+    this.#upstreamFailures.labels(label, reason).inc();
   }
 
   queueDepth(label: string, depth: number): void {

@@ -71,9 +71,13 @@ export class Registry {
   readonly #queue: QueueOptions;
   readonly #metrics: Metrics;
 
-  constructor(queue: QueueOptions, metrics: Metrics) {
+  readonly #fallback: (label: string, conn: Connection) => boolean;
+
+  /** `fallback` takes a connection whose label has no worker registered (proxy mode); false if it cannot. */
+  constructor(queue: QueueOptions, metrics: Metrics, fallback: (label: string, conn: Connection) => boolean = () => false) {
     this.#queue = queue;
     this.#metrics = metrics;
+    this.#fallback = fallback;
   }
 
   add(worker: Worker): void {
@@ -107,6 +111,8 @@ export class Registry {
     const waiting = this.#waiting.get(label);
     // Behind others already waiting: order is kept.
     if ((waiting === undefined || waiting.length === 0) && this.#handoff(label, conn)) return;
+    // Workers first; an upstream serves a label while none is registered (busy workers: the queue).
+    if (!this.#workers.has(label) && this.#fallback(label, conn)) return;
     this.#enqueue(label, conn);
   }
 

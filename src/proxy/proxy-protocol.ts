@@ -1,0 +1,38 @@
+/**
+ * The PROXY protocol header (HAProxy's specification, proxy-protocol.txt), which tells an unmodified server
+ * behind the dispatcher who the client was and which address it dialled.
+ *
+ *   v1: "PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n"
+ *   v2: 12-byte signature, 0x21 (version 2, PROXY), family and transport (0x11 TCP4, 0x21 TCP6, 0x12 UDP4,
+ *       0x22 UDP6), length, then source address, destination address, source port, destination port.
+ */
+export type ProxyProtocol = 'none' | 'v1' | 'v2';
+
+/** An address as the accept record holds it: family 4 or 6, big-endian words, port. */
+export interface RecordAddress {
+  family: 4 | 6;
+  words: ArrayLike<number>;
+  port: number;
+}
+
+const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
+
+export function proxyHeader(version: ProxyProtocol, transport: 'tcp' | 'udp', client: RecordAddress, clientText: string, local: RecordAddress, localText: string): Buffer | undefined {
+  if (version === 'none') return undefined;
+  const v6 = client.family === 6;
+  if (version === 'v1') return Buffer.from(`PROXY ${v6 ? 'TCP6' : 'TCP4'} ${clientText} ${localText} ${client.port} ${local.port}\r\n`, 'latin1');
+  const length = v6 ? 36 : 12;
+  const out = Buffer.alloc(16 + length);
+  V2_SIGNATURE.copy(out, 0);
+  out[12] = 0x21;
+  out[13] = (v6 ? 0x20 : 0x10) | (transport === 'tcp' ? 0x01 : 0x02);
+  out.writeUInt16BE(length, 14);
+  const words = v6 ? 4 : 1;
+  for (let i = 0; i < words; i++) {
+    out.writeUInt32BE(client.words[i]! >>> 0, 16 + 4 * i);
+    out.writeUInt32BE(local.words[i]! >>> 0, 16 + 4 * words + 4 * i);
+  }
+  out.writeUInt16BE(client.port, 16 + 8 * words);
+  out.writeUInt16BE(local.port, 18 + 8 * words);
+  return out;
+}
