@@ -4,15 +4,16 @@
 // - new connections per second and p50/p99 latency (wrk, Connection: close);
 // - the daemon's CPU time per hand-off (/proc/<pid>/stat over the run, divided by its hand-offs);
 // - a dispatch-only run against a service that closes what it receives: the daemon's ceiling;
-// - keep-alive requests per second and a 1 GiB transfer on one connection (the daemon is out of the path).
+// - keep-alive requests per second and a 1 GiB transfer on one connection (the daemon is out of the path);
+// - proxy mode (the daemon relays to the direct service) and HAProxy's own `mode tcp` proxy beside them.
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { interleaved, si, writeResult } from './common.js';
-import { bind, cpuSeconds, daemon, requireTool, start, stopAll } from './harness.js';
+import { bind, cpuSeconds, daemon, requireTool, start, startServer, stopAll } from './harness.js';
 
 const QUICK = process.argv.includes('--quick');
 const ROUNDS = 3;
@@ -38,6 +39,14 @@ function wrk(port, close) {
 
 async function handoffs(client) {
   return (await client.call('GET', '/status')).connections.handoffs;
+}
+
+/** Runs a wrk case and measures the CPU `pid` spent per request (proxy mode's daemon, HAProxy). */
+async function withCpu(pid, fn) {
+  const c0 = await cpuSeconds(pid);
+  const r = await fn();
+  const c1 = await cpuSeconds(pid);
+  return { ...r, proxy_us_per_connection: ((c1 - c0) / (r.rps * SECONDS)) * 1e6 };
 }
 
 /** Runs `fn` and measures the daemon's CPU per hand-off over it. */
@@ -67,13 +76,39 @@ function download(port) {
 }
 
 requireTool('wrk', 'wrk');
+requireTool('haproxy', 'haproxy');
 const dir = await mkdtemp(join(tmpdir(), 'dispatcher-bench-'));
 try {
   const d = await daemon(dir);
-  const ports = { direct: 24080, http: 24081, sink: 24082, bulkDirect: 24083, bulk: 24084 };
+  const ports = { direct: 24080, http: 24081, sink: 24082, bulkDirect: 24083, bulk: 24084, proxy: 24087, bulkProxy: 24088, haproxy: 24085, bulkHaproxy: 24086 };
   await bind(d.client, 'http', 'tcp', '127.0.0.1', ports.http);
   await bind(d.client, 'sink', 'tcp', '127.0.0.1', ports.sink);
   await bind(d.client, 'bulk', 'tcp', '127.0.0.1', ports.bulk);
+  // Proxy mode: labels with an upstream and no worker, relayed by the daemon to the direct services.
+  await bind(d.client, 'proxied', 'tcp', '127.0.0.1', ports.proxy);
+  await bind(d.client, 'bulk-proxied', 'tcp', '127.0.0.1', ports.bulkProxy);
+  await d.client.call('POST', '/upstreams', { body: JSON.stringify({ label: 'proxied', address: `tcp:127.0.0.1:${ports.direct}` }) });
+  await d.client.call('POST', '/upstreams', { body: JSON.stringify({ label: 'bulk-proxied', address: `tcp:127.0.0.1:${ports.bulkDirect}` }) });
+  await writeFile(
+    join(dir, 'haproxy.cfg'),
+    [
+      'global',
+      '  maxconn 8000',
+      'defaults',
+      '  mode tcp',
+      '  timeout connect 5s',
+      '  timeout client 60s',
+      '  timeout server 60s',
+      `listen http`,
+      `  bind 127.0.0.1:${ports.haproxy}`,
+      `  server s 127.0.0.1:${ports.direct}`,
+      `listen bulk`,
+      `  bind 127.0.0.1:${ports.bulkHaproxy}`,
+      `  server s 127.0.0.1:${ports.bulkDirect}`,
+      '',
+    ].join('\n'),
+  );
+  const haproxy = await startServer(['haproxy', '-db', '-f', join(dir, 'haproxy.cfg')], ports.haproxy);
   await Promise.all([
     start([process.execPath, SERVICE, 'direct', ports.direct]),
     start([process.execPath, SERVICE, 'attach', 'http', d.services]),
@@ -85,6 +120,8 @@ try {
   const cases = {
     'new connections, direct': () => wrk(ports.direct, true),
     'new connections, dispatcher': () => withDaemonCpu(d, () => wrk(ports.http, true)),
+    'new connections, proxy mode': () => withCpu(d.pid, () => wrk(ports.proxy, true)),
+    'new connections, HAProxy': () => withCpu(haproxy.pid, () => wrk(ports.haproxy, true)),
     // The sink closes what it gets, so wrk sees no responses: the figure is the daemon's hand-offs/s.
     'dispatch only (sink service)': async () => {
       const r = await withDaemonCpu(d, () => wrk(ports.sink, true));
@@ -94,6 +131,8 @@ try {
     'keep-alive, dispatcher': () => wrk(ports.http, false),
     'bulk, direct': () => download(ports.bulkDirect),
     'bulk, dispatcher': () => download(ports.bulk),
+    'bulk, proxy mode': () => download(ports.bulkProxy),
+    'bulk, HAProxy': () => download(ports.bulkHaproxy),
   };
   // interleaved() summarizes one number per case; keep every field of every round.
   const raw = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
@@ -114,19 +153,34 @@ try {
     const xs = raw[name].map((r) => r[field]).sort((a, b) => a - b);
     return xs[xs.length >> 1];
   };
-  for (const name of Object.keys(cases)) figures[name] = { ...summary[name], p50_ms: med(name, 'p50'), p99_ms: med(name, 'p99'), daemon_us_per_handoff: med(name, 'daemon_us_per_handoff'), handoffs_per_second: med(name, 'handoffs_per_second'), rounds_raw: raw[name] };
+  for (const name of Object.keys(cases)) {
+    figures[name] = {
+      ...summary[name],
+      p50_ms: med(name, 'p50'),
+      p99_ms: med(name, 'p99'),
+      daemon_us_per_handoff: med(name, 'daemon_us_per_handoff'),
+      proxy_us_per_connection: med(name, 'proxy_us_per_connection'),
+      handoffs_per_second: med(name, 'handoffs_per_second'),
+      rounds_raw: raw[name],
+    };
+  }
 
   const ratio = (a, b) => (figures[a].median / figures[b].median).toFixed(2);
   console.log(`\nMedians of ${ROUNDS} interleaved rounds, ${SECONDS} s each, wrk -t1 -c${CONNECTIONS}; ratio to direct from the same rounds\n`);
   for (const [name, f] of Object.entries(figures)) {
     const unit = name.startsWith('bulk') ? `${f.median.toFixed(1)} Gbit/s` : name.startsWith('dispatch only') ? `${si(f.median)} hand-offs/s` : `${si(f.median)} req/s`;
     const lat = name.startsWith('bulk') || name.startsWith('dispatch only') ? '' : `  p50 ${f.p50_ms.toFixed(2)} ms  p99 ${f.p99_ms.toFixed(2)} ms`;
-    const cpu = Number.isFinite(f.daemon_us_per_handoff) ? `  daemon ${f.daemon_us_per_handoff.toFixed(1)} µs CPU/hand-off, ${si(f.handoffs_per_second)} hand-offs/s` : '';
+    const cpu = Number.isFinite(f.daemon_us_per_handoff)
+      ? `  daemon ${f.daemon_us_per_handoff.toFixed(1)} µs CPU/hand-off, ${si(f.handoffs_per_second)} hand-offs/s`
+      : Number.isFinite(f.proxy_us_per_connection)
+        ? `  proxy ${f.proxy_us_per_connection.toFixed(1)} µs CPU/connection`
+        : '';
     console.log(`  ${name.padEnd(30)} ${unit.padStart(14)} (${si(f.min)}-${si(f.max)})${lat}${cpu}`);
   }
   console.log(`\n  new connections: dispatcher / direct = ${ratio('new connections, dispatcher', 'new connections, direct')}`);
   console.log(`  keep-alive:      dispatcher / direct = ${ratio('keep-alive, dispatcher', 'keep-alive, direct')}`);
   console.log(`  bulk:            dispatcher / direct = ${ratio('bulk, dispatcher', 'bulk, direct')}`);
+  console.log(`  proxy mode:      connections / HAProxy = ${ratio('new connections, proxy mode', 'new connections, HAProxy')}, bulk / direct = ${ratio('bulk, proxy mode', 'bulk, direct')}`);
   console.log(`\n${await writeResult('handoff', { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, figures })}`);
 } finally {
   stopAll();

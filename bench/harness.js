@@ -1,6 +1,7 @@
 // What the benchmarks that run real processes share: the daemon, services, tools and CPU readings.
 import { execFileSync, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ControlClient } from '../dist/index.js';
@@ -36,6 +37,25 @@ export function start(args, ready = /ready/, prefix = []) {
     child.stderr.on('data', onData);
     child.once('exit', (code) => reject(new Error(`${command.join(' ')} exited with ${code}: ${out}`)));
   });
+}
+
+/** Starts a server that prints nothing when ready (HAProxy), and resolves once `port` accepts. */
+export async function startServer(args, port) {
+  const child = spawn(args[0], args.slice(1), { stdio: 'ignore' });
+  children.push(child);
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise((resolve) => {
+      const s = connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return child;
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${args.join(' ')} did not accept on port ${port}`);
 }
 
 /** A daemon in `dir`, answering on its control socket. */
