@@ -35,9 +35,14 @@ export function progress(text) {
   else process.stderr.write(`${text}\n`);
 }
 
+/** bench/results/<name>-<date>.json; a --quick run writes <name>-<date>-quick.json and keeps the full one. */
+export function resultFile(name, quick) {
+  return join(RESULTS_DIR, `${name}-${new Date().toISOString().slice(0, 10)}${quick ? '-quick' : ''}.json`);
+}
+
 export async function writeResult(name, result) {
   await mkdir(RESULTS_DIR, { recursive: true });
-  const file = join(RESULTS_DIR, `${name}-${new Date().toISOString().slice(0, 10)}.json`);
+  const file = resultFile(name, result.quick);
   await writeFile(file, `${JSON.stringify({ machine: machine(), date: new Date().toISOString(), ...result }, null, 2)}\n`);
   return file;
 }

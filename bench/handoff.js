@@ -17,7 +17,7 @@ import { bind, cpuSeconds, daemon, requireTool, start, startServer, stopAll } fr
 
 const QUICK = process.argv.includes('--quick');
 const ROUNDS = 3;
-const SECONDS = QUICK ? 2 : 6;
+const SECONDS = QUICK ? 1 : 6;
 const CONNECTIONS = 32;
 const BULK_BYTES = QUICK ? 256 * 2 ** 20 : 2 ** 30;
 const SERVICE = fileURLToPath(new URL('./services/http-service.mjs', import.meta.url));

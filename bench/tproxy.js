@@ -13,7 +13,7 @@ import { bind, daemon, requireTool, start, stopAll } from './harness.js';
 
 const QUICK = process.argv.includes('--quick');
 const ROUNDS = 3;
-const SECONDS = QUICK ? 2 : 5;
+const SECONDS = QUICK ? 1 : 5;
 const SERVICE = fileURLToPath(new URL('./services/http-service.mjs', import.meta.url));
 const NETNS = fileURLToPath(new URL('../scripts/netns.sh', import.meta.url));
 

@@ -13,7 +13,7 @@ import { bind, cpuSeconds, daemon, start, stopAll } from './harness.js';
 
 const QUICK = process.argv.includes('--quick');
 const ROUNDS = 3;
-const SECONDS = QUICK ? 2 : 5;
+const SECONDS = QUICK ? 1 : 5;
 const IN_FLIGHT = 64;
 const ECHO = fileURLToPath(new URL('./services/udp-echo.mjs', import.meta.url));
 

@@ -1,0 +1,129 @@
+// npm run bench [-- --quick]
+//
+// Every benchmark in one run, one after another (each interleaves its own cases in rounds), then one
+// results file, a Markdown summary and an SVG chart of the ratios to direct:
+//   bench/results/<date>.json, bench/results/summary.md, bench/results/chart.svg (-quick for --quick)
+// --quick is a smoke check (short cases, smaller tables): it proves the suite works, not how fast it is.
+import { spawn, execFileSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { machine, resultFile, RESULTS_DIR } from './common.js';
+
+const QUICK = process.argv.includes('--quick');
+const HERE = fileURLToPath(new URL('.', import.meta.url));
+const date = new Date().toISOString().slice(0, 10);
+
+const has = (cmd) => {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const suites = [
+  { name: 'table', script: 'table.js', node: ['--expose-gc'], needs: [] },
+  { name: 'handoff', script: 'handoff.js', needs: [['wrk', 'wrk'], ['haproxy', 'haproxy']] },
+  { name: 'udp', script: 'udp.js', needs: [] },
+  { name: 'tproxy', script: 'tproxy.js', needs: [['wrk', 'wrk'], ['nft', 'nftables']], root: true },
+];
+
+const results = {};
+const skipped = [];
+const started = Date.now();
+for (const [i, suite] of suites.entries()) {
+  const missing = suite.needs.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg);
+  if (missing.length > 0 || (suite.root && process.getuid() !== 0)) {
+    const why = missing.length > 0 ? `missing ${missing.join(', ')} (apt-get install ${missing.join(' ')})` : 'needs root';
+    skipped.push(`${suite.name}: ${why}`);
+    process.stderr.write(`[${i + 1}/${suites.length}] ${suite.name}: skipped, ${why}\n`);
+    continue;
+  }
+  const elapsed = Math.round((Date.now() - started) / 1000);
+  process.stderr.write(`[${i + 1}/${suites.length}] ${suite.name} (${elapsed} s so far)\n`);
+  const code = await new Promise((resolve) => {
+    const child = spawn(process.execPath, [...(suite.node ?? []), join(HERE, suite.script), ...(QUICK ? ['--quick'] : [])], { stdio: ['ignore', 'inherit', 'inherit'] });
+    child.on('exit', resolve);
+  });
+  if (code !== 0) {
+    skipped.push(`${suite.name}: failed with exit code ${code}`);
+    continue;
+  }
+  results[suite.name] = JSON.parse(await readFile(resultFile(suite.name, QUICK), 'utf8'));
+}
+
+/** Bars: each comparison as ratios to its own direct case, from the same run. */
+function comparisons() {
+  const out = [];
+  const h = results.handoff?.figures;
+  if (h) {
+    const group = (title, direct, names) => out.push({ title, bars: names.filter((n) => h[n]).map((n) => ({ name: n.split(', ')[1], value: h[n].median, ratio: h[n].median / h[direct].median })) });
+    group('New TCP connections/s (wrk, Connection: close)', 'new connections, direct', ['new connections, direct', 'new connections, dispatcher', 'new connections, proxy mode', 'new connections, HAProxy']);
+    group('Keep-alive requests/s', 'keep-alive, direct', ['keep-alive, direct', 'keep-alive, dispatcher']);
+    group('Bulk transfer, Gbit/s', 'bulk, direct', ['bulk, direct', 'bulk, dispatcher', 'bulk, proxy mode', 'bulk, HAProxy']);
+  }
+  const u = results.udp;
+  if (u) out.push({ title: 'UDP echoes/s', bars: [{ name: 'direct', value: u.direct.median, ratio: 1 }, { name: 'dispatcher', value: u.dispatched.median, ratio: u.dispatched.median / u.direct.median }] });
+  const tp = results.tproxy?.summary;
+  if (tp) out.push({ title: 'New connections/s from another namespace', bars: Object.entries(tp).map(([name, s]) => ({ name, value: s.median, ratio: s.median / tp.direct.median })) });
+  return out;
+}
+
+function svg(groups) {
+  const rowH = 22;
+  const left = 250;
+  const width = 760;
+  const scale = (width - left - 120) / Math.max(1.5, ...groups.flatMap((g) => g.bars.map((b) => b.ratio)));
+  let y = 30;
+  const parts = [];
+  for (const g of groups) {
+    parts.push(`<text x="10" y="${y}" font-weight="bold">${g.title}</text>`);
+    y += 8;
+    for (const b of g.bars) {
+      const w = Math.max(1, b.ratio * scale);
+      parts.push(`<text x="${left - 8}" y="${y + 15}" text-anchor="end">${b.name}</text>`);
+      parts.push(`<rect x="${left}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${b.name === 'direct' ? '#888' : '#3b7dd8'}"/>`);
+      parts.push(`<text x="${left + w + 6}" y="${y + 15}">${b.ratio.toFixed(2)}x (${b.value >= 1000 ? `${(b.value / 1000).toFixed(1)}k` : b.value.toFixed(1)})</text>`);
+      y += rowH;
+    }
+    parts.push(`<line x1="${left + scale}" y1="${y - rowH * g.bars.length}" x2="${left + scale}" y2="${y}" stroke="#c00" stroke-dasharray="4 3"/>`);
+    y += 18;
+  }
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" font-family="sans-serif" font-size="13">
+<rect width="100%" height="100%" fill="white"/>
+${parts.join('\n')}
+<text x="10" y="${y - 6}" font-size="11" fill="#555">Ratios to direct from the same run (dashed line: direct). ${machine().cpus} cores, Node ${process.version}, ${date}${QUICK ? ', quick run' : ''}.</text>
+</svg>
+`;
+}
+
+function markdown(groups) {
+  const lines = [`# Benchmarks, ${date}${QUICK ? ' (quick smoke run: not for judging speed)' : ''}`, '', `Machine: ${JSON.stringify(machine())}`, ''];
+  for (const g of groups) {
+    lines.push(`## ${g.title}`, '', '| case | median | ratio to direct |', '| --- | --- | --- |');
+    for (const b of g.bars) lines.push(`| ${b.name} | ${b.value.toFixed(b.value >= 100 ? 0 : 2)} | ${b.ratio.toFixed(2)} |`);
+    lines.push('');
+  }
+  const table = results.table;
+  if (table) {
+    lines.push('## Binding table', '', '| bindings | table lookups/s | vs arkime-iptrie | build ms |', '| --- | --- | --- | --- |');
+    for (const r of table.lookups) {
+      const l = r.lookups_per_second;
+      lines.push(`| ${r.size} | ${l['table (numeric address)'].median.toFixed(0)} | ${(l['table (numeric address)'].median / l['arkime-iptrie'].median).toFixed(2)}x | ${r.build_ms.toFixed(0)} |`);
+    }
+    lines.push('', `Daemon: replace 100k bindings ${table.daemon.replace_100k_ms.toFixed(0)} ms${table.daemon.rss_1m_mib ? `, resident at 1M ${table.daemon.rss_1m_mib.toFixed(0)} MiB` : ''}.`, '');
+  }
+  if (skipped.length > 0) lines.push('## Not run', '', ...skipped.map((s) => `- ${s}`), '');
+  return lines.join('\n');
+}
+
+const groups = comparisons();
+// A quick run keeps its own files, so a smoke check never replaces the figures the README shows.
+const suffix = QUICK ? '-quick' : '';
+const files = [`${date}${suffix}.json`, `summary${suffix}.md`, `chart${suffix}.svg`];
+await writeFile(join(RESULTS_DIR, files[0]), `${JSON.stringify({ date, quick: QUICK, machine: machine(), results, skipped }, null, 2)}\n`);
+await writeFile(join(RESULTS_DIR, files[1]), markdown(groups));
+await writeFile(join(RESULTS_DIR, files[2]), svg(groups));
+process.stderr.write(`done in ${Math.round((Date.now() - started) / 1000)} s: bench/results/${files.join(', ')}${skipped.length ? `; not run: ${skipped.join('; ')}` : ''}\n`);
