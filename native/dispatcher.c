@@ -139,12 +139,16 @@ static int unix_address(const char *path, struct sockaddr_un *sun) {
   return 0;
 }
 
-// listenSeqpacket(path: string, backlog: number): fd. The caller has removed a stale file.
+// listenSeqpacket(path: string, backlog: number, stream?: boolean): fd. The caller has removed a stale file.
+// With `stream`, a SOCK_STREAM socket (the control socket: Node serves it from the descriptor, so that
+// closing it after a hand-over does not remove the path, as closing a socket Node bound itself does).
 // connectSeqpacket(path: string): fd (non-blocking once connected).
 static napi_value unix_socket(napi_env env, napi_callback_info info, int listening) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool stream = false;
+  if (listening && argc >= 3) napi_get_value_bool(env, argv[2], &stream);
   char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
   size_t len;
   int32_t backlog = 0;
@@ -155,7 +159,7 @@ static napi_value unix_socket(napi_env env, napi_callback_info info, int listeni
   }
   struct sockaddr_un sun;
   if (len >= sizeof path - 1 || unix_address(path, &sun) < 0) return throw_errno(env, ENAMETOOLONG, path);
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | (listening ? SOCK_NONBLOCK : 0), 0);
+  int fd = socket(AF_UNIX, (stream ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC | (listening ? SOCK_NONBLOCK : 0), 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
   int rc = listening ? bind(fd, (struct sockaddr *)&sun, sizeof sun) : connect(fd, (struct sockaddr *)&sun, sizeof sun);
   if (rc == 0 && listening) rc = listen(fd, backlog);

@@ -1,4 +1,7 @@
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { type BindingJSON, parseBinding, parsePortText, parseProtocol } from '../bindings/binding.js';
@@ -76,6 +79,7 @@ export async function main(args: string[]): Promise<void> {
           .option('queue-timeout', { type: 'string', default: '2000', describe: 'ms a connection waits for a worker of its label (0: reset at once)' })
           .option('queue-size', { type: 'string', default: '1024', describe: 'connections that may wait per label' })
           .option('upstream-timeout', { type: 'string', default: '5000', describe: 'ms an upstream may take to accept a proxied connection' })
+          .option('takeover', { type: 'boolean', default: false, describe: 'take the listening sockets over from the daemon on --control, without refusing a connection' })
           .option('allow', { type: 'string', array: true, default: [] as string[], describe: 'LABEL=UID[,UID...]: lets these users register LABEL (repeatable)' })
           .option('metrics', { type: 'string', describe: 'HOST:PORT to serve Prometheus metrics on at /metrics' })
           .config('config', 'a JSON file of these options, e.g. {"allow": ["web=1000"], "queue-timeout": "5000"}'),
@@ -93,7 +97,10 @@ export async function main(args: string[]): Promise<void> {
           upstreamTimeoutMs: wholeNumber('--upstream-timeout', argv['upstream-timeout']),
           allow: argv.allow.map(String),
           metrics: argv.metrics,
+          takeover: argv.takeover,
         });
+        // Handed over to a newer daemon: nothing is left here.
+        void daemon.handedOver.then(() => daemon.stop().then(() => process.exit(0)));
         for (const signal of ['SIGTERM', 'SIGINT'] as const) {
           process.once(signal, () => {
             daemon.log.info({ signal }, 'shutting down');
@@ -221,6 +228,27 @@ export async function main(args: string[]): Promise<void> {
       for (const [label, n] of Object.entries(res.queued)) if (!res.workers.some((w) => w.label === label)) rows.push([label, '-', '-', '-', '0', '-', String(n)]);
       print(formatColumns([['LABEL', 'WORKER', 'PID', 'UID', 'HANDOFFS', 'UNACKED', 'QUEUED'], ...rows]));
     })
+    .command(
+      'upgrade',
+      'start a new daemon (this installation\'s) that takes over from the running one',
+      (y) => y.option('log', { type: 'string', describe: 'where the new daemon logs (default: dispatcher.log in its state directory)' }),
+      async (argv) => {
+      const old = await client(argv).call<{ pid: number; flags: Record<string, string | string[]> }>('GET', '/status');
+      const flags = Object.entries(old.flags).flatMap(([k, v]) => (Array.isArray(v) ? v.flatMap((x) => [`--${k}`, x]) : [`--${k}`, v]));
+      // Not this command's stderr: the daemon outlives it, and whoever reads this command's output would wait for the daemon.
+      const log = openSync(argv.log ?? join(String(old.flags['state-dir']), 'dispatcher.log'), 'a', 0o640);
+      const child = spawn(process.execPath, [process.argv[1]!, 'daemon', '--takeover', '--control', String(argv['control']), ...flags], { detached: true, stdio: ['ignore', 'ignore', log] });
+      closeSync(log);
+      child.unref();
+      for (let i = 0; i < 300; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        if (child.exitCode !== null) throw new DispatcherError('ERR_STATE', `the new daemon exited with ${child.exitCode} (see its log)`);
+        const now = await client(argv).call<{ pid: number }>('GET', '/status').catch(() => undefined);
+        if (now !== undefined && now.pid === child.pid) return print(`upgraded: pid ${old.pid} -> ${now.pid}`);
+      }
+      throw new DispatcherError('ERR_STATE', 'the new daemon did not take over within 30 s');
+      },
+    )
     .command('status', 'the daemon at a glance', (y) => y.option('json', { type: 'boolean', default: false }), async (argv) => {
       const status = await client(argv).call<Record<string, unknown>>('GET', '/status');
       print(argv.json ? JSON.stringify(status, null, 2) : formatStatus(status));

@@ -9,6 +9,7 @@ import { DispatcherError, type ErrorCode } from '../errors.js';
 import { type Diff } from '../table/table.js';
 import { parseUpstream, type Upstream } from '../proxy/upstream.js';
 import { API_PREFIX, type ErrorBody } from './protocol.js';
+import { native } from '../native/index.js';
 
 /** What the control API drives; the daemon implements it. */
 export interface ControlHandlers {
@@ -192,19 +193,28 @@ export async function listenUnix(server: Server, path: string): Promise<void> {
     }
     await unlink(path);
   }
+  // Bound natively and served from the descriptor: Node removes the path when it closes a socket it bound
+  // itself, which would break a hand-over (the new daemon serves the same socket on the same path).
   const umask = process.umask(0o117);
+  let fd: number;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    fd = native.listenSeqpacket(path, 512, true);
   } finally {
     process.umask(umask);
   }
   await chmod(path, 0o660);
+  await listenFd(server, fd);
+}
+
+/** Serves `server` from a listening socket already open (`fd`). */
+export function listenFd(server: Server, fd: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ fd }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
 }
 
 function answers(path: string): Promise<boolean> {

@@ -3,7 +3,7 @@ import { unlink } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
 import { type Binding, type Protocol } from '../bindings/binding.js';
 import { bindingFilter } from '../bindings/order.js';
-import { type ControlHandlers, createControlServer, listenUnix } from '../control/server.js';
+import { type ControlHandlers, createControlServer, listenFd, listenUnix } from '../control/server.js';
 import { DEFAULT_CONTROL_PATH, DEFAULT_SERVICES_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
 import { DispatcherError } from '../errors.js';
 import { Connection, recordAddress } from '../handoff/connection.js';
@@ -16,7 +16,9 @@ import { parseAddress } from '../bindings/address.js';
 import { encodeDatagram, type ReplyHeader } from '../handoff/messages.js';
 import { type Worker } from '../registry/registry.js';
 import { Metrics } from '../metrics/metrics.js';
-import { ACCEPT_RECORD, DATAGRAM_RECORD, DATAGRAM_SLOT, native, SEND_RECORD } from '../native/index.js';
+import { ACCEPT_RECORD, DATAGRAM_RECORD, DATAGRAM_SLOT, native, READABLE, SEND_RECORD, type WatchHandle } from '../native/index.js';
+import { listenSeqpacketPath } from '../native/seqpacket-path.js';
+import { HandoverChannel, handoverPath, requestHandover, type SocketKind } from './handover.js';
 import { Policy } from '../registry/policy.js';
 import { Registry } from '../registry/registry.js';
 import { ServicesSocket } from '../registry/services-socket.js';
@@ -44,6 +46,8 @@ export interface DaemonOptions {
   queueSize?: number;
   /** `LABEL=UID[,UID...]` rules: who besides root and the daemon's uid may register a label. */
   allow?: string[];
+  /** Take the listening sockets over from the daemon running on the same control socket (zero downtime). */
+  takeover?: boolean;
   /** How long an upstream may take to accept a proxied connection (ms). */
   upstreamTimeoutMs?: number;
   /** HOST:PORT for Prometheus metrics at /metrics. */
@@ -51,7 +55,7 @@ export interface DaemonOptions {
   logger?: Logger;
 }
 
-type Resolved = Required<Omit<DaemonOptions, 'metrics'>> & { metrics: string | undefined };
+type Resolved = Required<Omit<DaemonOptions, 'metrics' | 'takeover'>> & { metrics: string | undefined };
 
 /**
  * The composition root: owns the current table snapshot, applies control changes one at a time
@@ -79,6 +83,10 @@ export class Daemon {
   readonly #addresses = new Int32Array(SEND_RECORD);
   readonly #datagramOut = new Uint8Array(DATAGRAM_SLOT + 4096);
   #services: ServicesSocket | undefined;
+  // The hand-over socket a newer daemon connects to (see handover.ts).
+  #handover: { fd: number; watch: WatchHandle } | undefined;
+  #handingOver = false;
+  readonly #handedOver: { promise: Promise<void>; resolve: () => void };
   #ownsControl = false;
   #metricsServer: Server | undefined;
   #table: Table;
@@ -94,6 +102,8 @@ export class Daemon {
     this.log = options.logger;
     this.#state = new StateFile(options.stateDir);
     this.#table = table;
+    let resolve = (): void => undefined;
+    this.#handedOver = { promise: new Promise<void>((r) => (resolve = r)), resolve: () => resolve() };
     this.#control = createControlServer(this.#handlers());
     this.#policy = new Policy(options.allow);
     this.#registry = new Registry({ timeoutMs: options.queueTimeoutMs, size: options.queueSize }, this.metrics, (label, conn) => {
@@ -123,24 +133,38 @@ export class Daemon {
       metrics: options.metrics,
       logger: options.logger ?? pino({ name: 'dispatcher' }, pino.destination(2)),
     };
+    // A takeover gets the old daemon's sockets first: by then it takes no more changes, so the state file
+    // read next is its last word.
+    const inherited = options.takeover ? await requestHandover(full.controlPath) : undefined;
     const state = new StateFile(full.stateDir);
     const saved = await state.load();
     const table = Table.from(saved.bindings);
     const daemon = new Daemon(full, table);
     for (const u of saved.upstreams) daemon.#upstreams.set(u.label, u);
+    const services = {
+      path: full.servicesPath,
+      registry: daemon.#registry,
+      policy: daemon.#policy,
+      metrics: daemon.metrics,
+      log: daemon.log,
+      onReply: (worker: Worker, reply: ReplyHeader, payload: Uint8Array) => daemon.#reply(worker, reply, payload),
+    };
     try {
-      await listenUnix(daemon.#control, full.controlPath);
+      if (inherited === undefined) {
+        await listenUnix(daemon.#control, full.controlPath);
+        daemon.#services = ServicesSocket.listen(services);
+        daemon.#watchHandover(listenSeqpacketPath(handoverPath(full.controlPath), 4, 0o600));
+      } else {
+        const one = (kind: SocketKind): number => inherited.sockets.find((s) => s.kind === kind)?.fd ?? -1;
+        await listenFd(daemon.#control, one('control'));
+        daemon.#services = ServicesSocket.adopt(services, one('services'));
+        daemon.#watchHandover(one('handover'));
+        for (const s of inherited.sockets) if (s.kind === 'tcp' || s.kind === 'udp') (s.kind === 'tcp' ? daemon.#tcp : daemon.#udp).adopt(s.port, s.fd);
+      }
       daemon.#ownsControl = true;
-      daemon.#services = ServicesSocket.listen({
-        path: full.servicesPath,
-        registry: daemon.#registry,
-        policy: daemon.#policy,
-        metrics: daemon.metrics,
-        log: daemon.log,
-        onReply: (worker, reply, payload) => daemon.#reply(worker, reply, payload),
-      });
-      if (full.metrics !== undefined) daemon.#metricsServer = await daemon.#serveMetrics(full.metrics);
       await daemon.#startListeners(table);
+      if (inherited !== undefined) await daemon.#completeTakeover(inherited.channel);
+      if (full.metrics !== undefined) daemon.#metricsServer = await daemon.#serveMetrics(full.metrics, inherited !== undefined);
     } catch (err) {
       await daemon.stop();
       throw err;
@@ -155,6 +179,12 @@ export class Daemon {
   }
 
   async stop(): Promise<void> {
+    if (this.#handover !== undefined) {
+      native.unwatch(this.#handover.watch);
+      native.close(this.#handover.fd);
+      this.#handover = undefined;
+      if (this.#ownsControl) await unlink(handoverPath(this.controlPath)).catch(() => undefined);
+    }
     this.#tcp.close();
     this.#udp.close();
     this.#replySockets?.close();
@@ -286,7 +316,80 @@ export class Daemon {
     return [...this.#tcp.status(), ...this.#udp.status()].flatMap((l) => (l.error === undefined ? [] : [l.error]));
   }
 
-  #serveMetrics(hostPort: string): Promise<Server> {
+  #watchHandover(fd: number): void {
+    const cred = new Int32Array(4);
+    const watch = native.watch(fd, READABLE, () => {
+      for (let rc = native.acceptUnix(fd, cred); rc === 1; rc = native.acceptUnix(fd, cred)) {
+        const channel = new HandoverChannel(cred[0]!);
+        // Only root or the daemon's own user may take its sockets.
+        if (cred[2] !== 0 && cred[2] !== process.getuid?.()) {
+          channel.send({ type: 'error', message: `uid ${cred[2]} may not take over this daemon` });
+          channel.close();
+          continue;
+        }
+        this.#handOver(channel).catch((err: Error) => {
+          this.log.error({ error: err.message }, 'hand-over failed; this daemon carries on');
+          this.#handingOver = false;
+          channel.close();
+        });
+      }
+    });
+    this.#handover = { fd, watch };
+  }
+
+  /** The old daemon's side of a hand-over (see handover.ts). */
+  async #handOver(channel: HandoverChannel): Promise<void> {
+    const asked = await channel.receive();
+    if (asked?.message['type'] !== 'takeover' || this.#handingOver) return channel.close();
+    this.#handingOver = true;
+    await this.#changes.catch(() => undefined);
+    this.log.info('handing over to a new daemon');
+    const controlFd = (this.#control as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+    channel.send({ type: 'socket', kind: 'control', port: 0 }, controlFd);
+    channel.send({ type: 'socket', kind: 'services', port: 0 }, this.#services!.fd);
+    channel.send({ type: 'socket', kind: 'handover', port: 0 }, this.#handover!.fd);
+    for (const s of this.#tcp.sockets()) channel.send({ type: 'socket', kind: 'tcp', port: s.port }, s.fd);
+    for (const s of this.#udp.sockets()) channel.send({ type: 'socket', kind: 'udp', port: s.port }, s.fd);
+    channel.send({ type: 'sockets-done' });
+    const ready = await channel.receive(30_000);
+    if (ready?.message['type'] !== 'ready') throw new DispatcherError('ERR_STATE', 'the new daemon did not get ready');
+    // Both daemons accept from the same queues now; this one stops, the new one carries on.
+    this.#tcp.detach();
+    this.#udp.detach();
+    this.#nftInstalled = false; // the rules are the new daemon's
+    native.unwatch(this.#handover!.watch);
+    native.close(this.#handover!.fd);
+    this.#handover = undefined;
+    this.#ownsControl = false; // the paths are the new daemon's now
+    this.#control.close();
+    for (const { label, conn } of this.#registry.takeWaiting()) {
+      channel.send({ type: 'connection', label, protocol: conn.protocol, record: Array.from(conn.record) }, conn.fd);
+      native.close(conn.fd);
+    }
+    channel.send({ type: 'done' });
+    channel.close();
+    // Its workers reconnect to the new daemon by themselves; what they were handed stays theirs.
+    this.#services!.detach();
+    this.#services = undefined;
+    this.log.info('handed over');
+    this.#handedOver.resolve();
+  }
+
+  /** The new daemon's side, once it serves: take the old one's waiting connections, in order. */
+  async #completeTakeover(channel: HandoverChannel): Promise<void> {
+    channel.send({ type: 'ready' });
+    for (let got = await channel.receive(30_000); got !== undefined && got.message['type'] !== 'done'; got = await channel.receive(30_000)) {
+      const { message, fd } = got;
+      if (message['type'] !== 'connection' || fd < 0) continue;
+      const record = Int32Array.from(message['record'] as number[]);
+      record[0] = fd;
+      this.#registry.dispatch(String(message['label']), new Connection(record, message['protocol'] === 'udp' ? 'udp' : 'tcp', process.hrtime.bigint()));
+    }
+    channel.close();
+    this.log.info('took over');
+  }
+
+  #serveMetrics(hostPort: string, takingOver = false): Promise<Server> {
     const m = /^(.*):([0-9]{1,5})$/.exec(hostPort);
     if (m === null) return Promise.reject(new DispatcherError('ERR_CONFIG', `--metrics ${JSON.stringify(hostPort)} is not HOST:PORT`));
     const server = createServer((req, res) => {
@@ -299,14 +402,28 @@ export class Daemon {
         (err: Error) => res.writeHead(500).end(err.message),
       );
     });
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(Number(m[2]), m[1]!.replace(/^\[(.*)\]$/, '$1'), () => resolve(server));
-    });
+    // After a takeover the old daemon may hold the port a moment longer: try again for a few seconds.
+    const listen = (attempts: number): Promise<Server> =>
+      new Promise<Server>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(Number(m[2]), m[1]!.replace(/^\[(.*)\]$/, '$1'), () => resolve(server));
+      }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EADDRINUSE' || attempts <= 0) throw err;
+        return new Promise<Server>((r) => setTimeout(() => r(listen(attempts - 1)), 100));
+      });
+    return listen(takingOver ? 50 : 0);
+  }
+
+  /** Resolves once a newer daemon has taken over: this one then has nothing left and should exit. */
+  get handedOver(): Promise<void> {
+    return this.#handedOver.promise;
   }
 
   #change<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.#changes.then(work);
+    const run = this.#changes.then(() => {
+      if (this.#handingOver) throw new DispatcherError('ERR_STATE', 'this daemon is handing over to a new one: repeat the change in a moment');
+      return work();
+    });
     this.#changes = run.catch(() => undefined);
     return run;
   }
@@ -378,6 +495,18 @@ export class Daemon {
           connections: { ...this.metrics.totals, by_label: this.metrics.byLabel() },
           queue: { timeout_ms: this.#options.queueTimeoutMs, size: this.#options.queueSize },
           allow: this.#policy.toJSON(),
+          // The daemon's options as its flags: `dispatcher upgrade` starts the new daemon with them.
+          flags: {
+            mode: this.#options.mode,
+            'state-dir': this.#options.stateDir,
+            services: this.#options.servicesPath,
+            'listen-address': this.#options.listenAddress,
+            'queue-timeout': String(this.#options.queueTimeoutMs),
+            'queue-size': String(this.#options.queueSize),
+            'upstream-timeout': String(this.#options.upstreamTimeoutMs),
+            allow: this.#options.allow,
+            ...(this.#options.metrics === undefined ? {} : { metrics: this.#options.metrics }),
+          },
         };
       },
       upstreams: () => [...this.#upstreams.values()].sort((a, b) => (a.label < b.label ? -1 : 1)),

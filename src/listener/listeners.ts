@@ -115,6 +115,29 @@ export class Listeners {
     for (const l of [...this.#listeners.values()]) this.#close(l);
   }
 
+  /** The open sockets by port, for a hand-over to a new daemon. */
+  sockets(): { port: number; fd: number }[] {
+    return [...this.#listeners.values()].filter((l) => l.fd >= 0).map((l) => ({ port: l.port, fd: l.fd }));
+  }
+
+  /** Takes over a socket a previous daemon opened for `port` (its accept queue comes with it). */
+  adopt(port: number, fd: number): void {
+    const l: Listener = { port, bound: port, fd, watch: undefined };
+    if (native.sockName(fd, this.#self) === 0) l.bound = this.#self[5]!;
+    l.watch = native.watch(fd, READABLE, () => this.#readable(l));
+    this.#listeners.set(port, l);
+  }
+
+  /** After a hand-over: stop accepting and close this daemon's copies; the new daemon's stay open. */
+  detach(): void {
+    clearTimeout(this.#retry);
+    for (const l of this.#listeners.values()) {
+      if (l.watch !== undefined) native.unwatch(l.watch);
+      if (l.fd >= 0) native.close(l.fd);
+    }
+    this.#listeners.clear();
+  }
+
   #open(port: number): void {
     const l: Listener = { port, bound: port, fd: -1, watch: undefined };
     this.#listeners.set(port, l);

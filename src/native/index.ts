@@ -18,7 +18,8 @@ interface Addon {
   ACCEPT_RECORD: number;
   MAX_FDS: number;
   listenInet(address: string, port: number, backlog: number, flags: number): number;
-  listenSeqpacket(path: string, backlog: number): number;
+  /** `stream`: a SOCK_STREAM socket instead (the control socket). */
+  listenSeqpacket(path: string, backlog: number, stream?: boolean): number;
   connectSeqpacket(path: string): number;
   acceptBatch(fd: number, out: Int32Array, max: number): number;
   acceptUnix(fd: number, out: Int32Array): number;

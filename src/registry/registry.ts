@@ -141,6 +141,16 @@ export class Registry {
     this.#queueChanged(label, waiting);
   }
 
+  /** Takes every waiting connection out of the queues (a hand-over gives them to the new daemon). */
+  takeWaiting(): { label: string; conn: Connection }[] {
+    const out: { label: string; conn: Connection }[] = [];
+    for (const [label, waiting] of this.#waiting) {
+      for (let c = waiting.shift(); c !== undefined; c = waiting.shift()) out.push({ label, conn: c });
+      this.#queueChanged(label, waiting);
+    }
+    return out;
+  }
+
   /** Resets every waiting connection (shutdown). */
   close(): void {
     for (const [label, waiting] of this.#waiting) {

@@ -1,11 +1,11 @@
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { unlinkSync } from 'node:fs';
 import { type Logger } from 'pino';
 import { DispatcherError } from '../errors.js';
 import { type Connection, headerBuffer } from '../handoff/connection.js';
 import { decodeWorkerMessage, encode, MAX_DATAGRAM_MESSAGE, PROTOCOL_VERSION, type DaemonMessage, type ReplyHeader } from '../handoff/messages.js';
 import { type Metrics } from '../metrics/metrics.js';
 import { EAGAIN, EMSGSIZE, errnoName, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
+import { listenSeqpacketPath } from '../native/seqpacket-path.js';
 import { type Policy } from './policy.js';
 import { type Registry, type Worker } from './registry.js';
 
@@ -48,25 +48,24 @@ export class ServicesSocket {
   }
 
   static listen(options: ServicesOptions): ServicesSocket {
-    const { path } = options;
-    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-    const existing = lstatSync(path, { throwIfNoEntry: false });
-    if (existing !== undefined) {
-      if (!existing.isSocket()) throw new DispatcherError('ERR_ALREADY_RUNNING', `${path} exists and is not a socket; refusing to replace it`);
-      let probe = -1;
-      try {
-        probe = native.connectSeqpacket(path);
-      } catch {
-        unlinkSync(path); // nobody answers: left by a dead daemon
-      }
-      if (probe >= 0) {
-        native.close(probe);
-        throw new DispatcherError('ERR_ALREADY_RUNNING', `another daemon is listening on ${path}`);
-      }
-    }
-    const fd = native.listenSeqpacket(path, 512);
-    chmodSync(path, 0o666);
+    return new ServicesSocket(options, listenSeqpacketPath(options.path, 512, 0o666));
+  }
+
+  /** Takes over the listening socket of a previous daemon (`fd`), at the same path. */
+  static adopt(options: ServicesOptions, fd: number): ServicesSocket {
     return new ServicesSocket(options, fd);
+  }
+
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /** After a hand-over: stop accepting (the new daemon has the socket) and let the workers go, keeping the path. */
+  detach(): void {
+    this.#closed = true;
+    native.unwatch(this.#watch);
+    native.close(this.#fd);
+    for (const peer of [...this.#peers]) peer.close();
   }
 
   get peers(): number {
