@@ -1,3 +1,4 @@
+import { closeSync, openSync } from 'node:fs';
 import { type Logger } from 'pino';
 import { type Protocol } from '../bindings/binding.js';
 import {
@@ -45,6 +46,34 @@ const BACKLOG = 4096;
 const RETRY_MS = 2_000;
 // Out of descriptors: stop accepting a moment rather than spin on a readable listener.
 const BACKOFF_MS = 50;
+
+// One descriptor kept spare for shedding load when the process is out of them (see #acceptFailed).
+let reserve = openReserve();
+
+function openReserve(): number {
+  try {
+    return openSync('/dev/null', 'r');
+  } catch {
+    return -1;
+  }
+}
+
+// Connections shed per time the process runs out of descriptors: a burst over the limit is answered
+// (reset) within a few pauses instead of waiting in the kernel's queue until clients give up.
+const SHED = 64;
+
+/** Frees the reserve descriptor, accepts and resets up to SHED waiting connections, takes the reserve back. */
+function shed(fd: number, scratch: Int32Array): number {
+  if (reserve < 0) return 0;
+  closeSync(reserve);
+  let count = 0;
+  while (count < SHED && native.acceptBatch(fd, scratch, 1) === 1) {
+    native.reset(scratch[0]!);
+    count++;
+  }
+  reserve = openReserve();
+  return count;
+}
 
 interface Listener {
   /** The port asked for; 0 for tproxy mode's one socket, which takes any free port. */
@@ -199,7 +228,10 @@ export class Listeners {
 
   #acceptFailed(l: Listener, rc: number): void {
     if ((rc === -EMFILE || rc === -ENFILE) && l.watch !== undefined) {
-      this.#log.warn({ port: l.port }, `accept: ${errnoName(rc)}, out of descriptors; pausing ${BACKOFF_MS} ms`);
+      // Out of descriptors: spend the reserve one to take waiting connections off the queue and reset them,
+      // so their clients hear at once instead of hanging, then pause accepting a moment.
+      const reset = shed(l.fd, this.#batch);
+      this.#log.warn({ port: l.port, reset }, `accept: ${errnoName(rc)}, out of descriptors; pausing ${BACKOFF_MS} ms`);
       native.setEvents(l.watch, 0);
       setTimeout(() => {
         if (this.#listeners.get(l.port) === l && l.watch !== undefined) native.setEvents(l.watch, READABLE);
