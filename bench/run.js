@@ -27,6 +27,8 @@ const suites = [
   { name: 'table', script: 'table.js', node: ['--expose-gc'], needs: [] },
   { name: 'handoff', script: 'handoff.js', needs: [['wrk', 'wrk'], ['haproxy', 'haproxy']] },
   { name: 'udp', script: 'udp.js', needs: [] },
+  { name: 'control', script: 'control.js', needs: [] },
+  { name: 'scaling', script: 'scaling.js', needs: [['wrk', 'wrk']] },
   { name: 'tproxy', script: 'tproxy.js', needs: [['wrk', 'wrk'], ['nft', 'nftables']], root: true },
 ];
 
@@ -66,6 +68,11 @@ function comparisons() {
   }
   const u = results.udp;
   if (u) out.push({ title: 'UDP echoes/s', bars: [{ name: 'direct', value: u.direct.median, ratio: 1 }, { name: 'dispatcher', value: u.dispatched.median, ratio: u.dispatched.median / u.direct.median }] });
+  const sc = results.scaling?.summary;
+  if (sc) {
+    const base = sc['1 worker per label'].median;
+    out.push({ title: 'New connections/s as the registry grows (ratio to 1 worker)', bars: Object.entries(sc).map(([name, s]) => ({ name, value: s.median, ratio: s.median / base })) });
+  }
   const tp = results.tproxy?.summary;
   if (tp) out.push({ title: 'New connections/s from another namespace', bars: Object.entries(tp).map(([name, s]) => ({ name, value: s.median, ratio: s.median / tp.direct.median })) });
   return out;
@@ -85,7 +92,7 @@ function svg(groups) {
       const w = Math.max(1, b.ratio * scale);
       parts.push(`<text x="${left - 8}" y="${y + 15}" text-anchor="end">${b.name}</text>`);
       parts.push(`<rect x="${left}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${b.name === 'direct' ? '#888' : '#3b7dd8'}"/>`);
-      parts.push(`<text x="${left + w + 6}" y="${y + 15}">${b.ratio.toFixed(2)}x (${b.value >= 1000 ? `${(b.value / 1000).toFixed(1)}k` : b.value.toFixed(1)})</text>`);
+      parts.push(`<text x="${(left + w + 6).toFixed(1)}" y="${y + 15}">${b.ratio.toFixed(2)}x (${b.value >= 1000 ? `${(b.value / 1000).toFixed(1)}k` : b.value.toFixed(1)})</text>`);
       y += rowH;
     }
     parts.push(`<line x1="${left + scale}" y1="${y - rowH * g.bars.length}" x2="${left + scale}" y2="${y}" stroke="#c00" stroke-dasharray="4 3"/>`);
@@ -114,6 +121,16 @@ function markdown(groups) {
       lines.push(`| ${r.size} | ${l['table (numeric address)'].median.toFixed(0)} | ${(l['table (numeric address)'].median / l['arkime-iptrie'].median).toFixed(2)}x | ${r.build_ms.toFixed(0)} |`);
     }
     lines.push('', `Daemon: replace 100k bindings ${table.daemon.replace_100k_ms.toFixed(0)} ms${table.daemon.rss_1m_mib ? `, resident at 1M ${table.daemon.rss_1m_mib.toFixed(0)} MiB` : ''}.`, '');
+  }
+  const c = results.control;
+  if (c) {
+    lines.push(
+      '## Control plane',
+      '',
+      `- From \`bind add\` returning to the first connection served under it: ${c.bind_to_served_ms.same_port.median.toFixed(2)} ms (port already listening), ${c.bind_to_served_ms.new_port.median.toFixed(2)} ms (new port).`,
+      `- Replace of 100k bindings: ${c.replace_100k_ms.median.toFixed(0)} ms; meanwhile ${c.during_replaces.served} connections under an unchanged binding served, ${c.during_replaces.failed} failed.`,
+      '',
+    );
   }
   if (skipped.length > 0) lines.push('## Not run', '', ...skipped.map((s) => `- ${s}`), '');
   return lines.join('\n');

@@ -1,7 +1,7 @@
 // The service the benchmarks load: a Node http server answering "hello", listening directly or attached
 // to the dispatcher; or a sink that closes every connection it is handed.
 //   node http-service.mjs direct PORT [HOST]
-//   node http-service.mjs attach LABEL SERVICES_SOCKET
+//   node http-service.mjs attach LABEL[,LABEL...] SERVICES_SOCKET   (one registration per label)
 //   node http-service.mjs sink LABEL SERVICES_SOCKET
 //   node http-service.mjs bulk-direct PORT BYTES | bulk-attach LABEL SERVICES_SOCKET BYTES
 import { createServer } from 'node:http';
@@ -35,9 +35,17 @@ switch (mode) {
   case 'direct':
     hello.listen(Number(a), b ?? '127.0.0.1', ready);
     break;
-  case 'attach':
-    registered(attach(hello, { label: a, socket: b, window: 256 }));
+  case 'attach': {
+    // Ready once every label is registered.
+    const labels = a.split(',');
+    let left = labels.length;
+    for (const label of labels) {
+      attach(hello, { label, socket: b, window: 256 })
+        .on('registered', () => --left === 0 && ready())
+        .on('error', (err) => console.error(err.message));
+    }
     break;
+  }
   case 'sink':
     registered(serve({ label: a, socket: b, window: 256 }, (socket) => socket.destroy()));
     break;
