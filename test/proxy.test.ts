@@ -2,6 +2,7 @@ import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { createSocket } from 'node:dgram';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { native } from '../src/native/index.js';
@@ -167,10 +168,10 @@ t.test('bad upstreams are refused and change nothing', async (t) => {
   const d = await startDaemon(dir);
   t.teardown(() => d.stop());
   for (const [args, message] of [
-    [['web', 'http://x'], /is not unix:\/path or tcp:host:port/],
+    [['web', 'http://x'], /is not unix:\/path, tcp:host:port or udp:host:port/],
     [['web', 'unix:relative'], /needs an absolute path/],
-    [['web', 'tcp:[::1:80'], /is not unix:\/path or tcp:host:port/],
-    [['web', 'tcp:127.0.0.1:0'], /is not unix:\/path or tcp:host:port/],
+    [['web', 'tcp:[::1:80'], /is not unix:\/path, tcp:host:port or udp:host:port/],
+    [['web', 'tcp:127.0.0.1:0'], /is not unix:\/path, tcp:host:port or udp:host:port/],
     [['bad label!', 'tcp:127.0.0.1:80'], /label "bad label!" is not/],
   ] as const) {
     const r = await d.cli('upstream', 'add', ...args);
@@ -178,4 +179,32 @@ t.test('bad upstreams are refused and change nothing', async (t) => {
     t.match(r.stderr, message);
   }
   t.same(JSON.parse((await d.cli('upstream', 'list', '--json')).stdout).upstreams, [], 'nothing was added');
+});
+
+t.test('UDP through an upstream: per client flow, PROXY v2 on each datagram, answers from the dialled address', async (t) => {
+  const dir = await tempDir(t);
+  const d = await startDaemon(dir);
+  t.teardown(() => d.stop());
+  const port = randomPort();
+  // The upstream reads the PROXY v2 header (UDP over IPv4: 0x12) and answers with what it says.
+  const upstream = createSocket('udp4');
+  upstream.on('message', (m, rinfo) => {
+    const ok = m.subarray(0, 12).equals(Buffer.from('0d0a0d0a000d0a515549540a', 'hex')) && m[12] === 0x21 && m[13] === 0x12;
+    const ip = (o: number): string => [...m.subarray(o, o + 4)].join('.');
+    upstream.send(`${ok ? 'v2' : 'bad'} ${ip(16)} ${m.readUInt16BE(24)} ${ip(20)} ${m.readUInt16BE(26)} ${m.subarray(28).toString()}`, rinfo.port, rinfo.address);
+  });
+  const upstreamPort = randomPort();
+  await new Promise<void>((r) => upstream.bind(upstreamPort, '127.0.0.1', r));
+  t.teardown(() => upstream.close());
+  await d.cli('bind', 'add', 'dns', 'udp', '127.0.0.0/8', String(port));
+  t.equal((await d.cli('upstream', 'add', 'dns', `udp:127.0.0.1:${upstreamPort}`, '--proxy-protocol', 'v2')).code, 0);
+  const client = createSocket('udp4');
+  t.teardown(() => client.close());
+  await new Promise<void>((r) => client.bind(0, '127.0.0.1', r));
+  const answer = (): Promise<{ text: string; from: string }> => new Promise((resolve) => client.once('message', (m, r) => resolve({ text: m.toString(), from: `${r.address}:${r.port}` })));
+  for (const text of ['one', 'two']) {
+    const got = answer();
+    client.send(text, port, '127.0.0.8');
+    t.same(await got, { text: `v2 127.0.0.1 ${client.address().port} 127.0.0.8 ${port} ${text}`, from: `127.0.0.8:${port}` }, `datagram "${text}" relayed and answered`);
+  }
 });

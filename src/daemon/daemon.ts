@@ -11,9 +11,11 @@ import { Listeners } from '../listener/listeners.js';
 import { applyRuleset, removalRuleset, renderRuleset } from '../listener/nftables.js';
 import { ReplySockets } from '../listener/reply-sockets.js';
 import { relay } from '../proxy/relay.js';
-import { type Upstream } from '../proxy/upstream.js';
+import { type RecordAddress } from '../proxy/proxy-protocol.js';
+import { upstreamProtocol, type Upstream } from '../proxy/upstream.js';
+import { UdpRelay } from '../proxy/udp-relay.js';
 import { parseAddress } from '../bindings/address.js';
-import { encodeDatagram, type ReplyHeader } from '../handoff/messages.js';
+import { encodeDatagram, type Endpoint, type ReplyHeader } from '../handoff/messages.js';
 import { type Worker } from '../registry/registry.js';
 import { Metrics } from '../metrics/metrics.js';
 import { ACCEPT_RECORD, DATAGRAM_RECORD, DATAGRAM_SLOT, native, READABLE, SEND_RECORD, type WatchHandle } from '../native/index.js';
@@ -81,6 +83,7 @@ export class Daemon {
   #nftInstalled = false;
   // A reply's sendDatagrams record: [offset, length, destination, source] (see native/index.ts).
   readonly #addresses = new Int32Array(SEND_RECORD);
+  readonly #udpRelay = new UdpRelay((client, local, payload) => void this.#sendUdp(client, local, payload));
   readonly #datagramOut = new Uint8Array(DATAGRAM_SLOT + 4096);
   #services: ServicesSocket | undefined;
   // The hand-over socket a newer daemon connects to (see handover.ts).
@@ -108,7 +111,7 @@ export class Daemon {
     this.#policy = new Policy(options.allow);
     this.#registry = new Registry({ timeoutMs: options.queueTimeoutMs, size: options.queueSize }, this.metrics, (label, conn) => {
       const upstream = this.#upstreams.get(label);
-      if (upstream === undefined || conn.protocol !== 'tcp') return false;
+      if (upstream === undefined || conn.protocol !== 'tcp' || upstreamProtocol(upstream) !== 'tcp') return false;
       relay(conn, label, upstream, { connectTimeoutMs: options.upstreamTimeoutMs, metrics: this.metrics, log: this.log });
       return true;
     });
@@ -188,6 +191,7 @@ export class Daemon {
     this.#tcp.close();
     this.#udp.close();
     this.#replySockets?.close();
+    this.#udpRelay.close();
     if (this.#nftInstalled) await applyRuleset(removalRuleset()).catch((err: Error) => this.log.error(err.message));
     this.#services?.close();
     this.#registry.close();
@@ -273,7 +277,11 @@ export class Daemon {
       const payload = data.subarray(i * DATAGRAM_SLOT, i * DATAGRAM_SLOT + r[0]!);
       const message = encodeDatagram(this.#datagramOut, label, recordAddress(r, 1), r[6]!, recordAddress(r, 7), r[12]!, payload);
       const result = this.#registry.datagram(label, message);
-      if (result === 'sent') this.metrics.datagram(label);
+      const upstream = result === 'no_worker' ? this.#upstreams.get(label) : undefined;
+      if (upstream !== undefined && upstreamProtocol(upstream) === 'udp') {
+        this.#udpRelay.send(upstream, recordEndpoint(r, 1), recordEndpoint(r, 7), payload);
+        this.metrics.datagram(label);
+      } else if (result === 'sent') this.metrics.datagram(label);
       else this.metrics.dropped(label, result);
     }
   }
@@ -284,26 +292,36 @@ export class Daemon {
    */
   #reply(worker: Worker, reply: ReplyHeader, payload: Uint8Array): void {
     let local;
-    let client;
     try {
       local = parseAddress(reply.local.address);
-      client = parseAddress(reply.client.address);
     } catch {
       return this.metrics.reply(worker.label, 'not_bound');
     }
     if (this.#table.lookupLabel('udp', local.family, local.words, reply.local.port) !== worker.label) return this.metrics.reply(worker.label, 'not_bound');
+    this.metrics.reply(worker.label, this.#sendUdp(reply.client, reply.local, payload) ? 'sent' : 'failed');
+  }
+
+  /** Sends `payload` to `client` from exactly `local` (an address and port the daemon receives on). */
+  #sendUdp(clientEnd: Endpoint, localEnd: Endpoint, payload: Uint8Array): boolean {
+    let local;
+    let client;
+    try {
+      local = parseAddress(localEnd.address);
+      client = parseAddress(clientEnd.address);
+    } catch {
+      return false;
+    }
     const a = this.#addresses;
     a[0] = 0;
     a[1] = payload.length;
-    putAddress(a, 2, client.family, client.words, reply.client.port);
+    putAddress(a, 2, client.family, client.words, clientEnd.port);
     const tproxy = this.#replySockets !== undefined;
-    const fd = tproxy ? this.#replySockets.get(reply.local.address, reply.local.port) : this.#udp.fd(reply.local.port);
+    const fd = tproxy ? this.#replySockets.get(localEnd.address, localEnd.port) : this.#udp.fd(localEnd.port);
     // A tproxy reply socket is bound to the source already (and has its family); a ports-mode socket is the
     // listen address's family and needs the source per datagram.
-    putAddress(a, 8, tproxy ? 0 : local.family, local.words, reply.local.port);
+    putAddress(a, 8, tproxy ? 0 : local.family, local.words, localEnd.port);
     const v6 = tproxy ? local.family === 6 : this.#options.listenAddress.includes(':');
-    const rc = fd < 0 ? -1 : native.sendDatagrams(fd, payload, a, 1, v6);
-    this.metrics.reply(worker.label, rc === 1 ? 'sent' : 'failed');
+    return fd >= 0 && native.sendDatagrams(fd, payload, a, 1, v6) === 1;
   }
 
   /** Persists first, then swaps: a refused write changes nothing. */
@@ -533,6 +551,11 @@ export class Daemon {
       }),
     };
   }
+}
+
+/** The address at `at` of a datagram record, as text and as words. */
+function recordEndpoint(r: Int32Array, at: number): Endpoint & RecordAddress {
+  return { address: recordAddress(r, at), port: r[at + 5]!, family: r[at] === 6 ? 6 : 4, words: r.subarray(at + 1, at + 5) };
 }
 
 /** [family, w0..w3, port] at `at`, as the native layer takes addresses. */

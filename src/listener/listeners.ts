@@ -200,8 +200,13 @@ export class Listeners {
   }
 
   #readable(l: Listener): void {
-    if (this.protocol === 'udp') this.#receive(l);
-    else this.#accept(l);
+    // A bug in dispatch must cost a batch, not the daemon: an exception here would end the process.
+    try {
+      if (this.protocol === 'udp') this.#receive(l);
+      else this.#accept(l);
+    } catch (err) {
+      this.#log.error({ port: l.port, error: (err as Error).stack }, 'dispatch failed');
+    }
   }
 
   #accept(l: Listener): void {

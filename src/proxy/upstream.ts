@@ -9,12 +9,17 @@ import { type ProxyProtocol } from './proxy-protocol.js';
  */
 export interface Upstream {
   label: string;
-  /** `unix:/path` or `tcp:host:port` (an IPv6 host in brackets). */
+  /** `unix:/path` or `tcp:host:port` for TCP connections; `udp:host:port` for datagrams (an IPv6 host in brackets). */
   address: string;
   proxy_protocol: ProxyProtocol;
 }
 
 export type Target = { path: string } | { host: string; port: number };
+
+/** Which traffic an upstream serves: `udp:` datagrams, the others connections. */
+export function upstreamProtocol(u: Upstream): 'tcp' | 'udp' {
+  return u.address.startsWith('udp:') ? 'udp' : 'tcp';
+}
 
 const VERSIONS: readonly ProxyProtocol[] = ['none', 'v1', 'v2'];
 
@@ -22,7 +27,7 @@ export function parseUpstream(input: { label?: unknown; address?: unknown; proxy
   const label = parseLabel(input.label);
   const pp = input.proxy_protocol ?? 'none';
   if (!VERSIONS.includes(pp as ProxyProtocol)) throw new DispatcherError('ERR_UPSTREAM', `proxy protocol ${JSON.stringify(pp)} is not none, v1 or v2`);
-  if (typeof input.address !== 'string') throw new DispatcherError('ERR_UPSTREAM', 'an upstream address is unix:/path or tcp:host:port');
+  if (typeof input.address !== 'string') throw new DispatcherError('ERR_UPSTREAM', 'an upstream address is unix:/path, tcp:host:port or udp:host:port');
   target(input.address);
   return { label, address: input.address, proxy_protocol: pp as ProxyProtocol };
 }
@@ -34,11 +39,11 @@ export function target(address: string): Target {
     if (!path.startsWith('/') || path.length > 107) throw new DispatcherError('ERR_UPSTREAM', `upstream ${JSON.stringify(address)}: unix: needs an absolute path of at most 107 bytes`);
     return { path };
   }
-  const m = /^tcp:(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+|[A-Za-z0-9.-]+)):([0-9]{1,5})$/.exec(address);
+  const m = /^(?:tcp|udp):(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+|[A-Za-z0-9.-]+)):([0-9]{1,5})$/.exec(address);
   const host = m?.[1] ?? m?.[2];
   const port = Number(m?.[3]);
   if (m === null || host === undefined || port < 1 || port > 65535 || (m[1] !== undefined && isIP(host) !== 6)) {
-    throw new DispatcherError('ERR_UPSTREAM', `upstream ${JSON.stringify(address)} is not unix:/path or tcp:host:port (IPv6 in brackets: tcp:[::1]:8080)`);
+    throw new DispatcherError('ERR_UPSTREAM', `upstream ${JSON.stringify(address)} is not unix:/path, tcp:host:port or udp:host:port (IPv6 in brackets: tcp:[::1]:8080)`);
   }
   return { host, port };
 }

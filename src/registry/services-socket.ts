@@ -186,6 +186,16 @@ class Peer implements Worker {
   }
 
   #onEvents(events: number): void {
+    try {
+      this.#handleEvents(events);
+    } catch (err) {
+      // Whatever a worker sends, the daemon lives on: the worker is dropped instead.
+      this.#options.log.error({ worker: this.id, error: (err as Error).stack }, 'worker handling failed');
+      this.close();
+    }
+  }
+
+  #handleEvents(events: number): void {
     if (events < 0) return this.close();
     if (events & WRITABLE && this.#blocked) {
       this.#blocked = false;
