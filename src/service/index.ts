@@ -226,7 +226,16 @@ export function serve(options: ServiceOptions, handlers: Handlers): Service {
   return service;
 }
 
-/** Emits every handed-off connection as 'connection' on `server` (a net.Server or http.Server). */
+/**
+ * Emits every handed-off connection as 'connection' on `server` (a net.Server or http.Server), set up as
+ * the server would set up a socket it accepted itself: its noDelay (http.Server's default) and keepAlive.
+ * Without it, http.Server would leave Nagle on for handed-off connections only.
+ */
 export function attach(server: Server, options: ServiceOptions): Service {
-  return serve(options, (socket) => server.emit('connection', socket));
+  const settings = server as Server & { noDelay?: boolean; keepAlive?: boolean; keepAliveInitialDelay?: number };
+  return serve(options, (socket) => {
+    if (settings.noDelay) socket.setNoDelay(true);
+    if (settings.keepAlive) socket.setKeepAlive(true, settings.keepAliveInitialDelay);
+    server.emit('connection', socket);
+  });
 }
