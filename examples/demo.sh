@@ -4,6 +4,7 @@
 # Everything lives in a temporary directory and stops on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v curl >/dev/null || { echo "the demo shows traffic with curl: apt-get install curl" >&2; exit 2; }
 [ -d node_modules ] && [ -f native/build/Release/dispatcher.node ] || npm ci --no-audit --no-fund
 npm run --silent build
 
