@@ -35,7 +35,3 @@ export class DispatcherError extends Error {
     this.code = code;
   }
 }
-
-export function isDispatcherError(err: unknown): err is DispatcherError {
-  return err instanceof DispatcherError;
-}

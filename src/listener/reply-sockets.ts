@@ -38,10 +38,6 @@ export class ReplySockets {
     }
   }
 
-  get size(): number {
-    return this.#sockets.size;
-  }
-
   close(): void {
     clearInterval(this.#sweep);
     for (const { fd } of this.#sockets.values()) native.close(fd);

@@ -33,10 +33,6 @@ export class UdpRelay {
     this.#sweep.unref();
   }
 
-  get flows(): number {
-    return this.#flows.size;
-  }
-
   send(upstream: Upstream, client: Endpoint & RecordAddress, local: Endpoint & RecordAddress, payload: Uint8Array): void {
     const key = `${upstream.label} ${client.address} ${client.port} ${local.address} ${local.port}`;
     let flow = this.#flows.get(key);

@@ -68,10 +68,6 @@ export class ServicesSocket {
     for (const peer of [...this.#peers]) peer.close();
   }
 
-  get peers(): number {
-    return this.#peers.size;
-  }
-
   close(): void {
     this.#closed = true;
     native.unwatch(this.#watch);

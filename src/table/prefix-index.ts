@@ -76,11 +76,6 @@ export class PrefixIndex {
     this.#buckets = buckets;
   }
 
-  /** Number of boundaries (memory is about 4 * (words + 1) bytes each). */
-  get size(): number {
-    return this.#m;
-  }
-
   /** `key` holds at least `words` words; only the first `words` are read. */
   lookup(key: Uint32Array): number {
     const m = this.#m;
