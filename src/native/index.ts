@@ -38,6 +38,9 @@ interface Addon {
   recvDatagrams(fd: number, data: Uint8Array, meta: Int32Array, count: number): number;
   SEND_RECORD: number;
   sendDatagrams(fd: number, data: Uint8Array, records: Int32Array, count: number, v6: boolean): number;
+  /** Copies a <-> b with splice(2) until both directions end or one fails; a and b are the relay's then. */
+  relay(a: number, b: number, done: (bytesAtoB: number, bytesBtoA: number, failed: boolean) => void): void;
+  dup(fd: number): number;
 }
 
 declare const watchHandle: unique symbol;
