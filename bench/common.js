@@ -48,13 +48,16 @@ export async function writeResult(name, result) {
 }
 
 /**
- * Runs `cases` (name -> function returning a figure) in interleaved rounds (A B C, A B C, ...), so a noisy
- * neighbour hits every case alike; returns name -> summary.
+ * Runs `cases` (name -> function returning a figure) in interleaved rounds, so a noisy neighbour hits every
+ * case alike; every other round runs in reverse order (A B C, C B A, A B C), so that no case always runs
+ * right after the same other one. Returns name -> summary.
  */
 export async function interleaved(cases, rounds, label = '') {
   const figures = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
   for (let r = 0; r < rounds; r++) {
-    for (const [name, run] of Object.entries(cases)) {
+    const order = Object.entries(cases);
+    if (r % 2 === 1) order.reverse();
+    for (const [name, run] of order) {
       progress(`${label}round ${r + 1}/${rounds}: ${name}`);
       figures[name].push(await run());
     }
