@@ -425,25 +425,28 @@ static void on_close(uv_handle_t *h) {
   if (w->finalized) free(w);
 }
 
-static void on_poll(uv_poll_t *p, int status, int events) {
-  watcher_t *w = p->data;
-  if (w->closed) return;
-  napi_env env = w->env;
+// Calls a JavaScript callback from a libuv callback, with up to three numbers. make_callback runs the
+// microtask queue afterwards, as Node's own I/O callbacks do; an exception is fatal, as in Node.
+static void call_js(napi_env env, napi_ref callback, size_t argc, const double *values) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb, global, arg, result;
-  napi_get_reference_value(env, w->callback, &cb);
+  napi_value cb, global, args[3], result;
+  napi_get_reference_value(env, callback, &cb);
   napi_get_global(env, &global);
-  napi_create_int32(env, status < 0 ? status : ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0), &arg);
-  napi_async_context ctx = NULL;
-  // make_callback runs the microtask queue afterwards, as Node's own I/O callbacks do.
-  napi_status s = napi_make_callback(env, ctx, global, cb, 1, &arg, &result);
-  if (s == napi_pending_exception) {
+  for (size_t i = 0; i < argc && i < 3; i++) napi_create_double(env, values[i], &args[i]);
+  if (napi_make_callback(env, NULL, global, cb, argc, args, &result) == napi_pending_exception) {
     napi_value exc;
     napi_get_and_clear_last_exception(env, &exc);
     napi_fatal_exception(env, exc);
   }
   napi_close_handle_scope(env, scope);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  watcher_t *w = p->data;
+  if (w->closed) return;
+  double arg = status < 0 ? status : ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0);
+  call_js(w->env, w->callback, 1, &arg);
 }
 
 static void finalize_watcher(napi_env env, void *data, void *hint) {
@@ -791,23 +794,9 @@ static int pump(direction_t *d) {
 static void relay_closed(uv_handle_t *h) {
   relay_t *r = h->data;
   if (++r->closes < 2) return;
-  napi_env env = r->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) == napi_ok) {
-    napi_value cb, global, args[3], result;
-    napi_get_reference_value(env, r->callback, &cb);
-    napi_get_global(env, &global);
-    napi_create_double(env, r->ab.bytes, &args[0]);
-    napi_create_double(env, r->ba.bytes, &args[1]);
-    napi_get_boolean(env, r->failed, &args[2]);
-    if (napi_make_callback(env, NULL, global, cb, 3, args, &result) == napi_pending_exception) {
-      napi_value exc;
-      napi_get_and_clear_last_exception(env, &exc);
-      napi_fatal_exception(env, exc);
-    }
-    napi_close_handle_scope(env, scope);
-  }
-  napi_delete_reference(env, r->callback);
+  const double args[3] = {r->ab.bytes, r->ba.bytes, r->failed};
+  call_js(r->env, r->callback, 3, args);
+  napi_delete_reference(r->env, r->callback);
   free(r);
 }
 
@@ -845,7 +834,7 @@ static void relay_on_poll(uv_poll_t *p, int status, int events) {
   else uv_poll_stop(&r->pb);
 }
 
-// relay(a, b, callback(bytesAtoB, bytesBtoA, failed)): copies both ways until both directions end or one
+// relay(a, b, callback(bytesAtoB, bytesBtoA, failed: 0 or 1)): copies both ways until both directions end or one
 // fails, then closes a and b (they become the relay's) and calls back.
 static napi_value Relay(napi_env env, napi_callback_info info) {
   size_t argc = 3;

@@ -39,7 +39,7 @@ interface Addon {
   SEND_RECORD: number;
   sendDatagrams(fd: number, data: Uint8Array, records: Int32Array, count: number, v6: boolean): number;
   /** Copies a <-> b with splice(2) until both directions end or one fails; a and b are the relay's then. */
-  relay(a: number, b: number, done: (bytesAtoB: number, bytesBtoA: number, failed: boolean) => void): void;
+  relay(a: number, b: number, done: (bytesAtoB: number, bytesBtoA: number, failed: number) => void): void;
   dup(fd: number): number;
 }
 
