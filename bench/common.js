@@ -54,11 +54,17 @@ export async function writeResult(name, result) {
  */
 export async function interleaved(cases, rounds, label = '') {
   const figures = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+  const total = rounds * Object.keys(cases).length;
+  const started = performance.now();
+  let done = 0;
   for (let r = 0; r < rounds; r++) {
     const order = Object.entries(cases);
     if (r % 2 === 1) order.reverse();
     for (const [name, run] of order) {
-      progress(`${label}round ${r + 1}/${rounds}: ${name}`);
+      // Time left, from the cases run so far (after the first).
+      const left = done === 0 ? '' : `, about ${Math.ceil((((performance.now() - started) / done) * (total - done)) / 1000)} s left`;
+      progress(`${label}round ${r + 1}/${rounds}: ${name}${left}`);
+      done++;
       figures[name].push(await run());
     }
   }
