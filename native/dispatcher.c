@@ -876,18 +876,67 @@ static napi_value Relay(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// dup(fd): a second descriptor for the same socket (close-on-exec), or -errno.
-static napi_value Dup(napi_env env, napi_callback_info info) {
+// connectStream(address: string, port: number): fd of a non-blocking stream socket whose connect is under
+// way (port 0: `address` is a Unix socket path). Wait for it to be writable, then read socketError. Proxy
+// mode connects this way so that no Node socket has to be created and taken apart for the splice relay.
+static napi_value ConnectStream(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char address[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+  size_t len;
+  int32_t port;
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], address, sizeof address, &len) != napi_ok || !arg_int(env, argv[1], &port)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "connectStream(address, port)");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t sslen;
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+  if (port == 0) {
+    if (len >= sizeof address - 1 || unix_address(address, (struct sockaddr_un *)&ss) < 0) return throw_errno(env, ENAMETOOLONG, address);
+    sslen = sizeof(struct sockaddr_un);
+  } else if (inet_pton(AF_INET6, address, &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    sslen = sizeof *s6;
+  } else if (inet_pton(AF_INET, address, &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    sslen = sizeof *s4;
+  } else {
+    return throw_errno(env, EINVAL, "connectStream: not an IP address");
+  }
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  if (port != 0) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  if (connect(fd, (struct sockaddr *)&ss, sslen) < 0 && errno != EINPROGRESS && errno != EAGAIN) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "connect");
+  }
+  return int_value(env, fd);
+}
+
+// socketError(fd): the pending error of a socket (SO_ERROR), 0 when its connect succeeded.
+static napi_value SocketError(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
   if (argc < 1 || !arg_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "dup(fd)");
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "socketError(fd)");
     return NULL;
   }
-  int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  return int_value(env, d < 0 ? -errno : d);
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  return int_value(env, err);
 }
 
 static napi_value Init(napi_env env, napi_value exports) {
@@ -909,7 +958,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"recvDatagrams", NULL, RecvDatagrams, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendDatagrams", NULL, SendDatagrams, NULL, NULL, NULL, napi_enumerable, NULL},
       {"relay", NULL, Relay, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"dup", NULL, Dup, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"connectStream", NULL, ConnectStream, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketError", NULL, SocketError, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
   napi_value v;

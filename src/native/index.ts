@@ -40,7 +40,9 @@ interface Addon {
   sendDatagrams(fd: number, data: Uint8Array, records: Int32Array, count: number, v6: boolean): number;
   /** Copies a <-> b with splice(2) until both directions end or one fails; a and b are the relay's then. */
   relay(a: number, b: number, done: (bytesAtoB: number, bytesBtoA: number, failed: number) => void): void;
-  dup(fd: number): number;
+  /** A non-blocking connect under way to `address`:`port` (port 0: a Unix socket path). */
+  connectStream(address: string, port: number): number;
+  socketError(fd: number): number;
 }
 
 declare const watchHandle: unique symbol;
