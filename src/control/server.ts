@@ -1,7 +1,4 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect } from 'node:net';
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { type Binding, parseBinding, parseLabel, parsePortText, parseProtocol } from '../bindings/binding.js';
 import { parseBindingsText } from '../bindings/file.js';
 import { type Filter } from '../bindings/order.js';
@@ -9,7 +6,7 @@ import { DispatcherError, type ErrorCode } from '../errors.js';
 import { type Diff } from '../table/table.js';
 import { parseUpstream, type Upstream } from '../proxy/upstream.js';
 import { API_PREFIX, type ErrorBody } from './protocol.js';
-import { native } from '../native/index.js';
+import { listenUnixPath } from '../native/unix-path.js';
 
 /** What the control API drives; the daemon implements it. */
 export interface ControlHandlers {
@@ -182,28 +179,7 @@ function reply(res: ServerResponse, status: number, body: unknown): void {
  * file nobody answers on (left by a dead daemon) is replaced. Anything else at the path is left alone.
  */
 export async function listenUnix(server: Server, path: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o755 });
-  const existing = await lstat(path).catch(() => undefined);
-  if (existing !== undefined) {
-    if (!existing.isSocket()) {
-      throw new DispatcherError('ERR_ALREADY_RUNNING', `${path} exists and is not a socket; refusing to replace it`);
-    }
-    if (await answers(path)) {
-      throw new DispatcherError('ERR_ALREADY_RUNNING', `another daemon is listening on ${path}`);
-    }
-    await unlink(path);
-  }
-  // Bound natively and served from the descriptor: Node removes the path when it closes a socket it bound
-  // itself, which would break a hand-over (the new daemon serves the same socket on the same path).
-  const umask = process.umask(0o117);
-  let fd: number;
-  try {
-    fd = native.listenSeqpacket(path, 512, true);
-  } finally {
-    process.umask(umask);
-  }
-  await chmod(path, 0o660);
-  await listenFd(server, fd);
+  await listenFd(server, listenUnixPath(path, 512, 0o660, 'stream'));
 }
 
 /** Serves `server` from a listening socket already open (`fd`). */
@@ -214,16 +190,5 @@ export function listenFd(server: Server, fd: number): Promise<void> {
       server.off('error', reject);
       resolve();
     });
-  });
-}
-
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
   });
 }

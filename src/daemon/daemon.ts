@@ -19,7 +19,7 @@ import { encodeDatagram, type Endpoint, type ReplyHeader } from '../handoff/mess
 import { type Worker } from '../registry/registry.js';
 import { Metrics } from '../metrics/metrics.js';
 import { ACCEPT_RECORD, DATAGRAM_RECORD, DATAGRAM_SLOT, native, READABLE, SEND_RECORD, type WatchHandle } from '../native/index.js';
-import { listenSeqpacketPath } from '../native/seqpacket-path.js';
+import { listenUnixPath } from '../native/unix-path.js';
 import { HandoverChannel, handoverPath, requestHandover, type SocketKind } from './handover.js';
 import { Policy } from '../registry/policy.js';
 import { Registry } from '../registry/registry.js';
@@ -156,7 +156,7 @@ export class Daemon {
       if (inherited === undefined) {
         await listenUnix(daemon.#control, full.controlPath);
         daemon.#services = ServicesSocket.listen(services);
-        daemon.#watchHandover(listenSeqpacketPath(handoverPath(full.controlPath), 4, 0o600));
+        daemon.#watchHandover(listenUnixPath(handoverPath(full.controlPath), 4, 0o600, 'seqpacket'));
       } else {
         const one = (kind: SocketKind): number => inherited.sockets.find((s) => s.kind === kind)?.fd ?? -1;
         await listenFd(daemon.#control, one('control'));

@@ -5,7 +5,7 @@ import { type Connection, headerBuffer } from '../handoff/connection.js';
 import { decodeWorkerMessage, encode, MAX_DATAGRAM_MESSAGE, PROTOCOL_VERSION, type DaemonMessage, type ReplyHeader } from '../handoff/messages.js';
 import { type Metrics } from '../metrics/metrics.js';
 import { EAGAIN, EMSGSIZE, errnoName, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
-import { listenSeqpacketPath } from '../native/seqpacket-path.js';
+import { listenUnixPath } from '../native/unix-path.js';
 import { type Policy } from './policy.js';
 import { type Registry, type Worker } from './registry.js';
 
@@ -48,7 +48,7 @@ export class ServicesSocket {
   }
 
   static listen(options: ServicesOptions): ServicesSocket {
-    return new ServicesSocket(options, listenSeqpacketPath(options.path, 512, 0o666));
+    return new ServicesSocket(options, listenUnixPath(options.path, 512, 0o666, 'seqpacket'));
   }
 
   /** Takes over the listening socket of a previous daemon (`fd`), at the same path. */
