@@ -212,16 +212,11 @@ export class Daemon {
    */
   #dispatch(batch: Int32Array, count: number, protocol: Protocol): void {
     const table = this.#table;
-    const key = this.#key;
     const now = process.hrtime.bigint();
     for (let i = 0; i < count; i++) {
       const o = i * ACCEPT_RECORD;
-      const family = batch[o + 1];
-      key[0] = batch[o + 2]!;
-      key[1] = batch[o + 3]!;
-      key[2] = batch[o + 4]!;
-      key[3] = batch[o + 5]!;
-      const label = family === 4 || family === 6 ? table.lookupLabel(protocol, family, key, batch[o + 6]!) : undefined;
+      // The local address: the one the client dialled.
+      const label = this.#labelAt(table, protocol, batch, o + 1);
       if (label === undefined) {
         native.reset(batch[o]!);
         this.metrics.miss(protocol);
@@ -230,6 +225,18 @@ export class Daemon {
       this.metrics.lookup(protocol, label);
       this.#registry.dispatch(label, Connection.fromBatch(batch, i, protocol, now));
     }
+  }
+
+  /** The label for the address at `at` of an accept or datagram record ([family, w0..w3, port]). */
+  #labelAt(table: Table, protocol: Protocol, record: Int32Array, at: number): string | undefined {
+    const family = record[at];
+    if (family !== 4 && family !== 6) return undefined;
+    const key = this.#key;
+    key[0] = record[at + 1]!;
+    key[1] = record[at + 2]!;
+    key[2] = record[at + 3]!;
+    key[3] = record[at + 4]!;
+    return table.lookupLabel(protocol, family, key, record[at + 5]!);
   }
 
   /** Ports mode: sockets follow the bound ports. tproxy mode: one transparent socket each, and the rules. */
@@ -257,15 +264,10 @@ export class Daemon {
   /** UDP, once per batch: each datagram by its destination, to the next worker of its label, or dropped. */
   #dispatchDatagrams(_fd: number, data: Uint8Array, meta: Int32Array, count: number): void {
     const table = this.#table;
-    const key = this.#key;
     for (let i = 0; i < count; i++) {
       const r = meta.subarray(i * DATAGRAM_RECORD, (i + 1) * DATAGRAM_RECORD);
-      const family = r[7];
-      key[0] = r[8]!;
-      key[1] = r[9]!;
-      key[2] = r[10]!;
-      key[3] = r[11]!;
-      const label = family === 4 || family === 6 ? table.lookupLabel('udp', family, key, r[12]!) : undefined;
+      // The destination: the address and port the client sent to.
+      const label = this.#labelAt(table, 'udp', r, 7);
       if (label === undefined) {
         this.metrics.miss('udp');
         continue;
@@ -291,25 +293,26 @@ export class Daemon {
    * cannot send as another service; it leaves from exactly the address and port the client sent to.
    */
   #reply(worker: Worker, reply: ReplyHeader, payload: Uint8Array): void {
-    let local;
-    try {
-      local = parseAddress(reply.local.address);
-    } catch {
-      return this.metrics.reply(worker.label, 'not_bound');
-    }
-    if (this.#table.lookupLabel('udp', local.family, local.words, reply.local.port) !== worker.label) return this.metrics.reply(worker.label, 'not_bound');
-    this.metrics.reply(worker.label, this.#sendUdp(reply.client, reply.local, payload) ? 'sent' : 'failed');
+    this.metrics.reply(worker.label, this.#sendUdp(reply.client, reply.local, payload, worker.label));
   }
 
-  /** Sends `payload` to `client` from exactly `local` (an address and port the daemon receives on). */
-  #sendUdp(clientEnd: Endpoint, localEnd: Endpoint, payload: Uint8Array): boolean {
+  /**
+   * Sends `payload` to `client` from exactly `local` (an address and port the daemon receives on). With
+   * `label`, only if `local` is bound to that label ('not_bound' otherwise).
+   */
+  #sendUdp(clientEnd: Endpoint, localEnd: Endpoint, payload: Uint8Array, label?: string): 'sent' | 'not_bound' | 'failed' {
     let local;
     let client;
     try {
       local = parseAddress(localEnd.address);
+    } catch {
+      return label === undefined ? 'failed' : 'not_bound';
+    }
+    if (label !== undefined && this.#table.lookupLabel('udp', local.family, local.words, localEnd.port) !== label) return 'not_bound';
+    try {
       client = parseAddress(clientEnd.address);
     } catch {
-      return false;
+      return 'failed';
     }
     const a = this.#addresses;
     a[0] = 0;
@@ -321,13 +324,18 @@ export class Daemon {
     // listen address's family and needs the source per datagram.
     putAddress(a, 8, tproxy ? 0 : local.family, local.words, localEnd.port);
     const v6 = tproxy ? local.family === 6 : this.#options.listenAddress.includes(':');
-    return fd >= 0 && native.sendDatagrams(fd, payload, a, 1, v6) === 1;
+    return fd >= 0 && native.sendDatagrams(fd, payload, a, 1, v6) === 1 ? 'sent' : 'failed';
   }
 
   /** Persists first, then swaps: a refused write changes nothing. */
   async #saveUpstreams(next: Map<string, Upstream>): Promise<void> {
-    await this.#state.save({ bindings: this.#table.bindings(), upstreams: [...next.values()] });
+    await this.#save(this.#table, next);
     this.#upstreams = next;
+  }
+
+  /** Writes the state file: what a restarted daemon starts from. */
+  #save(table: Table, upstreams: Map<string, Upstream>): Promise<void> {
+    return this.#state.save({ bindings: table.bindings(), upstreams: [...upstreams.values()] });
   }
 
   #listenerWarnings(): string[] {
@@ -448,13 +456,13 @@ export class Daemon {
 
   /** Persists first: if the disk refuses, the live table stays as it was and the caller gets the error. */
   async #commit(next: Table, what: Record<string, unknown>): Promise<void> {
-    await this.#state.save({ bindings: next.bindings(), upstreams: [...this.#upstreams.values()] });
+    await this.#save(next, this.#upstreams);
     if (this.#options.mode === 'tproxy') {
       try {
         await this.#steer(next);
       } catch (err) {
         // The rules did not change, so neither may the bindings.
-        await this.#state.save({ bindings: this.#table.bindings(), upstreams: [...this.#upstreams.values()] });
+        await this.#save(this.#table, this.#upstreams);
         throw err;
       }
     }
