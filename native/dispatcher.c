@@ -72,6 +72,30 @@ static napi_value int_value(napi_env env, int64_t n) {
   return v;
 }
 
+// An IP address (text) and port as a socket address; 0 if the text is neither IPv6 nor IPv4.
+static socklen_t parse_inet(const char *address, int32_t port, struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof *ss);
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+  struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+  if (inet_pton(AF_INET6, address, &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    return sizeof *s6;
+  }
+  if (inet_pton(AF_INET, address, &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    return sizeof *s4;
+  }
+  return 0;
+}
+
+// A typed array argument of type `want`: its data and element count; 0 if `v` is not one.
+static int arg_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
+  napi_typedarray_type type;
+  return napi_get_typedarray_info(env, v, &type, length, data, NULL, NULL) == napi_ok && type == want;
+}
+
 // listenInet(address: string, port: number, backlog: number, flags: number): fd
 // flags: 1 = IP_TRANSPARENT (tproxy), 2 = UDP instead of TCP. An IPv6 address gets a dual-stack socket.
 static napi_value ListenInet(napi_env env, napi_callback_info info) {
@@ -87,22 +111,9 @@ static napi_value ListenInet(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
-  socklen_t sslen;
-  int family;
-  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-  if (inet_pton(AF_INET6, address, &s6->sin6_addr) == 1) {
-    family = s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons((uint16_t)port);
-    sslen = sizeof *s6;
-  } else if (inet_pton(AF_INET, address, &s4->sin_addr) == 1) {
-    family = s4->sin_family = AF_INET;
-    s4->sin_port = htons((uint16_t)port);
-    sslen = sizeof *s4;
-  } else {
-    return throw_errno(env, EINVAL, "listen address is not an IP address");
-  }
+  socklen_t sslen = parse_inet(address, port, &ss);
+  if (sslen == 0) return throw_errno(env, EINVAL, "listen address is not an IP address");
+  int family = ss.ss_family;
   int udp = flags & 2;
   int fd = socket(family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
@@ -211,11 +222,10 @@ static napi_value AcceptBatch(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t lfd, max;
-  napi_typedarray_type type;
   size_t length;
   void *data;
   if (argc < 3 || !arg_int(env, argv[0], &lfd) || !arg_int(env, argv[2], &max) ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array) {
+      !arg_array(env, argv[1], napi_int32_array, &data, &length)) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "acceptBatch(fd, Int32Array, max)");
     return NULL;
   }
@@ -247,11 +257,9 @@ static napi_value AcceptUnix(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t lfd;
-  napi_typedarray_type type;
   size_t length;
   void *data;
-  if (argc < 2 || !arg_int(env, argv[0], &lfd) || napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok ||
-      type != napi_int32_array || length < 4) {
+  if (argc < 2 || !arg_int(env, argv[0], &lfd) || !arg_array(env, argv[1], napi_int32_array, &data, &length) || length < 4) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "acceptUnix(fd, Int32Array(4))");
     return NULL;
   }
@@ -281,12 +289,10 @@ static napi_value SendFd(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t sock, fd;
-  napi_typedarray_type type;
-  size_t length, offset;
+  size_t length;
   void *data;
-  napi_value ab;
   if (argc < 3 || !arg_int(env, argv[0], &sock) || !arg_int(env, argv[2], &fd) ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &offset) != napi_ok || type != napi_uint8_array) {
+      !arg_array(env, argv[1], napi_uint8_array, &data, &length)) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "sendFd(sock, Uint8Array, fd)");
     return NULL;
   }
@@ -321,12 +327,9 @@ static napi_value RecvMsg(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t sock;
-  napi_typedarray_type type, ftype;
   size_t length, flength;
   void *data, *fdata;
-  if (argc < 3 || !arg_int(env, argv[0], &sock) || napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok ||
-      type != napi_uint8_array || napi_get_typedarray_info(env, argv[2], &ftype, &flength, &fdata, NULL, NULL) != napi_ok ||
-      ftype != napi_int32_array || flength < MAX_FDS + 1) {
+  if (argc < 3 || !arg_int(env, argv[0], &sock) || !arg_array(env, argv[1], napi_uint8_array, &data, &length) || !arg_array(env, argv[2], napi_int32_array, &fdata, &flength) || flength < MAX_FDS + 1) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "recvMsg(sock, Uint8Array, Int32Array(9))");
     return NULL;
   }
@@ -540,11 +543,9 @@ static napi_value SockName(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
-  napi_typedarray_type type;
   size_t length;
   void *data;
-  if (argc < 2 || !arg_int(env, argv[0], &fd) || napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok ||
-      type != napi_int32_array || length < 6) {
+  if (argc < 2 || !arg_int(env, argv[0], &fd) || !arg_array(env, argv[1], napi_int32_array, &data, &length) || length < 6) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "sockName(fd, Int32Array(6))");
     return NULL;
   }
@@ -568,12 +569,11 @@ static napi_value RecvDatagrams(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd, count;
-  napi_typedarray_type dtype, mtype;
   size_t dlen, mlen;
   void *ddata, *mdata;
   if (argc < 4 || !arg_int(env, argv[0], &fd) || !arg_int(env, argv[3], &count) ||
-      napi_get_typedarray_info(env, argv[1], &dtype, &dlen, &ddata, NULL, NULL) != napi_ok || dtype != napi_uint8_array ||
-      napi_get_typedarray_info(env, argv[2], &mtype, &mlen, &mdata, NULL, NULL) != napi_ok || mtype != napi_int32_array) {
+      !arg_array(env, argv[1], napi_uint8_array, &ddata, &dlen) ||
+      !arg_array(env, argv[2], napi_int32_array, &mdata, &mlen)) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "recvDatagrams(fd, Uint8Array, Int32Array, count)");
     return NULL;
   }
@@ -661,13 +661,12 @@ static napi_value SendDatagrams(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd, count;
-  napi_typedarray_type dtype, rtype;
   size_t dlen, rlen;
   void *ddata, *rdata;
   bool v6;
   if (argc < 5 || !arg_int(env, argv[0], &fd) || !arg_int(env, argv[3], &count) ||
-      napi_get_typedarray_info(env, argv[1], &dtype, &dlen, &ddata, NULL, NULL) != napi_ok || dtype != napi_uint8_array ||
-      napi_get_typedarray_info(env, argv[2], &rtype, &rlen, &rdata, NULL, NULL) != napi_ok || rtype != napi_int32_array ||
+      !arg_array(env, argv[1], napi_uint8_array, &ddata, &dlen) ||
+      !arg_array(env, argv[2], napi_int32_array, &rdata, &rlen) ||
       napi_get_value_bool(env, argv[4], &v6) != napi_ok || count < 0 || count > DATAGRAM_BATCH || (size_t)count * SEND_RECORD > rlen) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "sendDatagrams(fd, Uint8Array, Int32Array, count <= 32, v6)");
     return NULL;
@@ -891,22 +890,12 @@ static napi_value ConnectStream(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
   socklen_t sslen;
-  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
   if (port == 0) {
+    memset(&ss, 0, sizeof ss);
     if (len >= sizeof address - 1 || unix_address(address, (struct sockaddr_un *)&ss) < 0) return throw_errno(env, ENAMETOOLONG, address);
     sslen = sizeof(struct sockaddr_un);
-  } else if (inet_pton(AF_INET6, address, &s6->sin6_addr) == 1) {
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons((uint16_t)port);
-    sslen = sizeof *s6;
-  } else if (inet_pton(AF_INET, address, &s4->sin_addr) == 1) {
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons((uint16_t)port);
-    sslen = sizeof *s4;
-  } else {
+  } else if ((sslen = parse_inet(address, port, &ss)) == 0) {
     return throw_errno(env, EINVAL, "connectStream: not an IP address");
   }
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
