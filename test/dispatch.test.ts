@@ -2,14 +2,12 @@ import t from 'tap';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
-import { startDaemon, tempDir } from './helpers/daemon.js';
+import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
 import { openFds } from './helpers/native.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 t.test('connections land where the bindings say, and the service sees the real client', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t);
   const port = randomPort();
   const other = port + 1;
   await d.cli('bind', 'add', 'web', 'tcp', '127.0.0.0/8', String(port));
@@ -60,9 +58,7 @@ t.test('connections land where the bindings say, and the service sees the real c
 });
 
 t.test('several workers of a label share its connections', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t);
   const port = randomPort();
   await d.cli('bind', 'add', 'web', 'tcp', '127.0.0.1', String(port));
   const workers = await Promise.all([startWorker('web', d.services), startWorker('web', d.services)]);
@@ -73,9 +69,7 @@ t.test('several workers of a label share its connections', async (t) => {
 });
 
 t.test('live rebinding under load: nothing lost, every connection served by a bound label', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t);
   const port = randomPort();
   await d.cli('bind', 'add', 'a', 'tcp', '127.0.0.0/8', String(port));
   const a = await startWorker('a', d.services);
@@ -109,9 +103,7 @@ t.test('live rebinding under load: nothing lost, every connection served by a bo
 });
 
 t.test('a connection made while the only worker restarts is served once it is back', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir, ['--queue-timeout', '5000']);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t, ['--queue-timeout', '5000']);
   const port = randomPort();
   await d.cli('bind', 'add', 'web', 'tcp', '127.0.0.1', String(port));
   const first = await startWorker('web', d.services);
@@ -127,9 +119,7 @@ t.test('a connection made while the only worker restarts is served once it is ba
 });
 
 t.test('the queue is bounded in time and size', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir, ['--queue-timeout', '300', '--queue-size', '2']);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t, ['--queue-timeout', '300', '--queue-size', '2']);
   const port = randomPort();
   await d.cli('bind', 'add', 'nobody-home', 'tcp', '127.0.0.1', String(port));
   const results = await Promise.allSettled([0, 1, 2].map(() => request('127.0.0.1', port)));
@@ -143,9 +133,7 @@ t.test('the queue is bounded in time and size', async (t) => {
 });
 
 t.test('a worker killed with hand-offs in flight: descriptors return to baseline, others keep serving', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir, ['--queue-timeout', '200']);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t, ['--queue-timeout', '200']);
   const port = randomPort();
   await d.cli('bind', 'add', 'stuck', 'tcp', '127.0.0.1', String(port));
   await d.cli('bind', 'add', 'fine', 'tcp', '127.0.0.2', String(port));
@@ -193,9 +181,7 @@ t.test('who may register: root and the daemon uid by default; --allow (here from
 });
 
 t.test('a port that cannot be bound is reported and retried', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t);
   const port = randomPort();
   const squatter = createServer();
   await new Promise<void>((r) => squatter.listen(port, '::', r));

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startDaemon, tempDir } from './helpers/daemon.js';
+import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
 import { createNamespaces, type Namespaces } from './helpers/netns.js';
 import { randomPort, sleep, startWorker } from './helpers/services.js';
 
@@ -20,9 +20,7 @@ const labelOf = (r: { line?: string; error?: string }): string => r.line?.split(
 
 t.test('tproxy mode: every port of a bound prefix, TCP and UDP, IPv4 and IPv6', { skip: !isRoot && 'needs root' }, async (t) => {
   const ns = await withNamespaces(t);
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir, ['--mode', 'tproxy'], { prefix: ns.inHost() });
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t, ['--mode', 'tproxy'], { prefix: ns.inHost() });
   for (const args of [
     ['web', 'tcp', '198.51.100.0/24'],
     ['vip', 'tcp', '198.51.100.7'],
@@ -100,9 +98,7 @@ t.test('tproxy mode without nft says so and exits', { skip: !isRoot && 'needs ro
 
 t.test('ports mode: dual-stack listeners serve IPv4 and IPv6 clients, TCP and UDP', { skip: !isRoot && 'needs root' }, async (t) => {
   const ns = await withNamespaces(t);
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir, [], { prefix: ns.inHost() });
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t, [], { prefix: ns.inHost() });
   const port = randomPort();
   await d.cli('bind', 'add', 'web', 'tcp', '198.51.100.0/24', String(port));
   await d.cli('bind', 'add', 'web', 'tcp', '2001:db8:1::/64', String(port));
@@ -117,9 +113,7 @@ t.test('ports mode: dual-stack listeners serve IPv4 and IPv6 clients, TCP and UD
 
 t.test('dig against two DNS services on one prefix', { skip: !isRoot && 'needs root' }, async (t) => {
   const ns = await withNamespaces(t);
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir, ['--mode', 'tproxy'], { prefix: ns.inHost() });
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t, ['--mode', 'tproxy'], { prefix: ns.inHost() });
   await d.cli('bind', 'add', 'dns-a', 'udp', '198.51.100.0/24', '53');
   await d.cli('bind', 'add', 'dns-b', 'udp', '198.51.100.53', '53');
   await d.cli('bind', 'add', 'dns-a', 'udp', '2001:db8:1::/64', '53');

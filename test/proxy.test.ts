@@ -6,7 +6,7 @@ import { createSocket } from 'node:dgram';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { native } from '../src/native/index.js';
-import { startDaemon, tempDir } from './helpers/daemon.js';
+import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
 import { openFds } from './helpers/native.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 
@@ -112,9 +112,7 @@ t.test('nginx and HAProxy see the real client and the dialled address, PROXY v1 
 });
 
 t.test('an upstream that refuses, hangs or closes mid-stream: reset or close, and nothing leaks', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir, ['--upstream-timeout', '500']);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t, ['--upstream-timeout', '500']);
   const port = randomPort();
   await d.cli('bind', 'add', 'refuses', 'tcp', '127.0.0.1', String(port));
   await d.cli('bind', 'add', 'hangs', 'tcp', '127.0.0.2', String(port));
@@ -164,9 +162,7 @@ t.test('an upstream that refuses, hangs or closes mid-stream: reset or close, an
 });
 
 t.test('bad upstreams are refused and change nothing', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t);
   for (const [args, message] of [
     [['web', 'http://x'], /is not unix:\/path, tcp:host:port or udp:host:port/],
     [['web', 'unix:relative'], /needs an absolute path/],
@@ -182,9 +178,7 @@ t.test('bad upstreams are refused and change nothing', async (t) => {
 });
 
 t.test('UDP through an upstream: per client flow, PROXY v2 on each datagram, answers from the dialled address', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t);
   const port = randomPort();
   // The upstream reads the PROXY v2 header (UDP over IPv4: 0x12) and answers with what it says.
   const upstream = createSocket('udp4');

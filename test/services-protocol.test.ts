@@ -5,7 +5,7 @@ import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { EAGAIN, MAX_FDS, native } from '../src/native/index.js';
-import { startDaemon, tempDir } from './helpers/daemon.js';
+import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
 import { openFds, readable } from './helpers/native.js';
 import { PYTHON_SERVICE, randomPort, request, sleep, startWorker } from './helpers/services.js';
 
@@ -87,9 +87,7 @@ function openFileForTest(dir: string): number {
 }
 
 t.test('a worker may only reply from addresses its label is bound to', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t);
   const port = randomPort();
   await d.cli('bind', 'add', 'dns', 'udp', '127.0.0.53', String(port));
   await d.cli('bind', 'add', 'other', 'udp', '127.0.0.54', String(port));
@@ -103,9 +101,7 @@ t.test('a worker may only reply from addresses its label is bound to', async (t)
 });
 
 t.test('garbage on the control socket gets an HTTP error or a close', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t);
   const send = (bytes: Buffer | string): Promise<string> =>
     new Promise((resolve) => {
       const s = connect(d.control);
@@ -123,9 +119,7 @@ t.test('garbage on the control socket gets an HTTP error or a close', async (t) 
 });
 
 t.test('the Python example speaks the protocol', async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir);
-  t.teardown(() => d.stop());
+  const d = await daemonIn(t);
   const port = randomPort();
   await d.cli('bind', 'add', 'py', 'tcp', '127.0.0.0/8', String(port));
   const py = await startWorker('py', d.services, { command: ['python3', PYTHON_SERVICE, 'py', d.services] });

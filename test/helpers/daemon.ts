@@ -73,3 +73,10 @@ export async function startDaemon(dir: string, extra: string[] = [], options: { 
     },
   };
 }
+
+/** A daemon in a fresh temporary directory, stopped when the test ends. */
+export async function daemonIn(t: { teardown(fn: () => unknown): void }, extra: string[] = [], options: { prefix?: string[] } = {}): Promise<RunningDaemon> {
+  const d = await startDaemon(await tempDir(t), extra, options);
+  t.teardown(() => d.stop());
+  return d;
+}
