@@ -90,6 +90,12 @@ static socklen_t parse_inet(const char *address, int32_t port, struct sockaddr_s
   return 0;
 }
 
+// A function argument.
+static int arg_function(napi_env env, napi_value v) {
+  napi_valuetype t;
+  return napi_typeof(env, v, &t) == napi_ok && t == napi_function;
+}
+
 // A typed array argument of type `want`: its data and element count; 0 if `v` is not one.
 static int arg_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
   napi_typedarray_type type;
@@ -471,8 +477,7 @@ static napi_value Watch(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd, events;
-  napi_valuetype t;
-  if (argc < 3 || !arg_int(env, argv[0], &fd) || !arg_int(env, argv[1], &events) || napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function) {
+  if (argc < 3 || !arg_int(env, argv[0], &fd) || !arg_int(env, argv[1], &events) || !arg_function(env, argv[2])) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "watch(fd, events, callback)");
     return NULL;
   }
@@ -840,8 +845,7 @@ static napi_value Relay(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t a, b;
-  napi_valuetype t;
-  if (argc < 3 || !arg_int(env, argv[0], &a) || !arg_int(env, argv[1], &b) || napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function) {
+  if (argc < 3 || !arg_int(env, argv[0], &a) || !arg_int(env, argv[1], &b) || !arg_function(env, argv[2])) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "relay(a, b, callback)");
     return NULL;
   }
