@@ -3,7 +3,7 @@ import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
-import { openFds } from './helpers/native.js';
+import { openFds, settledFds } from './helpers/native.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 t.test('connections land where the bindings say, and the service sees the real client', async (t) => {
@@ -140,7 +140,7 @@ t.test('a worker killed with hand-offs in flight: descriptors return to baseline
   const fine = await startWorker('fine', d.services);
   t.teardown(() => fine.stop());
   t.equal((await request('127.0.0.2', port)).label, 'fine');
-  const baseline = openFds(d.process.pid!);
+  const baseline = await settledFds(d.process.pid!);
   const stuck = await startWorker('stuck', d.services, { window: 8 });
   stuck.process.kill('SIGSTOP'); // it takes nothing from its socket now
   const attempts = Array.from({ length: 20 }, () => request('127.0.0.1', port, { timeoutMs: 3000 }).catch((err: NodeJS.ErrnoException) => err.code));

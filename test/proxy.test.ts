@@ -7,7 +7,7 @@ import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { native } from '../src/native/index.js';
 import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
-import { openFds } from './helpers/native.js';
+import { openFds, settledFds } from './helpers/native.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 // Proxy mode against real servers that read the PROXY protocol: nginx and HAProxy (Debian packages).
@@ -117,7 +117,7 @@ t.test('an upstream that refuses, hangs or closes mid-stream: reset or close, an
   await d.cli('bind', 'add', 'refuses', 'tcp', '127.0.0.1', String(port));
   await d.cli('bind', 'add', 'hangs', 'tcp', '127.0.0.2', String(port));
   await d.cli('bind', 'add', 'breaks', 'tcp', '127.0.0.3', String(port));
-  const baseline = openFds(d.process.pid!);
+  const baseline = await settledFds(d.process.pid!);
 
   const closed = randomPort();
   await d.cli('upstream', 'add', 'refuses', `tcp:127.0.0.1:${closed}`);

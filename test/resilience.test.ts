@@ -1,7 +1,7 @@
 import t from 'tap';
 import { connect, type Socket } from 'node:net';
 import { startDaemon, tempDir } from './helpers/daemon.js';
-import { openFds } from './helpers/native.js';
+import { openFds, settledFds } from './helpers/native.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 t.test('SIGKILL under load: a restart has the same bindings, and the workers come back by themselves', async (t) => {
@@ -48,7 +48,7 @@ t.test('a flood of more connections than the descriptor limit: the daemon surviv
   const d = await startDaemon(dir, ['--queue-timeout', '1000'], { prefix: ['prlimit', '--nofile=96', '--'] });
   t.teardown(() => d.stop());
   await d.cli('bind', 'add', 'web', 'tcp', '127.0.0.1', String(port));
-  const baseline = openFds(d.process.pid!);
+  const baseline = await settledFds(d.process.pid!);
   const sockets: Socket[] = [];
   const outcomes = await Promise.all(
     Array.from(

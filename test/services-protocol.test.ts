@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { EAGAIN, MAX_FDS, native } from '../src/native/index.js';
 import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
-import { openFds, readable } from './helpers/native.js';
+import { openFds, readable, settledFds } from './helpers/native.js';
 import { PYTHON_SERVICE, randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 /** Sends `payload` on a fresh services connection; returns the daemon's answer and whether it then closed. */
@@ -42,7 +42,7 @@ t.test('garbage on the services socket gets an error and a close, never a crash 
   const dir = await tempDir(t);
   const d = await startDaemon(dir);
   t.teardown(() => d.stop());
-  const baseline = openFds(d.process.pid!);
+  const baseline = await settledFds(d.process.pid!);
   const cases: [string, (Buffer | string)[], RegExp][] = [
     ['random bytes', [randomBytes(300)], /not UTF-8 JSON|not a JSON object/],
     ['a truncated message', ['{"type":"regis'], /not UTF-8 JSON/],

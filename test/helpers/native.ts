@@ -30,3 +30,18 @@ export function readable(fd: number): Promise<number> {
     });
   });
 }
+
+/**
+ * A process's open descriptors once they stop changing: a control connection the CLI just closed can
+ * still be open in the daemon for a moment, and must not be counted in a baseline.
+ */
+export async function settledFds(pid: number): Promise<number> {
+  let last = openFds(pid);
+  for (let same = 0, i = 0; same < 3 && i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = openFds(pid);
+    same = now === last ? same + 1 : 0;
+    last = now;
+  }
+  return last;
+}
