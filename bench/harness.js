@@ -87,6 +87,8 @@ export async function startServer(args, port) {
   throw new Error(`${args.join(' ')} did not accept on port ${port}`);
 }
 
+/** @typedef {Awaited<ReturnType<typeof daemon>>} Daemon */
+
 /**
  * A daemon in `dir`, answering on its control socket.
  * @param {string} dir
@@ -120,6 +122,17 @@ export async function daemon(dir, extra = [], prefix = []) {
  */
 export async function bind(client, label, protocol, prefix, port) {
   await client.call('POST', '/bindings', { body: JSON.stringify({ label, protocol, prefix, port }) });
+}
+
+/**
+ * The first group of `re` in `text` (a tool's output), or an error quoting the text.
+ * @param {RegExp} re
+ * @param {string} text
+ */
+export function capture(re, text) {
+  const m = re.exec(text)?.[1];
+  if (m === undefined) throw new Error(`no ${re} in:\n${text}`);
+  return m;
 }
 
 /**
