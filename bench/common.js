@@ -1,4 +1,4 @@
-// Shared by the benchmarks: statistics over rounds, the machine's description, and result files.
+// Shared by the benchmarks: statistics over rounds, the machine's description, result files, reading tools' output.
 import { cpus, release, totalmem } from 'node:os';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -44,6 +44,17 @@ export function si(n) {
   if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k`;
   return n.toFixed(n < 10 ? 2 : 0);
+}
+
+/**
+ * The first group of `re` in `text` (a tool's output), or an error quoting the text.
+ * @param {RegExp} re
+ * @param {string} text
+ */
+export function capture(re, text) {
+  const m = re.exec(text)?.[1];
+  if (m === undefined) throw new Error(`no ${re} in:\n${text}`);
+  return m;
 }
 
 /** @param {string} text */

@@ -12,8 +12,8 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { interleaved, si, writeResult } from './common.js';
-import { bind, capture, cpuSeconds, daemon, requireTool, start, startServer, status, stopAll } from './harness.js';
+import { capture, interleaved, si, writeResult } from './common.js';
+import { bind, cpuSeconds, daemon, requireTool, start, startServer, status, stopAll } from './harness.js';
 
 /** @typedef {import('./harness.js').Daemon} Daemon */
 /** @typedef {import('./common.js').Summary} Summary */

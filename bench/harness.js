@@ -125,17 +125,6 @@ export async function bind(client, label, protocol, prefix, port) {
 }
 
 /**
- * The first group of `re` in `text` (a tool's output), or an error quoting the text.
- * @param {RegExp} re
- * @param {string} text
- */
-export function capture(re, text) {
-  const m = re.exec(text)?.[1];
-  if (m === undefined) throw new Error(`no ${re} in:\n${text}`);
-  return m;
-}
-
-/**
  * The daemon's counters.
  * @param {ControlClient} client
  * @returns {Promise<Status>}

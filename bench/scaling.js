@@ -8,8 +8,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { interleaved, si, writeResult } from './common.js';
-import { bind, capture, daemon, requireTool, start, stopAll } from './harness.js';
+import { capture, interleaved, si, writeResult } from './common.js';
+import { bind, daemon, requireTool, start, stopAll } from './harness.js';
 
 /** @typedef {import('../dist/index.js').BindingJSON} BindingJSON */
 

@@ -8,7 +8,8 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bind, capture, daemon, start, stopAll } from './harness.js';
+import { capture } from './common.js';
+import { bind, daemon, start, stopAll } from './harness.js';
 
 const at = process.argv.indexOf('--minutes');
 const MINUTES = at > 0 ? Number(process.argv[at + 1]) : 10;
