@@ -20,7 +20,12 @@ const REPLACES = QUICK ? 2 : 6;
 const SERVICE = fileURLToPath(new URL('./services/http-service.mjs', import.meta.url));
 const PORT = 28080;
 
-/** ms until `address`:`port` answers an HTTP request. */
+/**
+ * ms until `address`:`port` answers an HTTP request.
+ * @param {string} address
+ * @param {number} port
+ * @returns {Promise<number>}
+ */
 function served(address, port) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
@@ -33,6 +38,11 @@ function served(address, port) {
   });
 }
 
+/**
+ * A bindings file's JSON, for PUT /bindings.
+ * @param {number} n
+ * @param {number} seed
+ */
 function bindings(n, seed) {
   // n /32s of the benchmark range 198.18.0.0/15, relabelled by `seed` (never dialled: only the replace
   // matters), plus the binding that stays.
@@ -47,7 +57,9 @@ try {
   await bind(d.client, 'stay', 'tcp', '127.0.0.1', PORT);
   await start([process.execPath, SERVICE, 'attach', 'stay,moved', d.services]);
 
+  /** @type {number[]} */
   const sameport = [];
+  /** @type {number[]} */
   const newport = [];
   for (let i = 0; i < SAMPLES; i++) {
     await bind(d.client, 'moved', 'tcp', `127.0.3.${i + 1}`, PORT);
@@ -63,6 +75,7 @@ try {
   const clients = Array.from({ length: 4 }, async () => {
     while (running) await served('127.0.0.1', PORT).then(() => ok++, () => failed++);
   });
+  /** @type {number[]} */
   const replaceMs = [];
   for (let i = 0; i < REPLACES; i++) {
     const body = bindings(100_000, i % 2);
@@ -79,6 +92,7 @@ try {
     replace_100k_ms: summary(replaceMs),
     during_replaces: { served: ok, failed },
   };
+  /** @param {import('./common.js').Summary} s */
   const f = (s) => `median ${s.median.toFixed(2)} ms (${s.min.toFixed(2)}-${s.max.toFixed(2)})`;
   console.log(`\nFrom bind add returning to the first connection served under it (${SAMPLES} samples):`);
   console.log(`  a new address, port already listening  ${f(result.bind_to_served_ms.same_port)}`);

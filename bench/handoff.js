@@ -12,8 +12,17 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { interleaved, si, writeResult } from './common.js';
-import { bind, cpuSeconds, daemon, requireTool, start, startServer, stopAll } from './harness.js';
+import { capture, interleaved, si, writeResult } from './common.js';
+import { bind, cpuSeconds, daemon, requireTool, start, startServer, status, stopAll } from './harness.js';
+
+/** @typedef {import('./harness.js').Daemon} Daemon */
+/** @typedef {import('./common.js').Summary} Summary */
+/** @typedef {import('../dist/index.js').ControlClient} ControlClient */
+/**
+ * One round of a case: its figure (what interleaved() summarizes) and whatever else the case measured.
+ * @typedef {{ figure: number, p50?: number, p99?: number, daemon_us_per_handoff?: number, proxy_us_per_connection?: number, handoffs_per_second?: number }} Round
+ */
+/** @typedef {Round & { rps: number, p50: number, p99: number, errors: string }} WrkRound */
 
 const QUICK = process.argv.includes('--quick');
 const ROUNDS = 3;
@@ -22,26 +31,39 @@ const CONNECTIONS = 32;
 const BULK_BYTES = QUICK ? 256 * 2 ** 20 : 2 ** 30;
 const SERVICE = fileURLToPath(new URL('./services/http-service.mjs', import.meta.url));
 
+/** @param {string} text wrk's latency, e.g. 812.00us, 1.20ms, 2.01s */
 function toMs(text) {
   const m = /^([\d.]+)(us|ms|s)$/.exec(text);
-  return m ? Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2]] : NaN;
+  if (!m) return NaN;
+  const [, value, unit] = m;
+  return Number(value) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1);
 }
 
+/**
+ * @param {number} port
+ * @param {boolean} close with Connection: close, a new connection per request
+ * @returns {WrkRound}
+ */
 function wrk(port, close) {
   const args = ['-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', ...(close ? ['-H', 'Connection: close'] : []), `http://127.0.0.1:${port}/`];
   const out = execFileSync('wrk', args, { encoding: 'utf8' });
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)[1]);
-  const p50 = toMs(/^\s+50%\s+(\S+)/m.exec(out)[1]);
-  const p99 = toMs(/^\s+99%\s+(\S+)/m.exec(out)[1]);
+  const rps = Number(capture(/Requests\/sec:\s+([\d.]+)/, out));
+  const p50 = toMs(capture(/^\s+50%\s+(\S+)/m, out));
+  const p99 = toMs(capture(/^\s+99%\s+(\S+)/m, out));
   const errors = /Socket errors: (.*)/.exec(out)?.[1] ?? '';
   return { figure: rps, rps, p50, p99, errors };
 }
 
+/** @param {ControlClient} client */
 async function handoffs(client) {
-  return (await client.call('GET', '/status')).connections.handoffs;
+  return (await status(client)).connections.handoffs;
 }
 
-/** Runs a wrk case and measures the CPU `pid` spent per request (proxy mode's daemon, HAProxy). */
+/**
+ * Runs a wrk case and measures the CPU `pid` spent per request (proxy mode's daemon, HAProxy).
+ * @param {number | undefined} pid
+ * @param {() => WrkRound} fn
+ */
 async function withCpu(pid, fn) {
   const c0 = await cpuSeconds(pid);
   const r = await fn();
@@ -49,7 +71,12 @@ async function withCpu(pid, fn) {
   return { ...r, proxy_us_per_connection: ((c1 - c0) / (r.rps * SECONDS)) * 1e6 };
 }
 
-/** Runs `fn` and measures the daemon's CPU per hand-off over it. */
+/**
+ * Runs `fn` and measures the daemon's CPU per hand-off over it.
+ * @template {Round} R
+ * @param {Daemon} d
+ * @param {() => R | Promise<R>} fn
+ */
 async function withDaemonCpu(d, fn) {
   const [cpu0, h0] = [await cpuSeconds(d.pid), await handoffs(d.client)];
   const t0 = performance.now();
@@ -60,6 +87,11 @@ async function withDaemonCpu(d, fn) {
   return { ...result, handoffs: n, handoffs_per_second: n / seconds, daemon_us_per_handoff: ((cpu1 - cpu0) / n) * 1e6 };
 }
 
+/**
+ * Gbit/s of one BULK_BYTES download from `port`.
+ * @param {number} port
+ * @returns {Promise<Round & { gbps: number }>}
+ */
 function download(port) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
@@ -116,7 +148,6 @@ try {
     start([process.execPath, SERVICE, 'bulk-direct', ports.bulkDirect, BULK_BYTES]),
     start([process.execPath, SERVICE, 'bulk-attach', 'bulk', d.services, BULK_BYTES]),
   ]);
-  const figures = {};
   const cases = {
     'new connections, direct': () => wrk(ports.direct, true),
     'new connections, dispatcher': () => withDaemonCpu(d, () => wrk(ports.http, true)),
@@ -134,14 +165,16 @@ try {
     'bulk, proxy mode': () => download(ports.bulkProxy),
     'bulk, HAProxy': () => download(ports.bulkHaproxy),
   };
+  /** @typedef {keyof typeof cases} CaseName */
+  const names = /** @type {CaseName[]} */ (Object.keys(cases));
   // interleaved() summarizes one number per case; keep every field of every round.
-  const raw = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+  const raw = /** @type {Record<CaseName, Round[]>} */ (Object.fromEntries(names.map((k) => [k, /** @type {Round[]} */ ([])])));
   const summary = await interleaved(
     Object.fromEntries(
-      Object.entries(cases).map(([name, run]) => [
+      names.map((name) => [
         name,
         async () => {
-          const r = await run();
+          const r = await cases[name]();
           raw[name].push(r);
           return r.figure;
         },
@@ -149,32 +182,48 @@ try {
     ),
     ROUNDS,
   );
+  /**
+   * The middle round's `field` (undefined when the case does not measure it).
+   * @param {CaseName} name
+   * @param {Exclude<keyof Round, 'figure'>} field
+   */
   const med = (name, field) => {
-    const xs = raw[name].map((r) => r[field]).sort((a, b) => a - b);
+    const xs = raw[name]
+      .map((r) => r[field])
+      .filter((x) => x !== undefined)
+      .sort((a, b) => a - b);
     return xs[xs.length >> 1];
   };
-  for (const name of Object.keys(cases)) {
-    figures[name] = {
-      ...summary[name],
-      p50_ms: med(name, 'p50'),
-      p99_ms: med(name, 'p99'),
-      daemon_us_per_handoff: med(name, 'daemon_us_per_handoff'),
-      proxy_us_per_connection: med(name, 'proxy_us_per_connection'),
-      handoffs_per_second: med(name, 'handoffs_per_second'),
-      rounds_raw: raw[name],
-    };
-  }
+  const figures = /** @type {Record<CaseName, Summary & { p50_ms?: number, p99_ms?: number, daemon_us_per_handoff?: number, proxy_us_per_connection?: number, handoffs_per_second?: number, rounds_raw: Round[] }>} */ (
+    Object.fromEntries(
+      names.map((name) => [
+        name,
+        {
+          ...summary[name],
+          p50_ms: med(name, 'p50'),
+          p99_ms: med(name, 'p99'),
+          daemon_us_per_handoff: med(name, 'daemon_us_per_handoff'),
+          proxy_us_per_connection: med(name, 'proxy_us_per_connection'),
+          handoffs_per_second: med(name, 'handoffs_per_second'),
+          rounds_raw: raw[name],
+        },
+      ]),
+    )
+  );
 
+  /** @param {CaseName} a @param {CaseName} b */
   const ratio = (a, b) => (figures[a].median / figures[b].median).toFixed(2);
   console.log(`\nMedians of ${ROUNDS} interleaved rounds, ${SECONDS} s each, wrk -t1 -c${CONNECTIONS}; ratio to direct from the same rounds\n`);
   for (const [name, f] of Object.entries(figures)) {
     const unit = name.startsWith('bulk') ? `${f.median.toFixed(1)} Gbit/s` : name.startsWith('dispatch only') ? `${si(f.median)} hand-offs/s` : `${si(f.median)} req/s`;
-    const lat = name.startsWith('bulk') || name.startsWith('dispatch only') ? '' : `  p50 ${f.p50_ms.toFixed(2)} ms  p99 ${f.p99_ms.toFixed(2)} ms`;
-    const cpu = Number.isFinite(f.daemon_us_per_handoff)
-      ? `  daemon ${f.daemon_us_per_handoff.toFixed(1)} µs CPU/hand-off, ${si(f.handoffs_per_second)} hand-offs/s`
-      : Number.isFinite(f.proxy_us_per_connection)
-        ? `  proxy ${f.proxy_us_per_connection.toFixed(1)} µs CPU/connection`
-        : '';
+    const { p50_ms: p50, p99_ms: p99, daemon_us_per_handoff: perHandoff, handoffs_per_second: handoffsPerSecond, proxy_us_per_connection: perConnection } = f;
+    const lat = name.startsWith('bulk') || name.startsWith('dispatch only') || p50 === undefined || p99 === undefined ? '' : `  p50 ${p50.toFixed(2)} ms  p99 ${p99.toFixed(2)} ms`;
+    const cpu =
+      perHandoff !== undefined && handoffsPerSecond !== undefined && Number.isFinite(perHandoff)
+        ? `  daemon ${perHandoff.toFixed(1)} µs CPU/hand-off, ${si(handoffsPerSecond)} hand-offs/s`
+        : perConnection !== undefined && Number.isFinite(perConnection)
+          ? `  proxy ${perConnection.toFixed(1)} µs CPU/connection`
+          : '';
     console.log(`  ${name.padEnd(30)} ${unit.padStart(14)} (${si(f.min)}-${si(f.max)})${lat}${cpu}`);
   }
   console.log(`\n  new connections: dispatcher / direct = ${ratio('new connections, dispatcher', 'new connections, direct')}`);

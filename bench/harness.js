@@ -9,10 +9,29 @@ import { ControlClient } from '../dist/index.js';
 const CLI = fileURLToPath(new URL('../bin/dispatcher', import.meta.url));
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
+/** @typedef {import('node:child_process').ChildProcess} ChildProcess */
+/** The part of GET /status the benchmarks read. @typedef {{ connections: { handoffs: number, datagrams: number } }} Status */
+
+/** @type {ChildProcess[]} */
 const children = [];
 process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
 
-/** Exits with the package to install when a tool is missing, instead of failing obscurely later. */
+/**
+ * `spawn`'s two arguments from one command line.
+ * @param {readonly string[]} command
+ * @returns {[string, string[]]}
+ */
+function fileAndArgs(command) {
+  const [file, ...args] = command;
+  if (file === undefined) throw new Error('an empty command');
+  return [file, args];
+}
+
+/**
+ * Exits with the package to install when a tool is missing, instead of failing obscurely later.
+ * @param {string} name
+ * @param {string} pkg
+ */
 export function requireTool(name, pkg) {
   try {
     execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' });
@@ -22,13 +41,19 @@ export function requireTool(name, pkg) {
   }
 }
 
-/** Starts a process (`prefix` e.g. ip netns exec NAME) and resolves once its output matches `ready`. */
+/**
+ * Starts a process (`prefix` e.g. ip netns exec NAME) and resolves once its output matches `ready`.
+ * @param {readonly (string | number)[]} args the command and its arguments (numbers as their decimal text)
+ * @param {readonly string[]} prefix
+ * @returns {Promise<ChildProcess>}
+ */
 export function start(args, ready = /ready/, prefix = []) {
-  const command = [...prefix, ...args];
-  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const command = [...prefix, ...args].map(String);
+  const child = spawn(...fileAndArgs(command), { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let out = '';
   return new Promise((resolve, reject) => {
+    /** @param {Buffer} c */
     const onData = (c) => {
       out += c.toString();
       if (ready.test(out)) resolve(child);
@@ -39,9 +64,13 @@ export function start(args, ready = /ready/, prefix = []) {
   });
 }
 
-/** Starts a server that prints nothing when ready (HAProxy), and resolves once `port` accepts. */
+/**
+ * Starts a server that prints nothing when ready (HAProxy), and resolves once `port` accepts.
+ * @param {readonly string[]} args the command and its arguments
+ * @param {number} port
+ */
 export async function startServer(args, port) {
-  const child = spawn(args[0], args.slice(1), { stdio: 'ignore' });
+  const child = spawn(...fileAndArgs(args), { stdio: 'ignore' });
   children.push(child);
   for (let i = 0; i < 100; i++) {
     const ok = await new Promise((resolve) => {
@@ -58,12 +87,19 @@ export async function startServer(args, port) {
   throw new Error(`${args.join(' ')} did not accept on port ${port}`);
 }
 
-/** A daemon in `dir`, answering on its control socket. */
+/** @typedef {Awaited<ReturnType<typeof daemon>>} Daemon */
+
+/**
+ * A daemon in `dir`, answering on its control socket.
+ * @param {string} dir
+ * @param {readonly string[]} extra more daemon options
+ * @param {readonly string[]} prefix
+ */
 export async function daemon(dir, extra = [], prefix = []) {
   const control = join(dir, 'control.sock');
   const services = join(dir, 'services.sock');
   const command = [...prefix, process.execPath, CLI, 'daemon', '--control', control, '--services', services, '--state-dir', join(dir, 'state'), ...extra];
-  const child = spawn(command[0], command.slice(1), { stdio: 'ignore' });
+  const child = spawn(...fileAndArgs(command), { stdio: 'ignore' });
   children.push(child);
   const client = new ControlClient(control);
   for (let i = 0; ; i++) {
@@ -77,13 +113,34 @@ export async function daemon(dir, extra = [], prefix = []) {
   }
 }
 
+/**
+ * @param {ControlClient} client
+ * @param {string} label
+ * @param {import('../dist/index.js').Protocol} protocol
+ * @param {string} prefix
+ * @param {number} port
+ */
 export async function bind(client, label, protocol, prefix, port) {
   await client.call('POST', '/bindings', { body: JSON.stringify({ label, protocol, prefix, port }) });
 }
 
-/** User plus system CPU seconds of a process so far. */
+/**
+ * The daemon's counters.
+ * @param {ControlClient} client
+ * @returns {Promise<Status>}
+ */
+export async function status(client) {
+  return client.call('GET', '/status');
+}
+
+/**
+ * User plus system CPU seconds of a process so far.
+ * @param {number | undefined} pid (undefined, from a process that never started: throws ENOENT)
+ */
 export async function cpuSeconds(pid) {
-  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1].split(' ');
+  // The fields after the command name, which is in parentheses and may hold anything, ") " too.
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }
 

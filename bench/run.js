@@ -10,10 +10,32 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machine, resultFile, RESULTS_DIR } from './common.js';
 
+/** @typedef {import('./common.js').Summary} Summary */
+/**
+ * What this reads of each benchmark's result file.
+ * @typedef {{
+ *   handoff?: { figures: Record<string, Summary> },
+ *   udp?: { direct: Summary, dispatched: Summary },
+ *   scaling?: { summary: Record<string, Summary> & { '1 worker per label': Summary } },
+ *   tproxy?: { summary: Record<string, Summary> & { direct: Summary } },
+ *   table?: {
+ *     lookups: { size: number, build_ms: number, lookups_per_second: Record<string, Summary> & Record<'table (numeric address)' | 'arkime-iptrie', Summary> }[],
+ *     daemon: { replace_100k_ms: number, rss_1m_mib?: number },
+ *   },
+ *   control?: {
+ *     bind_to_served_ms: { same_port: Summary, new_port: Summary },
+ *     replace_100k_ms: Summary,
+ *     during_replaces: { served: number, failed: number },
+ *   },
+ * }} Results
+ */
+/** A chart's group of bars, each a ratio to its group's direct case. @typedef {{ title: string, bars: { name: string, value: number, ratio: number }[] }} Group */
+
 const QUICK = process.argv.includes('--quick');
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const date = new Date().toISOString().slice(0, 10);
 
+/** @param {string} cmd */
 const has = (cmd) => {
   try {
     execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
@@ -23,6 +45,7 @@ const has = (cmd) => {
   }
 };
 
+/** @type {{ name: keyof Results, script: string, node?: string[], needs: [cmd: string, pkg: string][], root?: boolean }[]} */
 const suites = [
   { name: 'table', script: 'table.js', node: ['--expose-gc'], needs: [] },
   { name: 'handoff', script: 'handoff.js', needs: [['wrk', 'wrk'], ['haproxy', 'haproxy']] },
@@ -32,12 +55,14 @@ const suites = [
   { name: 'tproxy', script: 'tproxy.js', needs: [['wrk', 'wrk'], ['nft', 'nftables']], root: true },
 ];
 
+/** @type {Results} */
 const results = {};
+/** @type {string[]} */
 const skipped = [];
 const started = Date.now();
 for (const [i, suite] of suites.entries()) {
   const missing = suite.needs.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg);
-  if (missing.length > 0 || (suite.root && process.getuid() !== 0)) {
+  if (missing.length > 0 || (suite.root && process.getuid?.() !== 0)) {
     const why = missing.length > 0 ? `missing ${missing.join(', ')} (apt-get install ${missing.join(' ')})` : 'needs root';
     skipped.push(`${suite.name}: ${why}`);
     process.stderr.write(`[${i + 1}/${suites.length}] ${suite.name}: skipped, ${why}\n`);
@@ -58,10 +83,25 @@ for (const [i, suite] of suites.entries()) {
 
 /** Bars: each comparison as ratios to its own direct case, from the same run. */
 function comparisons() {
+  /** @type {Group[]} */
   const out = [];
   const h = results.handoff?.figures;
   if (h) {
-    const group = (title, direct, names) => out.push({ title, bars: names.filter((n) => h[n]).map((n) => ({ name: n.split(', ')[1], value: h[n].median, ratio: h[n].median / h[direct].median })) });
+    /**
+     * The cases of `names` that ran ("kind, how") as bars named "how", ratios to `direct` (no group without it).
+     * @param {string} title
+     * @param {string} direct
+     * @param {string[]} names
+     */
+    const group = (title, direct, names) => {
+      const base = h[direct];
+      if (!base) return;
+      const bars = names.flatMap((n) => {
+        const s = h[n];
+        return s ? [{ name: n.split(', ')[1] ?? n, value: s.median, ratio: s.median / base.median }] : [];
+      });
+      out.push({ title, bars });
+    };
     group('New TCP connections/s (wrk, Connection: close)', 'new connections, direct', ['new connections, direct', 'new connections, dispatcher', 'new connections, proxy mode', 'new connections, HAProxy']);
     group('Keep-alive requests/s', 'keep-alive, direct', ['keep-alive, direct', 'keep-alive, dispatcher']);
     group('Bulk transfer, Gbit/s', 'bulk, direct', ['bulk, direct', 'bulk, dispatcher', 'bulk, proxy mode', 'bulk, HAProxy']);
@@ -78,6 +118,7 @@ function comparisons() {
   return out;
 }
 
+/** @param {Group[]} groups */
 function svg(groups) {
   const rowH = 22;
   const left = 250;
@@ -106,6 +147,7 @@ ${parts.join('\n')}
 `;
 }
 
+/** @param {Group[]} groups */
 function markdown(groups) {
   const lines = [`# Benchmarks, ${date}${QUICK ? ' (quick smoke run: not for judging speed)' : ''}`, '', `Machine: ${JSON.stringify(machine())}`, ''];
   for (const g of groups) {
@@ -139,7 +181,7 @@ function markdown(groups) {
 const groups = comparisons();
 // A quick run keeps its own files, so a smoke check never replaces the figures the README shows.
 const suffix = QUICK ? '-quick' : '';
-const files = [`${date}${suffix}.json`, `summary${suffix}.md`, `chart${suffix}.svg`];
+const files = /** @type {const} */ ([`${date}${suffix}.json`, `summary${suffix}.md`, `chart${suffix}.svg`]);
 await writeFile(join(RESULTS_DIR, files[0]), `${JSON.stringify({ date, quick: QUICK, machine: machine(), results, skipped }, null, 2)}\n`);
 await writeFile(join(RESULTS_DIR, files[1]), markdown(groups));
 await writeFile(join(RESULTS_DIR, files[2]), svg(groups));

@@ -8,8 +8,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { interleaved, si, writeResult } from './common.js';
+import { capture, interleaved, si, writeResult } from './common.js';
 import { bind, daemon, requireTool, start, stopAll } from './harness.js';
+
+/** @typedef {import('../dist/index.js').BindingJSON} BindingJSON */
 
 const QUICK = process.argv.includes('--quick');
 const ROUNDS = 3;
@@ -18,9 +20,14 @@ const SERVICE = fileURLToPath(new URL('./services/http-service.mjs', import.meta
 
 requireTool('wrk', 'wrk');
 
+/**
+ * New connections (requests with Connection: close) per second to `address`:`port`.
+ * @param {string} address
+ * @param {number} port
+ */
 function wrk(address, port) {
   const out = execFileSync('wrk', ['-t1', '-c32', `-d${SECONDS}s`, '-H', 'Connection: close', `http://${address}:${port}/`], { encoding: 'utf8' });
-  return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)[1]);
+  return Number(capture(/Requests\/sec:\s+([\d.]+)/, out));
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'dispatcher-bench-'));
@@ -28,6 +35,7 @@ try {
   const d = await daemon(dir);
   const port = 27080;
   // Workers: labels w1, w2, w4 with 1, 2 and 4 processes, on 127.0.1.1-3.
+  /** @type {Record<string, import('./common.js').Case>} */
   const cases = {};
   for (const [i, n] of [1, 2, 4].entries()) {
     await bind(d.client, `w${n}`, 'tcp', `127.0.1.${i + 1}`, port);
@@ -40,7 +48,7 @@ try {
     await d.client.call('PUT', '/bindings', {
       body: JSON.stringify({
         bindings: [
-          ...(await d.client.call('GET', '/bindings')).bindings,
+          .../** @type {{ bindings: BindingJSON[] }} */ (await d.client.call('GET', '/bindings')).bindings,
           ...labels.map((label, k) => ({ label, protocol: 'tcp', prefix: `127.${2 + i}.${k >> 8}.${k & 255}`, port })),
         ],
       }),

@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { capture } from './common.js';
 import { bind, daemon, start, stopAll } from './harness.js';
 
 const at = process.argv.indexOf('--minutes');
@@ -15,23 +16,34 @@ const MINUTES = at > 0 ? Number(process.argv[at + 1]) : 10;
 const ECHO = fileURLToPath(new URL('../test/fixtures/echo-service.mjs', import.meta.url));
 const PORT = 26080;
 
+/**
+ * The descriptors and resident memory of a process.
+ * @param {number | undefined} pid
+ */
 async function sample(pid) {
   const fds = (await readdir(`/proc/${pid}/fd`)).length;
-  const rss = Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
+  const rss = Number(capture(/VmRSS:\s+(\d+)/, await readFile(`/proc/${pid}/status`, 'utf8'))) / 1024;
   return { fds, rss_mib: Math.round(rss) };
 }
 
+/**
+ * One connection to `host`: 'served', 'closed' (without data), 'timeout', or the error's code (its message
+ * when it has none).
+ * @param {string} host
+ * @returns {Promise<string>}
+ */
 function once(host) {
   return new Promise((resolve) => {
     const s = connect(PORT, host);
     const timer = setTimeout(() => done('timeout'), 5000);
+    /** @param {string} result */
     const done = (result) => {
       clearTimeout(timer);
       s.destroy();
       resolve(result);
     };
     s.on('data', () => done('served'));
-    s.on('error', (err) => done(err.code));
+    s.on('error', (/** @type {NodeJS.ErrnoException} */ err) => done(err.code ?? err.message));
     s.on('end', () => done('closed'));
   });
 }
@@ -42,6 +54,7 @@ try {
   await bind(d.client, 'a', 'tcp', '127.0.0.0/8', PORT);
   const workers = { a: await start([process.execPath, ECHO, 'a', d.services], /registered/), b: await start([process.execPath, ECHO, 'b', d.services], /registered/) };
   const first = await sample(d.pid);
+  /** @type {Record<string, number>} results of the clients' connections, by kind */
   const counts = {};
   const end = Date.now() + MINUTES * 60_000;
   const clients = Array.from({ length: 4 }, async (_, i) => {

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { interleaved, si, writeResult } from './common.js';
+import { capture, interleaved, si, writeResult } from './common.js';
 import { bind, daemon, requireTool, start, stopAll } from './harness.js';
 
 const QUICK = process.argv.includes('--quick');
@@ -17,7 +17,7 @@ const SECONDS = QUICK ? 1 : 5;
 const SERVICE = fileURLToPath(new URL('./services/http-service.mjs', import.meta.url));
 const NETNS = fileURLToPath(new URL('../scripts/netns.sh', import.meta.url));
 
-if (process.getuid() !== 0) {
+if (process.getuid?.() !== 0) {
   console.error('bench:tproxy needs root (network namespaces, nftables)');
   process.exit(2);
 }
@@ -26,14 +26,18 @@ requireTool('nft', 'nftables');
 
 const id = `b${process.pid.toString(36)}`;
 const inHost = ['ip', 'netns', 'exec', `disp-h-${id}`];
-const inClient = ['ip', 'netns', 'exec', `disp-c-${id}`];
+const inClient = /** @type {const} */ (['ip', 'netns', 'exec', `disp-c-${id}`]);
 
+/**
+ * New connections (requests with Connection: close) per second to `url`, from the client namespace.
+ * @param {string} url
+ */
 function wrk(url) {
   const out = execFileSync(inClient[0], [...inClient.slice(1), 'wrk', '-t1', '-c32', `-d${SECONDS}s`, '-H', 'Connection: close', url], { encoding: 'utf8' });
-  return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)[1]);
+  return Number(capture(/Requests\/sec:\s+([\d.]+)/, out));
 }
 
-const dirs = [await mkdtemp(join(tmpdir(), 'dispatcher-bench-')), await mkdtemp(join(tmpdir(), 'dispatcher-bench-'))];
+const dirs = /** @type {const} */ ([await mkdtemp(join(tmpdir(), 'dispatcher-bench-')), await mkdtemp(join(tmpdir(), 'dispatcher-bench-'))]);
 execFileSync(NETNS, ['up', id]);
 try {
   const ports = await daemon(dirs[0], [], inHost);

@@ -8,8 +8,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { interleaved, si, writeResult } from './common.js';
-import { bind, cpuSeconds, daemon, start, stopAll } from './harness.js';
+import { interleaved, median, si, writeResult } from './common.js';
+import { bind, cpuSeconds, daemon, start, status, stopAll } from './harness.js';
 
 const QUICK = process.argv.includes('--quick');
 const ROUNDS = 3;
@@ -17,7 +17,11 @@ const SECONDS = QUICK ? 1 : 5;
 const IN_FLIGHT = 64;
 const ECHO = fileURLToPath(new URL('./services/udp-echo.mjs', import.meta.url));
 
-/** Echoes per second from `port` with IN_FLIGHT datagrams outstanding. */
+/**
+ * Echoes per second from `port` with IN_FLIGHT datagrams outstanding.
+ * @param {number} port
+ * @returns {Promise<number>}
+ */
 function load(port) {
   return new Promise((resolve) => {
     const s = createSocket('udp4');
@@ -50,15 +54,16 @@ try {
   const ports = { direct: 25353, dispatched: 25354 };
   await bind(d.client, 'echo', 'udp', '127.0.0.1', ports.dispatched);
   await Promise.all([start([process.execPath, ECHO, 'direct', ports.direct]), start([process.execPath, ECHO, 'attach', 'echo', d.services])]);
+  /** @type {number[]} daemon CPU seconds per datagram, a round each */
   const cpu = [];
   const summary = await interleaved(
     {
       'UDP echo, direct': () => load(ports.direct),
       'UDP echo, dispatcher': async () => {
         const c0 = await cpuSeconds(d.pid);
-        const s0 = (await d.client.call('GET', '/status')).connections.datagrams;
+        const s0 = (await status(d.client)).connections.datagrams;
         const rate = await load(ports.dispatched);
-        const s1 = (await d.client.call('GET', '/status')).connections.datagrams;
+        const s1 = (await status(d.client)).connections.datagrams;
         cpu.push(((await cpuSeconds(d.pid)) - c0) / (s1 - s0));
         return rate;
       },
@@ -67,7 +72,7 @@ try {
   );
   const direct = summary['UDP echo, direct'];
   const dispatched = summary['UDP echo, dispatcher'];
-  const usPerDatagram = cpu.sort((a, b) => a - b)[cpu.length >> 1] * 1e6;
+  const usPerDatagram = median(cpu) * 1e6;
   console.log(`\nMedians of ${ROUNDS} interleaved rounds, ${SECONDS} s each, ${IN_FLIGHT} datagrams in flight\n`);
   console.log(`  UDP echo, direct       ${si(direct.median).padStart(7)}/s  (${si(direct.min)}-${si(direct.max)})`);
   console.log(`  UDP echo, dispatcher   ${si(dispatched.median).padStart(7)}/s  (${si(dispatched.min)}-${si(dispatched.max)})  daemon ${usPerDatagram.toFixed(1)} µs CPU per datagram and its reply`);

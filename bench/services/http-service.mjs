@@ -10,10 +10,25 @@ import { attach, serve } from '../../dist/service/index.js';
 
 const [mode, a, b, c] = process.argv.slice(2);
 const ready = () => process.stdout.write('ready\n');
-const hello = createServer((req, res) => res.end('hello\n'));
+const hello = createServer((_req, res) => res.end('hello\n'));
+
+/**
+ * A required argument, or exit with the usage above.
+ * @param {string | undefined} value
+ * @param {string} what
+ * @returns {string}
+ */
+function required(value, what) {
+  if (value === undefined) {
+    console.error(`http-service ${mode}: ${what} missing (usage at the head of ${process.argv[1]})`);
+    process.exit(2);
+  }
+  return value;
+}
 
 // Bulk: write BYTES on connect, in 1 MiB chunks with backpressure, then end.
 const chunk = Buffer.alloc(1 << 20, 'x');
+/** @param {number} bytes */
 const bulk = (bytes) =>
   createNetServer((socket) => {
     let left = bytes;
@@ -21,7 +36,10 @@ const bulk = (bytes) =>
       while (left > 0) {
         const n = Math.min(left, chunk.length);
         left -= n;
-        if (!socket.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return socket.once('drain', pump);
+        if (!socket.write(n === chunk.length ? chunk : chunk.subarray(0, n))) {
+          socket.once('drain', pump);
+          return;
+        }
       }
       socket.end();
     };
@@ -29,6 +47,7 @@ const bulk = (bytes) =>
     pump();
   });
 
+/** @param {import('../../dist/service/index.js').Service} service */
 const registered = (service) => service.on('registered', ready).on('error', (err) => console.error(err.message));
 
 switch (mode) {
@@ -37,7 +56,7 @@ switch (mode) {
     break;
   case 'attach': {
     // Ready once every label is registered.
-    const labels = a.split(',');
+    const labels = required(a, 'LABEL[,LABEL...]').split(',');
     let left = labels.length;
     for (const label of labels) {
       attach(hello, { label, socket: b, window: 256 })
@@ -47,14 +66,14 @@ switch (mode) {
     break;
   }
   case 'sink':
-    registered(serve({ label: a, socket: b, window: 256 }, (socket) => socket.destroy()));
+    registered(serve({ label: required(a, 'LABEL'), socket: b, window: 256 }, (socket) => socket.destroy()));
     break;
   case 'bulk-direct':
     bulk(Number(b)).listen(Number(a), '127.0.0.1', ready);
     break;
   case 'bulk-attach': {
     const server = bulk(Number(c));
-    registered(attach(server, { label: a, socket: b }));
+    registered(attach(server, { label: required(a, 'LABEL'), socket: b }));
     break;
   }
   default:

@@ -9,5 +9,9 @@ if (mode === 'direct') {
   s.on('message', (m, r) => s.send(m, r.port, r.address));
   s.bind(Number(a), '127.0.0.1', () => console.log('ready'));
 } else {
-  serve({ label: a, socket: b }, { datagram: (payload, info, reply) => reply(payload) }).on('registered', () => console.log('ready'));
+  if (a === undefined) {
+    console.error('udp-echo attach: LABEL missing');
+    process.exit(2);
+  }
+  serve({ label: a, socket: b }, { datagram: (payload, _info, reply) => reply(payload) }).on('registered', () => console.log('ready'));
 }

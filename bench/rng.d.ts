@@ -1,1 +1,0 @@
-export function rng(seed: number): () => number;
