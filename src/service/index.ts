@@ -115,7 +115,11 @@ export class Service extends EventEmitter<ServiceEvents> {
     }
     this.#watch = native.watch(this.#fd, READABLE, () => this.#read());
     const register: WorkerMessage = { type: 'register', version: PROTOCOL_VERSION, label: this.label, window: this.window ?? DEFAULT_WINDOW };
-    if (!this.#send(register)) this.#lost();
+    if (this.#send(register)) return;
+    // The daemon may have refused as it accepted (a uid allowed no label): its error is waiting to be read,
+    // and says whether connecting again can help.
+    this.#read();
+    if (this.#fd >= 0) this.#lost();
   }
 
   #send(message: WorkerMessage): boolean {
