@@ -265,15 +265,16 @@ class Peer implements Worker {
     for (let i = 0; i < MAX_PER_CALLBACK && !this.#closed; i++) {
       const n = native.recvMsg(this.#fd, data, fds);
       if (n === -EAGAIN) break;
-      if (n === 0) return this.close();
-      if (n === -EMSGSIZE) return this.#refuse('ERR_PROTOCOL_MESSAGE', `a message is longer than ${MAX_DATAGRAM_MESSAGE} bytes`);
-      if (n < 0) return this.close();
-      if (fds[0]! > 0) {
+      // Before the end-of-file check: an empty message can carry descriptors too.
+      if (n >= 0 && fds[0]! > 0) {
         // reset, not close: a TCP socket a peer sent with SO_LINGER {1, N} and unsent data would block a
         // plain close (and the whole loop) for N seconds; {1, 0} makes it return at once.
         for (let f = 1; f <= fds[0]!; f++) native.reset(fds[f]!);
         return this.#refuse('ERR_PROTOCOL_MESSAGE', 'workers never send descriptors');
       }
+      if (n === 0) return this.close();
+      if (n === -EMSGSIZE) return this.#refuse('ERR_PROTOCOL_MESSAGE', `a message is longer than ${MAX_DATAGRAM_MESSAGE} bytes`);
+      if (n < 0) return this.close();
       try {
         acked += this.#handle(data.subarray(0, n));
       } catch (err) {

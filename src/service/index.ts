@@ -130,8 +130,9 @@ export class Service extends EventEmitter<ServiceEvents> {
     while (this.#fd >= 0) {
       const n = native.recvMsg(this.#fd, this.#data, this.#fds);
       if (n === -EAGAIN) break;
-      if (n <= 0) return this.#lost();
-      const fds = Array.from(this.#fds.subarray(1, 1 + this.#fds[0]!));
+      const fds = n >= 0 ? Array.from(this.#fds.subarray(1, 1 + this.#fds[0]!)) : [];
+      if (n === 0 && fds.length === 0) return this.#lost();
+      if (n < 0) return this.#lost();
       try {
         this.#handle(this.#data.subarray(0, n), fds);
       } catch (err) {
