@@ -34,7 +34,10 @@ def main() -> int:
     path = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("DISPATCHER_SERVICES", "/run/dispatcher/services.sock")
     daemon = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     daemon.connect(path)
-    daemon.send(json.dumps({"type": "register", "version": 1, "label": label, "window": 64}).encode())
+    try:
+        daemon.send(json.dumps({"type": "register", "version": 1, "label": label, "window": 64}).encode())
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused as it connected (a uid allowed no label): the daemon's error is waiting to be read
     while True:
         data, fds, flags, _ = socket.recv_fds(daemon, MAX_MESSAGE, 1)
         if not data:
@@ -54,7 +57,7 @@ def main() -> int:
             return 3 if message["code"] == "ERR_NOT_ALLOWED" else 1
         elif message["type"] == "connection" and len(fds) == 1:
             conn = socket.socket(fileno=fds[0])
-            conn.setblocking(True)
+            conn.setblocking(True)  # it arrives with O_NONBLOCK set; the thread below reads blocking
             threading.Thread(target=serve_connection, args=(conn, message), daemon=True).start()
             # One acknowledgement per connection keeps this example short; a busy service batches them.
             daemon.send(json.dumps({"type": "ack", "count": 1}).encode())

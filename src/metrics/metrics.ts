@@ -13,6 +13,8 @@ export interface LabelCounts {
   resets: number;
 }
 
+export type RefusalReason = 'not_allowed' | 'too_many' | 'protocol' | 'version';
+
 export type ResetReason = 'no_worker' | 'queue_full' | 'queue_timeout';
 
 /**
@@ -39,7 +41,14 @@ export class Metrics {
     buckets: [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5],
     registers: [this.registry],
   });
-  readonly #refused = new Counter({ name: 'dispatcher_registrations_refused_total', help: 'Worker registrations refused', labelNames: ['label', 'reason'], registers: [this.registry] });
+  // By reason only: a label is whatever the refused peer asked for, and one series per label asked would
+  // let any local user grow /metrics (and the daemon's memory) without bound.
+  readonly #refused = new Counter({
+    name: 'dispatcher_registrations_refused_total',
+    help: 'Services connections refused (not_allowed; too_many: unregistered connections over the limit; protocol; version)',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
   readonly #datagrams = new Counter({ name: 'dispatcher_datagrams_total', help: 'UDP datagrams handed to a worker', labelNames: ['label'], registers: [this.registry] });
   readonly #dropped = new Counter({
     name: 'dispatcher_datagrams_dropped_total',
@@ -156,8 +165,8 @@ export class Metrics {
     this.#workers.labels(label).set(count);
   }
 
-  refused(label: string, reason: string): void {
+  refused(reason: RefusalReason): void {
     this.totals.refused++;
-    this.#refused.labels(label, reason).inc();
+    this.#refused.labels(reason).inc();
   }
 }

@@ -21,7 +21,19 @@ export class Policy {
   }
 
   allows(label: string, uid: number): boolean {
-    return uid === 0 || uid === this.#daemonUid || this.#allow.get(label)?.has(uid) === true;
+    return this.trusted(uid) || this.#allow.get(label)?.has(uid) === true;
+  }
+
+  /** Root and the daemon's uid: any label. */
+  trusted(uid: number): boolean {
+    return uid === 0 || uid === this.#daemonUid;
+  }
+
+  /** Whether some label is allowed to `uid`: a peer for whom none is can be refused as it connects. */
+  allowsAny(uid: number): boolean {
+    if (this.trusted(uid)) return true;
+    for (const uids of this.#allow.values()) if (uids.has(uid)) return true;
+    return false;
   }
 
   /** The rules as `label -> uids`, for status. */

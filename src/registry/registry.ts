@@ -15,6 +15,8 @@ export interface Worker {
   readonly handoffs: number;
   /** False while at its window, while its socket buffer is full, or while it drains. */
   readonly ready: boolean;
+  /** It asked to stop: nothing more is sent to it, datagrams included. */
+  readonly draining: boolean;
   /** Sends the connection; bytes sent or -errno. On success the daemon closes its copy. */
   send(conn: Connection): number;
   /** Sends a message without descriptor (a datagram); bytes sent or -errno. */
@@ -118,13 +120,19 @@ export class Registry {
 
   /**
    * Sends a datagram to the next worker of `label`. Datagrams are not queued and not retried on another
-   * worker: a full worker drops it, so one slow service never holds up the others' datagrams.
+   * worker: a full worker drops it, so one slow service never holds up the others' datagrams. A draining
+   * worker was promised nothing after "drained": with only those, the label has no worker.
    */
   datagram(label: string, message: Uint8Array): 'sent' | 'no_worker' | 'full' {
     const list = this.#workers.get(label);
     if (list === undefined) return 'no_worker';
-    const at = (this.#next.get(label) ?? 0) % list.length;
-    this.#next.set(label, (at + 1) % list.length);
+    const n = list.length;
+    const start = this.#next.get(label) ?? 0;
+    let i = 0;
+    while (i < n && list[(start + i) % n]!.draining) i++;
+    if (i === n) return 'no_worker';
+    const at = (start + i) % n;
+    this.#next.set(label, (at + 1) % n);
     const worker = list[at]!;
     const rc = worker.sendMessage(message);
     if (rc >= 0) return 'sent';

@@ -3,9 +3,10 @@ import { type Logger } from 'pino';
 import { DispatcherError } from '../errors.js';
 import { type Connection, headerBuffer } from '../handoff/connection.js';
 import { decodeWorkerMessage, encode, MAX_DATAGRAM_MESSAGE, PROTOCOL_VERSION, type DaemonMessage, type ReplyHeader } from '../handoff/messages.js';
-import { type Metrics } from '../metrics/metrics.js';
+import { type Metrics, type RefusalReason } from '../metrics/metrics.js';
 import { EAGAIN, EMSGSIZE, errnoName, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
 import { listenUnixPath } from '../native/unix-path.js';
+import { LogThrottle } from './log-throttle.js';
 import { type Policy } from './policy.js';
 import { type Registry, type Worker } from './registry.js';
 
@@ -22,8 +23,19 @@ export interface ServicesOptions {
 // A peer must register this soon after connecting, and only so many may sit unregistered: a local user
 // must not be able to hold the daemon's descriptors by connecting and saying nothing.
 const REGISTER_TIMEOUT_MS = 5_000;
+// Unregistered connections of all untrusted uids together, and of each trusted uid (root, the daemon's).
+// Untrusted uids are counted apart, so however many of them connect, root's workers still get in.
 const MAX_UNREGISTERED = 256;
+// Of one untrusted uid: a worker registers in its first message, so even a service starting many workers
+// at once rarely has more than a few unregistered; a user cannot take the whole budget alone.
+const MAX_UNREGISTERED_PER_UID = 32;
 const ACCEPT_BACKOFF_MS = 100;
+// Accepts, and messages of one peer, handled per readiness callback: the socket stays readable (uv_poll
+// is level-triggered), so the rest waits a loop turn and a flooding peer cannot starve the others,
+// hand-offs or the control socket. 64 keeps the per-wake-up cost amortized for an honest busy worker.
+const MAX_PER_CALLBACK = 64;
+// Warnings a second that peers can cause (refusals, protocol errors); the rest are counted.
+const WARNINGS_PER_SECOND = 10;
 
 /**
  * The services socket: SOCK_SEQPACKET, so every message arrives whole and a hand-off's descriptor never
@@ -37,6 +49,11 @@ export class ServicesSocket {
   readonly #options: ServicesOptions;
   readonly #peers = new Set<Peer>();
   readonly #cred = new Int32Array(4);
+  /** uid -> its unregistered connections. */
+  readonly #unregistered = new Map<number, number>();
+  /** Unregistered connections of untrusted uids, together. */
+  #untrusted = 0;
+  readonly #warnings: LogThrottle;
   #nextId = 1;
   #closed = false;
 
@@ -44,6 +61,7 @@ export class ServicesSocket {
     this.path = options.path;
     this.#options = options;
     this.#fd = fd;
+    this.#warnings = new LogThrottle(options.log, WARNINGS_PER_SECOND);
     this.#watch = native.watch(fd, READABLE, () => this.#accept());
   }
 
@@ -81,7 +99,7 @@ export class ServicesSocket {
   }
 
   #accept(): void {
-    for (;;) {
+    for (let i = 0; i < MAX_PER_CALLBACK; i++) {
       const rc = native.acceptUnix(this.#fd, this.#cred);
       if (rc === 0) return;
       if (rc < 0) {
@@ -92,16 +110,49 @@ export class ServicesSocket {
         return;
       }
       const [fd, pid, uid] = this.#cred as unknown as [number, number, number];
-      const unregistered = [...this.#peers].filter((p) => !p.registered).length;
-      if (unregistered >= MAX_UNREGISTERED) {
-        this.#options.log.warn({ worker_pid: pid, uid }, 'services socket: too many unregistered connections, refusing one');
-        native.close(fd);
+      const policy = this.#options.policy;
+      if (!policy.allowsAny(uid)) {
+        this.#refuseAtAccept(fd, pid, uid, 'not_allowed', 'ERR_NOT_ALLOWED', `uid ${uid} may not register any label (the daemon's --allow LABEL=${uid} permits one)`);
         continue;
       }
-      const peer = new Peer(this.#nextId++, fd, pid, uid, this.#options, () => this.#peers.delete(peer));
+      const trusted = policy.trusted(uid);
+      const mine = this.#unregistered.get(uid) ?? 0;
+      if (trusted ? mine >= MAX_UNREGISTERED : mine >= MAX_UNREGISTERED_PER_UID || this.#untrusted >= MAX_UNREGISTERED) {
+        // Not fatal for the worker library: it connects again with backoff.
+        this.#refuseAtAccept(fd, pid, uid, 'too_many', 'ERR_PROTOCOL_MESSAGE', `too many unregistered connections (uid ${uid} has ${mine}); try again later`);
+        continue;
+      }
+      this.#countUnregistered(uid, 1);
+      const peer = new Peer(this.#nextId++, fd, pid, uid, this.#options, this.#warnings, {
+        registered: () => this.#countUnregistered(uid, -1),
+        closed: (registered) => {
+          this.#peers.delete(peer);
+          if (!registered) this.#countUnregistered(uid, -1);
+        },
+      });
       this.#peers.add(peer);
     }
   }
+
+  #countUnregistered(uid: number, change: 1 | -1): void {
+    const n = (this.#unregistered.get(uid) ?? 0) + change;
+    if (n === 0) this.#unregistered.delete(uid);
+    else this.#unregistered.set(uid, n);
+    if (!this.#options.policy.trusted(uid)) this.#untrusted += change;
+  }
+
+  /** Tells the peer why (best effort) and closes it, before any of its messages is read. */
+  #refuseAtAccept(fd: number, pid: number, uid: number, reason: RefusalReason, code: string, message: string): void {
+    this.#options.metrics.refused(reason);
+    this.#warnings.warn({ worker_pid: pid, uid, code }, message);
+    native.sendFd(fd, encode({ type: 'error', code, message }), -1);
+    native.close(fd);
+  }
+}
+
+interface PeerHooks {
+  registered(): void;
+  closed(registered: boolean): void;
 }
 
 // Reads are synchronous, so every peer can read into the same buffers.
@@ -124,16 +175,18 @@ class Peer implements Worker {
   readonly #fd: number;
   readonly #watch: WatchHandle;
   readonly #options: ServicesOptions;
-  readonly #onClose: () => void;
+  readonly #warnings: LogThrottle;
+  readonly #hooks: PeerHooks;
   readonly #timer: NodeJS.Timeout;
 
-  constructor(id: number, fd: number, pid: number, uid: number, options: ServicesOptions, onClose: () => void) {
+  constructor(id: number, fd: number, pid: number, uid: number, options: ServicesOptions, warnings: LogThrottle, hooks: PeerHooks) {
     this.id = id;
     this.#fd = fd;
     this.pid = pid;
     this.uid = uid;
     this.#options = options;
-    this.#onClose = onClose;
+    this.#warnings = warnings;
+    this.#hooks = hooks;
     this.#watch = native.watch(fd, READABLE, (events) => this.#onEvents(events));
     this.#timer = setTimeout(() => this.#refuse('ERR_PROTOCOL_MESSAGE', `no register message within ${REGISTER_TIMEOUT_MS / 1000} s`), REGISTER_TIMEOUT_MS);
     this.#timer.unref();
@@ -141,6 +194,10 @@ class Peer implements Worker {
 
   get ready(): boolean {
     return this.registered && !this.#blocked && !this.#draining && this.inflight < this.window;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
   }
 
   send(conn: Connection): number {
@@ -174,7 +231,7 @@ class Peer implements Worker {
     native.unwatch(this.#watch);
     // Descriptors still in flight to this worker are released by the kernel with the socket.
     native.close(this.#fd);
-    this.#onClose();
+    this.#hooks.closed(this.registered);
     if (this.registered) {
       this.#options.registry.remove(this);
       this.#options.log.info({ worker: this.id, label: this.label, worker_pid: this.pid, handoffs: this.handoffs }, 'worker left');
@@ -205,16 +262,19 @@ class Peer implements Worker {
     const data = received;
     const fds = receivedFds;
     let acked = 0;
-    while (!this.#closed) {
+    for (let i = 0; i < MAX_PER_CALLBACK && !this.#closed; i++) {
       const n = native.recvMsg(this.#fd, data, fds);
       if (n === -EAGAIN) break;
+      // Before the end-of-file check: an empty message can carry descriptors too.
+      if (n >= 0 && fds[0]! > 0) {
+        // reset, not close: a TCP socket a peer sent with SO_LINGER {1, N} and unsent data would block a
+        // plain close (and the whole loop) for N seconds; {1, 0} makes it return at once.
+        for (let f = 1; f <= fds[0]!; f++) native.reset(fds[f]!);
+        return this.#refuse('ERR_PROTOCOL_MESSAGE', 'workers never send descriptors');
+      }
       if (n === 0) return this.close();
       if (n === -EMSGSIZE) return this.#refuse('ERR_PROTOCOL_MESSAGE', `a message is longer than ${MAX_DATAGRAM_MESSAGE} bytes`);
       if (n < 0) return this.close();
-      if (fds[0]! > 0) {
-        for (let i = 1; i <= fds[0]!; i++) native.close(fds[i]!);
-        return this.#refuse('ERR_PROTOCOL_MESSAGE', 'workers never send descriptors');
-      }
       try {
         acked += this.#handle(data.subarray(0, n));
       } catch (err) {
@@ -231,13 +291,13 @@ class Peer implements Worker {
     if (!this.registered) {
       if (m.type !== 'register') throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `the first message must be "register", not ${JSON.stringify(m.type)}`);
       if (!this.#options.policy.allows(m.label, this.uid)) {
-        this.#options.metrics.refused(m.label, 'not_allowed');
         throw new DispatcherError('ERR_NOT_ALLOWED', `uid ${this.uid} may not register label "${m.label}" (the daemon's --allow ${m.label}=UID permits it)`);
       }
       clearTimeout(this.#timer);
       this.label = m.label;
       this.window = m.window;
       this.registered = true;
+      this.#hooks.registered();
       this.#send({ type: 'registered', version: PROTOCOL_VERSION, label: m.label, worker: this.id, window: m.window });
       this.#options.log.info({ worker: this.id, label: m.label, worker_pid: this.pid, uid: this.uid, window: m.window }, 'worker registered');
       this.#options.registry.add(this);
@@ -268,8 +328,8 @@ class Peer implements Worker {
   /** Tells the peer why (best effort), logs it, and closes. */
   #refuse(code: string, message: string): void {
     if (this.#closed) return;
-    this.#options.log.warn({ worker: this.id, worker_pid: this.pid, uid: this.uid, label: this.label || undefined, code }, message);
-    if (code !== 'ERR_NOT_ALLOWED' && !this.registered) this.#options.metrics.refused('', code === 'ERR_VERSION' ? 'version' : 'protocol');
+    this.#warnings.warn({ worker: this.id, worker_pid: this.pid, uid: this.uid, label: this.label || undefined, code }, message);
+    if (!this.registered) this.#options.metrics.refused(code === 'ERR_NOT_ALLOWED' ? 'not_allowed' : code === 'ERR_VERSION' ? 'version' : 'protocol');
     this.#send({ type: 'error', code, message });
     this.close();
   }

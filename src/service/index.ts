@@ -115,7 +115,11 @@ export class Service extends EventEmitter<ServiceEvents> {
     }
     this.#watch = native.watch(this.#fd, READABLE, () => this.#read());
     const register: WorkerMessage = { type: 'register', version: PROTOCOL_VERSION, label: this.label, window: this.window ?? DEFAULT_WINDOW };
-    if (!this.#send(register)) this.#lost();
+    if (this.#send(register)) return;
+    // The daemon may have refused as it accepted (a uid allowed no label): its error is waiting to be read,
+    // and says whether connecting again can help.
+    this.#read();
+    if (this.#fd >= 0) this.#lost();
   }
 
   #send(message: WorkerMessage): boolean {
@@ -126,8 +130,9 @@ export class Service extends EventEmitter<ServiceEvents> {
     while (this.#fd >= 0) {
       const n = native.recvMsg(this.#fd, this.#data, this.#fds);
       if (n === -EAGAIN) break;
-      if (n <= 0) return this.#lost();
-      const fds = Array.from(this.#fds.subarray(1, 1 + this.#fds[0]!));
+      const fds = n >= 0 ? Array.from(this.#fds.subarray(1, 1 + this.#fds[0]!)) : [];
+      if (n === 0 && fds.length === 0) return this.#lost();
+      if (n < 0) return this.#lost();
       try {
         this.#handle(this.#data.subarray(0, n), fds);
       } catch (err) {

@@ -99,3 +99,48 @@ export function randomPort(): number {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export const PEER = fileURLToPath(new URL('../fixtures/services-peer.py', import.meta.url));
+
+export interface RunningPeer {
+  process: ChildProcess;
+  output(): string;
+  /** Resolves with the first output line matching `pattern`; rejects if the peer exits first. */
+  line(pattern: RegExp): Promise<string>;
+  /** Its exit code, once it exits on its own. */
+  exit: Promise<number | null>;
+  /** Kills it. */
+  stop(): Promise<number | null>;
+}
+
+/** Runs test/fixtures/services-peer.py (a hostile or misbehaving peer) in `mode`. */
+export function startPeer(mode: string, args: string[], spawnOptions: SpawnOptions = {}): RunningPeer {
+  const child = spawn('python3', [PEER, mode, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...spawnOptions });
+  let output = '';
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  return {
+    process: child,
+    output: () => output,
+    exit: exited,
+    line: (pattern) =>
+      new Promise((resolve, reject) => {
+        const check = (): boolean => {
+          const found = output.split('\n').find((l) => pattern.test(l));
+          if (found !== undefined) resolve(found);
+          return found !== undefined;
+        };
+        if (check()) return;
+        const onData = (): void => {
+          if (check()) child.stdout!.off('data', onData);
+        };
+        child.stdout!.on('data', onData);
+        void exited.then(() => check() || reject(new Error(`peer ${mode} exited without ${pattern}: ${output}`)));
+      }),
+    stop: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      return exited;
+    },
+  };
+}
