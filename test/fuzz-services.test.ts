@@ -1,7 +1,7 @@
 import t from 'tap';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
-import { encode, encodeConnection, encodeDatagram, encodeReply, MAX_DATAGRAM_MESSAGE, type WorkerMessage } from '../src/handoff/messages.js';
+import { encode, encodeConnection, encodeDatagram, encodeReply, MAX_DATAGRAM_MESSAGE, type WorkerMessage } from '../src/services/protocol.js';
 import { MAX_FDS, native } from '../src/native/index.js';
 import { rng } from './helpers/bindings.js';
 import { daemonIn } from './helpers/daemon.js';

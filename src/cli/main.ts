@@ -8,7 +8,8 @@ import { type BindingJSON, parseBinding, parsePortText, parseProtocol } from '..
 import { parseBindingsText } from '../bindings/file.js';
 import { ControlClient } from '../control/client.js';
 import { parseUpstream, type Upstream } from '../proxy/upstream.js';
-import { DEFAULT_CONTROL_PATH, DEFAULT_SERVICES_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
+import { DEFAULT_CONTROL_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
+import { DEFAULT_SERVICES_PATH } from '../services/protocol.js';
 import { DispatcherError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { formatColumns, formatStatus } from './format.js';

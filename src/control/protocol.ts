@@ -5,7 +5,6 @@
 export const API_PREFIX = '/v1';
 export const DEFAULT_CONTROL_PATH = '/run/dispatcher/control.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/dispatcher';
-export const DEFAULT_SERVICES_PATH = '/run/dispatcher/services.sock';
 
 export interface ErrorBody {
   error: { code: string; message: string };

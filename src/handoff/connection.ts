@@ -1,7 +1,7 @@
 import { formatAddress } from '../bindings/address.js';
 import { type Protocol } from '../bindings/binding.js';
 import { ACCEPT_RECORD, native } from '../native/index.js';
-import { encodeConnection, MAX_MESSAGE } from './messages.js';
+import { encodeConnection, MAX_MESSAGE } from '../services/protocol.js';
 
 /**
  * An accepted connection on its way to a worker: the addon's accept record (descriptor, local and peer

@@ -1,5 +1,5 @@
 import { createSocket, type Socket } from 'node:dgram';
-import { type Endpoint } from '../handoff/messages.js';
+import { type Endpoint } from '../services/protocol.js';
 import { proxyHeader, type RecordAddress } from './proxy-protocol.js';
 import { target, type Upstream } from './upstream.js';
 

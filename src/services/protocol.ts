@@ -22,6 +22,8 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_MESSAGE = 4096;
 /** A datagram or reply message: a header and up to a full UDP payload. */
 export const MAX_DATAGRAM_MESSAGE = MAX_MESSAGE + 65536;
+/** Where the daemon listens for workers unless told otherwise (`--services`, DISPATCHER_SERVICES). */
+export const DEFAULT_SERVICES_PATH = '/run/dispatcher/services.sock';
 export const DEFAULT_WINDOW = 64;
 export const MAX_WINDOW = 1024;
 

@@ -2,13 +2,13 @@ import { unlinkSync } from 'node:fs';
 import { type Logger } from 'pino';
 import { DispatcherError } from '../errors.js';
 import { type Connection, headerBuffer } from '../handoff/connection.js';
-import { decodeWorkerMessage, encode, MAX_DATAGRAM_MESSAGE, PROTOCOL_VERSION, type DaemonMessage, type ReplyHeader } from '../handoff/messages.js';
+import { decodeWorkerMessage, encode, MAX_DATAGRAM_MESSAGE, PROTOCOL_VERSION, type DaemonMessage, type ReplyHeader } from './protocol.js';
 import { type Metrics, type RefusalReason } from '../metrics/metrics.js';
 import { EAGAIN, EMSGSIZE, errnoName, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
 import { listenUnixPath } from '../native/unix-path.js';
 import { LogThrottle } from './log-throttle.js';
-import { type Policy } from './policy.js';
-import { type Registry, type Worker } from './registry.js';
+import { type Policy } from '../registry/policy.js';
+import { type Registry, type Worker } from '../registry/registry.js';
 
 export interface ServicesOptions {
   path: string;

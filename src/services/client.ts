@@ -1,0 +1,241 @@
+import { EventEmitter } from 'node:events';
+import { type Server, Socket } from 'node:net';
+import { DispatcherError, type ErrorCode } from '../errors.js';
+import { type ConnectionHeader, decodeDaemonMessage, DEFAULT_SERVICES_PATH, DEFAULT_WINDOW, encode, encodeReply, MAX_DATAGRAM_MESSAGE, PROTOCOL_VERSION, type WorkerMessage } from './protocol.js';
+import { EAGAIN, MAX_FDS, native, READABLE, type WatchHandle } from '../native/index.js';
+
+/**
+ * The library a service imports to receive connections from the dispatcher (`l4-dispatcher/service`):
+ *
+ *   import { attach, serve } from 'l4-dispatcher/service';
+ *   attach(httpServer, { label: 'web' });                     // connections arrive as 'connection'
+ *   serve({ label: 'echo' }, (socket, info) => socket.pipe(socket));
+ *
+ * It speaks the services protocol (docs/services-protocol.md), acknowledges hand-offs in batches, and
+ * reconnects with backoff when the daemon restarts. `close()` drains: the daemon stops sending, and every
+ * connection it already sent is still delivered.
+ */
+export interface ServiceOptions {
+  label: string;
+  /** The daemon's services socket (default /run/dispatcher/services.sock, or DISPATCHER_SERVICES). */
+  socket?: string;
+  /** Hand-offs the daemon may send before this worker acknowledges them. */
+  window?: number;
+}
+
+/** What a worker learns of each connection or datagram: its header, as the protocol defines it. */
+export type ConnectionInfo = Omit<ConnectionHeader, 'type'>;
+
+export type ConnectionHandler = (socket: Socket, info: ConnectionInfo) => void;
+
+/** Sends a reply to the datagram's client, from the address and port it sent to. */
+export type Reply = (payload: Uint8Array | string) => void;
+export type DatagramHandler = (payload: Buffer, info: ConnectionInfo, reply: Reply) => void;
+
+/** What `serve` calls: a function for TCP connections, or handlers for either protocol. */
+export type Handlers = ConnectionHandler | { connection?: ConnectionHandler; datagram?: DatagramHandler };
+
+// Errors after which registering again cannot help: the service is misconfigured.
+const FATAL = new Set(['ERR_NOT_ALLOWED', 'ERR_VERSION', 'ERR_LABEL']);
+const BACKOFF_MIN_MS = 50;
+const BACKOFF_MAX_MS = 2_000;
+const DRAIN_TIMEOUT_MS = 5_000;
+const ACK_DELAY_MS = 2;
+const MAX_UDP_PAYLOAD = 65507;
+
+export interface ServiceEvents {
+  registered: [info: { label: string; worker: number; window: number }];
+  connection: [socket: Socket, info: ConnectionInfo];
+  datagram: [payload: Buffer, info: ConnectionInfo, reply: Reply];
+  disconnected: [];
+  error: [err: Error];
+}
+
+export class Service extends EventEmitter<ServiceEvents> {
+  readonly label: string;
+  readonly socketPath: string;
+  readonly window: number | undefined;
+  #fd = -1;
+  #watch: WatchHandle | undefined;
+  #backoff = BACKOFF_MIN_MS;
+  #retry: NodeJS.Timeout | undefined;
+  #closing = false;
+  #unacked = 0;
+  #ackTimer: NodeJS.Timeout | undefined;
+  #drained: (() => void) | undefined;
+  readonly #data = new Uint8Array(MAX_DATAGRAM_MESSAGE);
+  readonly #out = new Uint8Array(MAX_DATAGRAM_MESSAGE);
+  readonly #fds = new Int32Array(MAX_FDS + 1);
+
+  constructor(options: ServiceOptions) {
+    super();
+    this.label = options.label;
+    this.socketPath = options.socket ?? process.env['DISPATCHER_SERVICES'] ?? DEFAULT_SERVICES_PATH;
+    this.window = options.window;
+    // Connect on the next tick, so the caller can add listeners first.
+    setImmediate(() => this.#connect());
+  }
+
+  get connected(): boolean {
+    return this.#fd >= 0;
+  }
+
+  /** Stops taking connections: those the daemon already sent are delivered first. */
+  close(): Promise<void> {
+    if (this.#closing) return Promise.resolve();
+    this.#closing = true;
+    clearTimeout(this.#retry);
+    if (this.#fd < 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#drained?.(), DRAIN_TIMEOUT_MS);
+      this.#drained = () => {
+        clearTimeout(timer);
+        this.#drained = undefined;
+        this.#disconnect();
+        resolve();
+      };
+      if (!this.#send({ type: 'drain' })) this.#drained();
+    });
+  }
+
+  #connect(): void {
+    if (this.#closing) return;
+    try {
+      this.#fd = native.connectSeqpacket(this.socketPath);
+    } catch {
+      // The daemon is not there (yet): try again, less and less often.
+      this.#retry = setTimeout(() => this.#connect(), this.#backoff);
+      this.#backoff = Math.min(this.#backoff * 2, BACKOFF_MAX_MS);
+      return;
+    }
+    this.#watch = native.watch(this.#fd, READABLE, () => this.#read());
+    const register: WorkerMessage = { type: 'register', version: PROTOCOL_VERSION, label: this.label, window: this.window ?? DEFAULT_WINDOW };
+    if (this.#send(register)) return;
+    // The daemon may have refused as it accepted (a uid allowed no label): its error is waiting to be read,
+    // and says whether connecting again can help.
+    this.#read();
+    if (this.#fd >= 0) this.#lost();
+  }
+
+  #send(message: WorkerMessage): boolean {
+    return this.#fd >= 0 && native.sendFd(this.#fd, encode(message), -1) > 0;
+  }
+
+  #read(): void {
+    while (this.#fd >= 0) {
+      const n = native.recvMsg(this.#fd, this.#data, this.#fds);
+      if (n === -EAGAIN) break;
+      const fds = n >= 0 ? Array.from(this.#fds.subarray(1, 1 + this.#fds[0]!)) : [];
+      if (n === 0 && fds.length === 0) return this.#lost();
+      if (n < 0) return this.#lost();
+      try {
+        this.#handle(this.#data.subarray(0, n), fds);
+      } catch (err) {
+        for (const fd of fds) native.close(fd);
+        this.emit('error', err as Error);
+        return this.#lost();
+      }
+    }
+    this.#ack();
+  }
+
+  #handle(bytes: Uint8Array, fds: number[]): void {
+    const m = decodeDaemonMessage(bytes);
+    if (m.type !== 'connection' && fds.length > 0) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a "${m.type}" message carried descriptors`);
+    switch (m.type) {
+      case 'registered':
+        this.#backoff = BACKOFF_MIN_MS;
+        this.emit('registered', { label: m.label, worker: m.worker, window: m.window });
+        return;
+      case 'connection': {
+        if (fds.length !== 1) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a connection arrived with ${fds.length} descriptors`);
+        this.#unacked++;
+        const socket = new Socket({ fd: fds[0]!, readable: true, writable: true });
+        this.emit('connection', socket, { label: m.label, protocol: m.protocol, client: m.client, local: m.local });
+        return;
+      }
+      case 'datagram': {
+        const info: ConnectionInfo = { label: m.label, protocol: 'udp', client: m.client, local: m.local };
+        const reply: Reply = (payload) => {
+          const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
+          if (bytes.length > MAX_UDP_PAYLOAD) throw new RangeError(`a UDP reply holds at most ${MAX_UDP_PAYLOAD} bytes, not ${bytes.length}`);
+          if (this.#fd >= 0) native.sendFd(this.#fd, encodeReply(this.#out, info.client, info.local, bytes), -1);
+        };
+        this.emit('datagram', Buffer.from(m.payload), info, reply);
+        return;
+      }
+      case 'drained':
+        this.#drained?.();
+        return;
+      case 'error': {
+        const err = new DispatcherError(m.code as ErrorCode, `the dispatcher refused: ${m.message}`);
+        if (FATAL.has(m.code)) this.#closing = true;
+        this.emit('error', err);
+        return;
+      }
+    }
+  }
+
+  /**
+   * Acknowledges in batches: at a quarter of the window, or ACK_DELAY_MS after the first unacknowledged
+   * hand-off, so a busy worker does not cost the daemon a wake-up to read an ack per connection. The
+   * window (64 by default) stays far from full: at 20k hand-offs/s, 2 ms is 40 connections.
+   */
+  #ack(): void {
+    if (this.#unacked === 0) return;
+    if (this.#unacked >= Math.max(1, (this.window ?? DEFAULT_WINDOW) >> 2)) return this.#ackNow();
+    this.#ackTimer ??= setTimeout(() => this.#ackNow(), ACK_DELAY_MS);
+  }
+
+  #ackNow(): void {
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    if (this.#unacked > 0 && this.#send({ type: 'ack', count: this.#unacked })) this.#unacked = 0;
+  }
+
+  #disconnect(): void {
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    if (this.#watch !== undefined) native.unwatch(this.#watch);
+    this.#watch = undefined;
+    if (this.#fd >= 0) native.close(this.#fd);
+    this.#fd = -1;
+    this.#unacked = 0;
+  }
+
+  /** The daemon went away (restart, crash): reconnect unless closing. */
+  #lost(): void {
+    this.#disconnect();
+    this.emit('disconnected');
+    this.#drained?.();
+    if (!this.#closing) this.#retry = setTimeout(() => this.#connect(), this.#backoff);
+  }
+}
+
+/**
+ * Calls `handlers` with every connection the dispatcher hands to `label`, and, for UDP bindings, every
+ * datagram with a `reply` that answers from the address and port the client sent to:
+ *
+ *   serve({ label: 'dns' }, { datagram: (query, info, reply) => reply(answer(query)) });
+ */
+export function serve(options: ServiceOptions, handlers: Handlers): Service {
+  const service = new Service(options);
+  const { connection, datagram } = typeof handlers === 'function' ? { connection: handlers, datagram: undefined } : handlers;
+  if (connection !== undefined) service.on('connection', connection);
+  if (datagram !== undefined) service.on('datagram', datagram);
+  return service;
+}
+
+/**
+ * Emits every handed-off connection as 'connection' on `server` (a net.Server or http.Server), set up as
+ * the server would set up a socket it accepted itself: its noDelay (http.Server's default) and keepAlive.
+ * Without it, http.Server would leave Nagle on for handed-off connections only.
+ */
+export function attach(server: Server, options: ServiceOptions): Service {
+  const settings = server as Server & { noDelay?: boolean; keepAlive?: boolean; keepAliveInitialDelay?: number };
+  return serve(options, (socket) => {
+    if (settings.noDelay) socket.setNoDelay(true);
+    if (settings.keepAlive) socket.setKeepAlive(true, settings.keepAliveInitialDelay);
+    server.emit('connection', socket);
+  });
+}
