@@ -281,7 +281,7 @@ const cases = {
 for (const [name, run] of Object.entries(cases)) {
   let result;
   try { result = String(run()); } catch (err) { result = err.constructor.name + (err.code ? ':' + err.code : ''); }
-  process.stdout.write(name + ' ' + result + '\n');
+  require('node:fs').writeSync(1, name + ' ' + result + '\n');
 }
 `;
 
