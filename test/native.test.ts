@@ -1,7 +1,10 @@
 import t from 'tap';
+import { execFileSync } from 'node:child_process';
 import { closeSync, fstatSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { constants } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ACCEPT_RECORD, EAGAIN, EMSGSIZE, MAX_FDS, native } from '../src/native/index.js';
 import { tempDir } from './helpers/daemon.js';
 import { openFds, readable, seqpacketPair } from './helpers/native.js';
@@ -286,13 +289,11 @@ for (const [name, run] of Object.entries(cases)) {
 `;
 
 t.test('hostile arguments give a TypeError, a RangeError or -errno, never a crash', async (t) => {
-  const { execFileSync } = await import('node:child_process');
-  const { fileURLToPath } = await import('node:url');
   const addon = fileURLToPath(new URL('../native/build/Release/dispatcher.node', import.meta.url));
   let out = '';
   t.doesNotThrow(() => (out = execFileSync(process.execPath, ['-e', HOSTILE, addon], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })), 'the child survives every call');
   const got = Object.fromEntries(out.trim().split('\n').map((line) => line.split(' ') as [string, string]));
-  const { errno } = (await import('node:os')).constants;
+  const { errno } = constants;
   t.same(got, {
     recvNegative: '0',
     recvMinInt: '0',
