@@ -19,6 +19,7 @@
 #include <netinet/tcp.h>
 #include <sys/uio.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -102,6 +103,31 @@ static int arg_array(napi_env env, napi_value v, napi_typedarray_type want, void
   return napi_get_typedarray_info(env, v, &type, length, data, NULL, NULL) == napi_ok && type == want;
 }
 
+static int set_int(int fd, int level, int name, int value) { return setsockopt(fd, level, name, &value, sizeof value); }
+
+// The options of a listening socket; the name of the one that failed (errno set), or NULL.
+// SO_REUSEADDR on TCP only: there it just lets a restart bind past TIME_WAIT. On UDP it would let any local
+// user bind the same address and port with SO_REUSEADDR too and take the daemon's datagrams; a hand-over
+// passes the socket itself (SCM_RIGHTS), so nothing needs to bind a UDP port twice.
+static const char *listen_options(int fd, int family, int udp, int transparent) {
+  if (!udp && set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0) return "SO_REUSEADDR";
+  if (family == AF_INET6 && set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0) < 0) return "IPV6_V6ONLY";
+  if (udp) {
+    // Each datagram's destination (address and port), for the lookup and for the reply's source. IPv4 on a
+    // dual-stack socket reports through the SOL_IP option, IPv6 through SOL_IPV6.
+    if (set_int(fd, SOL_IP, IP_RECVORIGDSTADDR, 1) < 0) return "IP_RECVORIGDSTADDR";
+    if (family == AF_INET6 && set_int(fd, SOL_IPV6, IPV6_RECVORIGDSTADDR, 1) < 0) return "IPV6_RECVORIGDSTADDR";
+    // Replies name their source with IPV6_PKTINFO, which IPv6 refuses for an address that is local only by
+    // a route (AnyIP: ip -6 route add local 2001:db8:1::/64 dev lo) unless the socket may bind freely.
+    if (set_int(fd, SOL_IP, IP_FREEBIND, 1) < 0) return "IP_FREEBIND";
+  }
+  if (transparent && set_int(fd, family == AF_INET6 ? SOL_IPV6 : SOL_IP, family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, 1) < 0) return "IP_TRANSPARENT";
+  return NULL;
+}
+
+// A port argument: 0..65535 (htons would silently wrap a larger one onto another port).
+static int arg_port(napi_env env, napi_value v, int32_t *out) { return arg_int(env, v, out) && *out >= 0 && *out <= 65535; }
+
 // listenInet(address: string, port: number, backlog: number, flags: number): fd
 // flags: 1 = IP_TRANSPARENT (tproxy), 2 = UDP instead of TCP. An IPv6 address gets a dual-stack socket.
 static napi_value ListenInet(napi_env env, napi_callback_info info) {
@@ -112,8 +138,8 @@ static napi_value ListenInet(napi_env env, napi_callback_info info) {
   size_t len;
   int32_t port, backlog, flags;
   if (argc < 4 || napi_get_value_string_utf8(env, argv[0], address, sizeof address, &len) != napi_ok ||
-      !arg_int(env, argv[1], &port) || !arg_int(env, argv[2], &backlog) || !arg_int(env, argv[3], &flags)) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "listenInet(address, port, backlog, flags)");
+      !arg_port(env, argv[1], &port) || !arg_int(env, argv[2], &backlog) || !arg_int(env, argv[3], &flags)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "listenInet(address, port 0..65535, backlog, flags)");
     return NULL;
   }
   struct sockaddr_storage ss;
@@ -123,27 +149,13 @@ static napi_value ListenInet(napi_env env, napi_callback_info info) {
   int udp = flags & 2;
   int fd = socket(family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
-  int one = 1, zero = 0;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-  if (udp) {
-    // Each datagram's destination (address and port), for the lookup and for the reply's source. IPv4 on a
-    // dual-stack socket reports through the SOL_IP option, IPv6 through SOL_IPV6.
-    setsockopt(fd, SOL_IP, IP_RECVORIGDSTADDR, &one, sizeof one);
-    if (family == AF_INET6) setsockopt(fd, SOL_IPV6, IPV6_RECVORIGDSTADDR, &one, sizeof one);
-    // Replies name their source with IPV6_PKTINFO, which IPv6 refuses for an address that is local only by
-    // a route (AnyIP: ip -6 route add local 2001:db8:1::/64 dev lo) unless the socket may bind freely.
-    setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof one);
-  }
-  if ((flags & 1) && setsockopt(fd, family == AF_INET6 ? SOL_IPV6 : SOL_IP, family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, &one, sizeof one) < 0) {
+  const char *failed = listen_options(fd, family, udp, flags & 1);
+  if (failed == NULL && bind(fd, (struct sockaddr *)&ss, sslen) < 0) failed = "bind";
+  if (failed == NULL && !udp && listen(fd, backlog) < 0) failed = "listen";
+  if (failed != NULL) {
     int err = errno;
     close(fd);
-    return throw_errno(env, err, "IP_TRANSPARENT");
-  }
-  if (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || (!udp && listen(fd, backlog) < 0)) {
-    int err = errno;
-    close(fd);
-    return throw_errno(env, err, udp ? "bind" : "bind/listen");
+    return throw_errno(env, err, failed);
   }
   return int_value(env, fd);
 }
@@ -236,7 +248,8 @@ static napi_value AcceptBatch(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int32_t *out = data;
-  if ((size_t)max * ACCEPT_RECORD > length) max = (int32_t)(length / ACCEPT_RECORD);
+  if (max < 0) max = 0;
+  if ((size_t)max > length / ACCEPT_RECORD) max = (int32_t)(length / ACCEPT_RECORD);
   int n = 0;
   while (n < max) {
     struct sockaddr_storage peer, local;
@@ -257,7 +270,26 @@ static napi_value AcceptBatch(napi_env env, napi_callback_info info) {
   return int_value(env, n);
 }
 
+// Linux 6.16 lets a Unix socket refuse descriptors (a sender's SCM_RIGHTS then fails with EPERM); older
+// headers lack the name. 83 is asm-generic's value; alpha, mips, parisc and sparc number it otherwise.
+#if !defined(SO_PASSRIGHTS) && !defined(__alpha__) && !defined(__mips__) && !defined(__hppa__) && !defined(__sparc__)
+#define SO_PASSRIGHTS 83
+#endif
+
+// 0, or -1 with errno; an old kernel (ENOPROTOOPT) or an architecture whose number is unknown passes.
+static int refuse_rights(int fd) {
+#ifdef SO_PASSRIGHTS
+  if (set_int(fd, SOL_SOCKET, SO_PASSRIGHTS, 0) < 0 && errno != ENOPROTOOPT) return -1;
+#else
+  (void)fd;
+#endif
+  return 0;
+}
+
 // acceptUnix(listenFd, out: Int32Array(4)): 1 with [fd, pid, uid, gid] (SO_PEERCRED), 0 on EAGAIN, or -errno.
+// The accepted socket refuses descriptors (SO_PASSRIGHTS 0) where the kernel can: the daemon only sends on
+// its accepted ends, and a descriptor a peer slips in would otherwise be the daemon's to close, on the
+// loop thread (a lingering TCP socket's close can block for seconds). Older kernels say ENOPROTOOPT.
 static napi_value AcceptUnix(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -275,7 +307,7 @@ static napi_value AcceptUnix(napi_env env, napi_callback_info info) {
   if (fd < 0) return int_value(env, errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno);
   struct ucred cred;
   socklen_t clen = sizeof cred;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+  if (refuse_rights(fd) < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
     int err = errno;
     close(fd);
     return int_value(env, -err);
@@ -392,8 +424,32 @@ static napi_value PeerCred(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+static void *close_thread(void *arg) {
+  close((int)(intptr_t)arg);
+  return NULL;
+}
+
+// Closes a descriptor that is not a socket off the loop thread: closing the last reference to a file on
+// FUSE or NFS waits for its server to flush, which a local user controls.
+static int close_aside(int fd) {
+  pthread_attr_t attr;
+  pthread_t thread;
+  int rc = pthread_attr_init(&attr);
+  if (rc == 0) {
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 65536);
+    rc = pthread_create(&thread, &attr, close_thread, (void *)(intptr_t)fd);
+    pthread_attr_destroy(&attr);
+  }
+  if (rc == 0) return 0;
+  return close(fd) < 0 && errno != EINTR ? -errno : 0;  // no thread to be had: close here rather than leak
+}
+
 // close(fd) / reset(fd): 0 or -errno. reset sets SO_LINGER {on, 0} first, so the client gets a RST at once
 // instead of a FIN it might take for a served, empty answer.
+// reset never blocks the caller, whatever the descriptor (so it is the call for one a peer sent): a socket
+// with SO_LINGER {1, 0} closes at once (TCP aborts, no other family lingers), and a descriptor that is not
+// a socket (setsockopt says ENOTSOCK) is closed on a thread of its own (close_aside).
 static napi_value fd_call(napi_env env, napi_callback_info info, int reset) {
   size_t argc = 1;
   napi_value argv[1];
@@ -405,7 +461,7 @@ static napi_value fd_call(napi_env env, napi_callback_info info, int reset) {
   }
   if (reset) {
     struct linger l = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) < 0 && errno == ENOTSOCK) return int_value(env, close_aside(fd));
   }
   return int_value(env, close(fd) < 0 && errno != EINTR ? -errno : 0);
 }
@@ -428,7 +484,7 @@ typedef struct {
 
 static void on_close(uv_handle_t *h) {
   watcher_t *w = h->data;
-  napi_delete_reference(w->env, w->callback);
+  if (w->callback != NULL) napi_delete_reference(w->env, w->callback);
   w->callback = NULL;
   w->close_done = 1;
   if (w->finalized) free(w);
@@ -492,11 +548,21 @@ static napi_value Watch(napi_env env, napi_callback_info info) {
     return throw_errno(env, -rc, "uv_poll_init");
   }
   w->poll.data = w;
-  napi_create_reference(env, argv[2], 1, &w->callback);
-  int uv_events = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0);
-  if (uv_events) uv_poll_start(&w->poll, uv_events, on_poll);
+  // Without its reference or its external, the watcher is closed again (and freed by on_close, as if
+  // already collected) before it ever calls back.
   napi_value handle;
-  CHECK(napi_create_external(env, w, finalize_watcher, NULL, &handle));
+  if (napi_create_reference(env, argv[2], 1, &w->callback) != napi_ok || napi_create_external(env, w, finalize_watcher, NULL, &handle) != napi_ok) {
+    w->closed = w->finalized = 1;
+    uv_close((uv_handle_t *)&w->poll, on_close);
+    napi_throw_error(env, "ERR_NATIVE", "watch: out of memory");
+    return NULL;
+  }
+  int uv_events = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0);
+  if (uv_events && (rc = uv_poll_start(&w->poll, uv_events, on_poll)) < 0) {
+    w->closed = 1;  // freed once the external is collected too
+    uv_close((uv_handle_t *)&w->poll, on_close);
+    return throw_errno(env, -rc, "uv_poll_start");
+  }
   return handle;
 }
 
@@ -582,9 +648,11 @@ static napi_value RecvDatagrams(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "recvDatagrams(fd, Uint8Array, Int32Array, count)");
     return NULL;
   }
+  // Clamped to [0, DATAGRAM_BATCH] and to the records the arrays hold: the batch lives on the stack.
+  if (count < 0) count = 0;
   if (count > DATAGRAM_BATCH) count = DATAGRAM_BATCH;
-  if ((size_t)count * DATAGRAM_SLOT > dlen) count = (int32_t)(dlen / DATAGRAM_SLOT);
-  if ((size_t)count * DATAGRAM_RECORD > mlen) count = (int32_t)(mlen / DATAGRAM_RECORD);
+  if ((size_t)count > dlen / DATAGRAM_SLOT) count = (int32_t)(dlen / DATAGRAM_SLOT);
+  if ((size_t)count > mlen / DATAGRAM_RECORD) count = (int32_t)(mlen / DATAGRAM_RECORD);
   struct mmsghdr msgs[DATAGRAM_BATCH];
   struct iovec iovs[DATAGRAM_BATCH];
   struct sockaddr_storage sources[DATAGRAM_BATCH];
@@ -741,6 +809,7 @@ typedef struct {
   int pipe_r, pipe_w;
   size_t in_pipe, cap;
   int eof, done;
+  int stalled;  // the pipe took nothing while holding bytes: read again only once some have left it
   double bytes;
 } direction_t;
 
@@ -755,25 +824,38 @@ typedef struct {
 
 static int make_pipe(direction_t *d) {
   int p[2];
-  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) return -1;
+  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) return -errno;
   d->pipe_r = p[0];
   d->pipe_w = p[1];
   d->cap = RELAY_PIPE;
   return 0;
 }
 
+static void close_pipe(direction_t *d) {
+  if (d->pipe_r < 0) return;
+  close(d->pipe_r);
+  close(d->pipe_w);
+  d->pipe_r = d->pipe_w = -1;
+}
+
 // Moves what it can; returns -1 on a socket error.
+// EAGAIN from the splice into the pipe means "the socket is empty" or "the pipe is full", and a pipe is
+// full after 16 small reads (one buffer each), long before `cap` bytes. With bytes in the pipe it is taken
+// as full: the direction stops reading (stalled) until some leave. Waiting for readable instead spun a
+// core, the socket staying readable while the pipe took nothing.
 static int pump(direction_t *d) {
   for (;;) {
     int progress = 0;
-    if (!d->eof && d->in_pipe < d->cap) {
+    if (!d->eof && !d->stalled && d->in_pipe < d->cap) {
       ssize_t n = splice(d->from, NULL, d->pipe_w, NULL, d->cap - d->in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
       if (n > 0) {
         d->in_pipe += (size_t)n;
         progress = 1;
       } else if (n == 0) {
         d->eof = 1;
-      } else if (errno != EAGAIN && errno != EINTR) {
+      } else if (errno == EAGAIN) {
+        d->stalled = d->in_pipe > 0;
+      } else if (errno != EINTR) {
         return -1;
       }
     }
@@ -782,6 +864,7 @@ static int pump(direction_t *d) {
       if (m > 0) {
         d->in_pipe -= (size_t)m;
         d->bytes += (double)m;
+        d->stalled = 0;
         progress = 1;
       } else if (m < 0 && errno != EAGAIN && errno != EINTR) {
         return -1;
@@ -794,6 +877,14 @@ static int pump(direction_t *d) {
     if (!progress) return 0;
   }
 }
+
+// What a side waits for: readable while its outgoing direction may read, writable while its incoming
+// direction holds bytes for it. A stalled direction waits for the far side's writable only.
+static int side_events(const direction_t *out, const direction_t *in) {
+  return ((!out->eof && !out->stalled && out->in_pipe < out->cap) ? UV_READABLE : 0) | (in->in_pipe > 0 ? UV_WRITABLE : 0);
+}
+
+static int watch_side(uv_poll_t *p, int events, uv_poll_cb cb) { return events ? uv_poll_start(p, events, cb) : uv_poll_stop(p); }
 
 static void relay_closed(uv_handle_t *h) {
   relay_t *r = h->data;
@@ -811,16 +902,13 @@ static void relay_finish(relay_t *r) {
   uv_poll_stop(&r->pb);
   close(r->a);
   close(r->b);
-  close(r->ab.pipe_r);
-  close(r->ab.pipe_w);
-  close(r->ba.pipe_r);
-  close(r->ba.pipe_w);
+  close_pipe(&r->ab);
+  close_pipe(&r->ba);
   uv_close((uv_handle_t *)&r->pa, relay_closed);
   uv_close((uv_handle_t *)&r->pb, relay_closed);
 }
 
 static void relay_on_poll(uv_poll_t *p, int status, int events) {
-  (void)p;
   (void)events;
   relay_t *r = p->data;
   if (r->finishing) return;
@@ -829,17 +917,47 @@ static void relay_on_poll(uv_poll_t *p, int status, int events) {
     return relay_finish(r);
   }
   if (r->ab.done && r->ba.done) return relay_finish(r);
-  // a: read while a->b has room and has not ended; write while b->a holds bytes for it. Same for b.
-  int ea = ((!r->ab.eof && r->ab.in_pipe < r->ab.cap) ? UV_READABLE : 0) | (r->ba.in_pipe > 0 ? UV_WRITABLE : 0);
-  int eb = ((!r->ba.eof && r->ba.in_pipe < r->ba.cap) ? UV_READABLE : 0) | (r->ab.in_pipe > 0 ? UV_WRITABLE : 0);
-  if (ea) uv_poll_start(&r->pa, ea, relay_on_poll);
-  else uv_poll_stop(&r->pa);
-  if (eb) uv_poll_start(&r->pb, eb, relay_on_poll);
-  else uv_poll_stop(&r->pb);
+  if (watch_side(&r->pa, side_events(&r->ab, &r->ba), relay_on_poll) < 0 || watch_side(&r->pb, side_events(&r->ba, &r->ab), relay_on_poll) < 0) {
+    r->failed = 1;
+    relay_finish(r);
+  }
 }
 
-// relay(a, b, callback(bytesAtoB, bytesBtoA, failed: 0 or 1)): copies both ways until both directions end or one
-// fails, then closes a and b (they become the relay's) and calls back.
+// A relay that never started: freed once its `polls` initialized handles are closed; a and b untouched.
+static void relay_dropped(uv_handle_t *h) {
+  relay_t *r = h->data;
+  if (++r->closes == 2) free(r);
+}
+
+static int relay_abandon(relay_t *r, int polls, int err) {
+  close_pipe(&r->ab);
+  close_pipe(&r->ba);
+  if (r->callback != NULL) napi_delete_reference(r->env, r->callback);
+  r->closes = 2 - polls;
+  if (polls == 0) free(r);
+  if (polls >= 1) uv_close((uv_handle_t *)&r->pa, relay_dropped);
+  if (polls == 2) uv_close((uv_handle_t *)&r->pb, relay_dropped);
+  return err;
+}
+
+// Pipes, watchers and the callback's reference of a new relay: 0, or -errno with nothing left behind.
+static int relay_start(relay_t *r, uv_loop_t *loop, napi_value callback) {
+  int rc;
+  if ((rc = make_pipe(&r->ab)) < 0 || (rc = make_pipe(&r->ba)) < 0) return relay_abandon(r, 0, rc);
+  if ((rc = uv_poll_init(loop, &r->pa, r->a)) < 0) return relay_abandon(r, 0, rc);
+  r->pa.data = r;
+  if ((rc = uv_poll_init(loop, &r->pb, r->b)) < 0) return relay_abandon(r, 1, rc);
+  r->pb.data = r;
+  if (napi_create_reference(r->env, callback, 1, &r->callback) != napi_ok) return relay_abandon(r, 2, -ENOMEM);
+  if ((rc = uv_poll_start(&r->pa, UV_READABLE, relay_on_poll)) < 0 || (rc = uv_poll_start(&r->pb, UV_READABLE, relay_on_poll)) < 0) {
+    return relay_abandon(r, 2, rc);
+  }
+  return 0;
+}
+
+// relay(a, b, callback(bytesAtoB, bytesBtoA, failed: 0 or 1)): 0, then copies both ways until both
+// directions end or one fails, closes a and b (they are the relay's now) and calls back. Or -errno (EMFILE:
+// no descriptors for the pipes), and a and b are still the caller's; the callback is never called.
 static napi_value Relay(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -849,34 +967,18 @@ static napi_value Relay(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "relay(a, b, callback)");
     return NULL;
   }
+  if (a < 0 || b < 0) return int_value(env, -EBADF);
+  if (a == b) return int_value(env, -EINVAL);  // one descriptor cannot have two watchers
   uv_loop_t *loop;
   CHECK(napi_get_uv_event_loop(env, &loop));
   relay_t *r = calloc(1, sizeof *r);
-  if (r == NULL) return throw_errno(env, ENOMEM, "relay");
+  if (r == NULL) return int_value(env, -ENOMEM);
   r->a = a;
   r->b = b;
   r->env = env;
-  r->ab = (direction_t){.from = a, .to = b};
-  r->ba = (direction_t){.from = b, .to = a};
-  if (make_pipe(&r->ab) < 0) {
-    int err = errno;
-    free(r);
-    return throw_errno(env, err, "pipe");
-  }
-  if (make_pipe(&r->ba) < 0) {
-    int err = errno;
-    close(r->ab.pipe_r);
-    close(r->ab.pipe_w);
-    free(r);
-    return throw_errno(env, err, "pipe");
-  }
-  uv_poll_init(loop, &r->pa, a);
-  uv_poll_init(loop, &r->pb, b);
-  r->pa.data = r->pb.data = r;
-  napi_create_reference(env, argv[2], 1, &r->callback);
-  uv_poll_start(&r->pa, UV_READABLE, relay_on_poll);
-  uv_poll_start(&r->pb, UV_READABLE, relay_on_poll);
-  return NULL;
+  r->ab = (direction_t){.from = a, .to = b, .pipe_r = -1, .pipe_w = -1};
+  r->ba = (direction_t){.from = b, .to = a, .pipe_r = -1, .pipe_w = -1};
+  return int_value(env, relay_start(r, loop, argv[2]));
 }
 
 // connectStream(address: string, port: number): fd of a non-blocking stream socket whose connect is under
@@ -889,8 +991,8 @@ static napi_value ConnectStream(napi_env env, napi_callback_info info) {
   char address[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
   size_t len;
   int32_t port;
-  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], address, sizeof address, &len) != napi_ok || !arg_int(env, argv[1], &port)) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "connectStream(address, port)");
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], address, sizeof address, &len) != napi_ok || !arg_port(env, argv[1], &port)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "connectStream(address, port 0..65535)");
     return NULL;
   }
   struct sockaddr_storage ss;

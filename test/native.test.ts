@@ -1,7 +1,10 @@
 import t from 'tap';
+import { execFileSync } from 'node:child_process';
 import { closeSync, fstatSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { constants } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ACCEPT_RECORD, EAGAIN, EMSGSIZE, MAX_FDS, native } from '../src/native/index.js';
 import { tempDir } from './helpers/daemon.js';
 import { openFds, readable, seqpacketPair } from './helpers/native.js';
@@ -244,4 +247,76 @@ t.test('datagrams: each with its real destination, and replies from the address 
   v4.close();
   v6.close();
   native.close(fd);
+});
+
+// Hostile arguments run in a child: a stack overflow or an assertion there must fail this test, not end tap.
+// Each line is `name result`: a thrown error's type (and code), or the number returned.
+const HOSTILE = String.raw`
+const addon = require(process.argv[1]);
+const udp = addon.listenInet('127.0.0.1', 0, 0, 2);
+const tcp = addon.listenInet('127.0.0.1', 0, 16, 0);
+const big = new Uint8Array(64 * 65536), meta = new Int32Array(64 * 13);
+const cases = {
+  recvNegative: () => addon.recvDatagrams(udp, big, meta, -1),
+  recvMinInt: () => addon.recvDatagrams(udp, big, meta, -2147483648),
+  recvHuge: () => addon.recvDatagrams(udp, new Uint8Array(16), new Int32Array(2), 2147483647),
+  recvWrongTypes: () => addon.recvDatagrams(udp, meta, big, 1),
+  sendNegative: () => addon.sendDatagrams(udp, big, meta, -1, false),
+  sendHuge: () => addon.sendDatagrams(udp, big, meta, 1000, false),
+  sendShortRecords: () => addon.sendDatagrams(udp, big, new Int32Array(13), 1, false),
+  sendRecordOutside: () => addon.sendDatagrams(udp, new Uint8Array(4), new Int32Array(14).fill(2147483647), 1, false),
+  acceptNegative: () => addon.acceptBatch(tcp, new Int32Array(13 * 100), -5),
+  acceptShort: () => addon.acceptBatch(tcp, new Int32Array(3), 10),
+  listenPortTooBig: () => addon.listenInet('127.0.0.1', 70000, 16, 0),
+  connectPortNegative: () => addon.connectStream('127.0.0.1', -1),
+  relayNegative: () => addon.relay(-1, -1, () => {}),
+  relaySame: () => addon.relay(tcp, tcp, () => {}),
+  relayNotFunction: () => addon.relay(tcp, udp, 1),
+  relayString: () => addon.relay('1', 2, () => {}),
+  watchBadFd: () => addon.watch(-1, 1, () => {}),
+  setEventsNotHandle: () => addon.setEvents({}, 1),
+  unwatchNumber: () => addon.unwatch(1),
+  recvMsgString: () => addon.recvMsg(tcp, 'x', new Int32Array(9)),
+  sockNameShort: () => addon.sockName(tcp, new Int32Array(2)),
+  resetNegative: () => addon.reset(-1),
+  resetClosed: () => addon.reset(1000000),
+};
+for (const [name, run] of Object.entries(cases)) {
+  let result;
+  try { result = String(run()); } catch (err) { result = err.constructor.name + (err.code ? ':' + err.code : ''); }
+  require('node:fs').writeSync(1, name + ' ' + result + '\n');
+}
+`;
+
+t.test('hostile arguments give a TypeError, a RangeError or -errno, never a crash', async (t) => {
+  const addon = fileURLToPath(new URL('../native/build/Release/dispatcher.node', import.meta.url));
+  let out = '';
+  t.doesNotThrow(() => (out = execFileSync(process.execPath, ['-e', HOSTILE, addon], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })), 'the child survives every call');
+  const got = Object.fromEntries(out.trim().split('\n').map((line) => line.split(' ') as [string, string]));
+  const { errno } = constants;
+  t.same(got, {
+    recvNegative: '0',
+    recvMinInt: '0',
+    recvHuge: '0',
+    recvWrongTypes: 'TypeError:ERR_INVALID_ARG',
+    sendNegative: 'TypeError:ERR_INVALID_ARG',
+    sendHuge: 'TypeError:ERR_INVALID_ARG',
+    sendShortRecords: 'TypeError:ERR_INVALID_ARG',
+    sendRecordOutside: 'RangeError:ERR_INVALID_ARG',
+    acceptNegative: '0',
+    acceptShort: '0',
+    listenPortTooBig: 'TypeError:ERR_INVALID_ARG',
+    connectPortNegative: 'TypeError:ERR_INVALID_ARG',
+    relayNegative: String(-errno.EBADF),
+    relaySame: String(-errno.EINVAL),
+    relayNotFunction: 'TypeError:ERR_INVALID_ARG',
+    relayString: 'TypeError:ERR_INVALID_ARG',
+    watchBadFd: 'Error:ERR_SYSCALL',
+    setEventsNotHandle: 'TypeError:ERR_INVALID_ARG',
+    unwatchNumber: 'TypeError:ERR_INVALID_ARG',
+    recvMsgString: 'TypeError:ERR_INVALID_ARG',
+    sockNameShort: 'TypeError:ERR_INVALID_ARG',
+    resetNegative: 'TypeError:ERR_INVALID_ARG',
+    resetClosed: String(-errno.EBADF),
+  });
 });

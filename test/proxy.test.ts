@@ -169,6 +169,7 @@ t.test('bad upstreams are refused and change nothing', async (t) => {
     [['web', 'tcp:[::1:80'], /is not unix:\/path, tcp:host:port or udp:host:port/],
     [['web', 'tcp:127.0.0.1:0'], /is not unix:\/path, tcp:host:port or udp:host:port/],
     [['bad label!', 'tcp:127.0.0.1:80'], /label "bad label!" is not/],
+    [['dns', 'udp:127.0.0.1:53', '--proxy-protocol', 'v1'], /PROXY protocol v1 is for TCP only; a udp: upstream takes none or v2/],
   ] as const) {
     const r = await d.cli('upstream', 'add', ...args);
     t.equal(r.code, 2);

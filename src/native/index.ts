@@ -27,6 +27,7 @@ interface Addon {
   recvMsg(sock: number, data: Uint8Array, fds: Int32Array): number;
   peerCred(fd: number): [number, number, number] | number;
   close(fd: number): number;
+  /** RST for a TCP socket; never blocks, whatever `fd` is (a non-socket is closed on a thread): for descriptors from peers. */
   reset(fd: number): number;
   watch(fd: number, events: number, callback: (events: number) => void): WatchHandle;
   setEvents(handle: WatchHandle, events: number): void;
@@ -38,8 +39,11 @@ interface Addon {
   recvDatagrams(fd: number, data: Uint8Array, meta: Int32Array, count: number): number;
   SEND_RECORD: number;
   sendDatagrams(fd: number, data: Uint8Array, records: Int32Array, count: number, v6: boolean): number;
-  /** Copies a <-> b with splice(2) until both directions end or one fails; a and b are the relay's then. */
-  relay(a: number, b: number, done: (bytesAtoB: number, bytesBtoA: number, failed: number) => void): void;
+  /**
+   * Copies a <-> b with splice(2) until both directions end or one fails: 0, and a and b are the relay's.
+   * Or -errno (-EMFILE: no descriptors for its pipes): a and b are still the caller's, `done` never runs.
+   */
+  relay(a: number, b: number, done: (bytesAtoB: number, bytesBtoA: number, failed: number) => void): number;
   /** A non-blocking connect under way to `address`:`port` (port 0: a Unix socket path). */
   connectStream(address: string, port: number): number;
   socketError(fd: number): number;

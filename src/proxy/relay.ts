@@ -4,14 +4,23 @@ import { errnoName, native, WRITABLE } from '../native/index.js';
 import { type Logger } from 'pino';
 import { type Connection, recordAddress } from '../handoff/connection.js';
 import { type Metrics } from '../metrics/metrics.js';
-import { proxyHeader } from './proxy-protocol.js';
+import { proxyHeader, recordAt } from './proxy-protocol.js';
 import { target, type Upstream } from './upstream.js';
+
+// Relays open at once, connecting ones included; past it a new proxied connection is reset (and counted
+// as queue_full). Each holds six descriptors (client, upstream, two pipes) and up to 128 KiB of pipe
+// buffers: 2048 are 12,288 descriptors and at most 256 MiB, which leaves a daemon with the usual 65,536
+// descriptors room to keep accepting and handing off while proxy mode is saturated.
+export const MAX_RELAYS = 2048;
+let relays = 0;
 
 export interface RelayOptions {
   /** How long the upstream may take to accept (ms) before the client is reset. */
   connectTimeoutMs: number;
   metrics: Metrics;
   log: Logger;
+  /** MAX_RELAYS unless given. */
+  maxRelays?: number;
 }
 
 /**
@@ -22,23 +31,34 @@ export interface RelayOptions {
  * has accepted, and is reset (RST) if it never does.
  */
 export function relay(conn: Connection, label: string, upstream: Upstream, options: RelayOptions): void {
+  if (relays >= (options.maxRelays ?? MAX_RELAYS)) {
+    options.metrics.reset('tcp', label, 'queue_full');
+    return conn.reset();
+  }
+  relays++;
   options.metrics.proxyOpened(label);
+  const closed = (): void => {
+    relays--;
+    options.metrics.proxyClosed(label);
+  };
   const fail = (reason: 'connect' | 'timeout', detail: string): void => {
     options.metrics.upstreamFailed(label, reason);
-    options.metrics.proxyClosed(label);
+    closed();
     options.log.warn({ label, upstream: upstream.address, reason }, `upstream failed: ${detail}`);
     conn.reset();
   };
   const to = target(upstream.address);
-  if ('path' in to || isIP(to.host) !== 0) return start(conn, label, upstream, 'path' in to ? to.path : to.host, 'path' in to ? 0 : to.port, options, fail);
+  if ('path' in to || isIP(to.host) !== 0) return start(conn, upstream, 'path' in to ? to.path : to.host, 'path' in to ? 0 : to.port, options, fail, closed);
   // A host name: resolved per connection (the resolver caches, not this daemon).
   lookup(to.host).then(
-    ({ address }) => start(conn, label, upstream, address, to.port, options, fail),
+    ({ address }) => start(conn, upstream, address, to.port, options, fail, closed),
     (err: Error) => fail('connect', err.message),
   );
 }
 
-function start(conn: Connection, label: string, upstream: Upstream, address: string, port: number, options: RelayOptions, fail: (reason: 'connect' | 'timeout', detail: string) => void): void {
+type Fail = (reason: 'connect' | 'timeout', detail: string) => void;
+
+function start(conn: Connection, upstream: Upstream, address: string, port: number, options: RelayOptions, fail: Fail, closed: () => void): void {
   let fd: number;
   try {
     fd = native.connectStream(address, port);
@@ -55,20 +75,18 @@ function start(conn: Connection, label: string, upstream: Upstream, address: str
     clearTimeout(timer);
     native.unwatch(watch);
     const error = native.socketError(fd);
-    const header = proxyHeader(
-      upstream.proxy_protocol,
-      'tcp',
-      { family: r[7] === 6 ? 6 : 4, words: r.subarray(8, 12), port: r[12]! },
-      recordAddress(r, 7),
-      { family: r[1] === 6 ? 6 : 4, words: r.subarray(2, 6), port: r[6]! },
-      recordAddress(r, 1),
-    );
+    const header = proxyHeader(upstream.proxy_protocol, 'tcp', recordAt(r, 7), recordAddress(r, 7), recordAt(r, 1), recordAddress(r, 1));
     // A header is at most 52 bytes: a fresh connection's socket buffer takes it whole, or the upstream is gone.
     const sent = error !== 0 || header === undefined ? 0 : native.sendFd(fd, header, -1);
     if (error !== 0 || (header !== undefined && sent !== header.length)) {
       native.close(fd);
       return fail('connect', error !== 0 ? errnoName(-error) : 'the PROXY header could not be sent');
     }
-    native.relay(conn.fd, fd, () => options.metrics.proxyClosed(label));
+    // -EMFILE (no descriptors for the pipes) leaves both sockets ours: counted as a failed connect.
+    const rc = native.relay(conn.fd, fd, closed);
+    if (rc < 0) {
+      native.close(fd);
+      fail('connect', `relay: ${errnoName(rc)}`);
+    }
   });
 }

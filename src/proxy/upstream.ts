@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { posix } from 'node:path';
 import { parseLabel } from '../bindings/binding.js';
 import { DispatcherError } from '../errors.js';
 import { type ProxyProtocol } from './proxy-protocol.js';
@@ -29,7 +30,32 @@ export function parseUpstream(input: { label?: unknown; address?: unknown; proxy
   if (!VERSIONS.includes(pp as ProxyProtocol)) throw new DispatcherError('ERR_UPSTREAM', `proxy protocol ${JSON.stringify(pp)} is not none, v1 or v2`);
   if (typeof input.address !== 'string') throw new DispatcherError('ERR_UPSTREAM', 'an upstream address is unix:/path, tcp:host:port or udp:host:port');
   target(input.address);
-  return { label, address: input.address, proxy_protocol: pp as ProxyProtocol };
+  const upstream: Upstream = { label, address: input.address, proxy_protocol: pp as ProxyProtocol };
+  // v1 is text naming TCP4 or TCP6 only; a datagram upstream would be told its clients used TCP.
+  if (pp === 'v1' && upstreamProtocol(upstream) === 'udp') throw new DispatcherError('ERR_UPSTREAM', `upstream ${JSON.stringify(input.address)}: PROXY protocol v1 is for TCP only; a udp: upstream takes none or v2`);
+  return upstream;
+}
+
+/** Where `unix:` upstreams may be unless the daemon is told otherwise (--upstream-dir). */
+export const DEFAULT_UPSTREAM_DIR = '/run/dispatcher/upstreams';
+
+/**
+ * Refuses a `unix:` upstream outside `allowedDir` (ERR_NOT_ALLOWED, naming the directory); other upstreams
+ * pass. The root daemon connects wherever an upstream points, so without this a member of the control
+ * group could reach any socket root can (/run/docker.sock). A path with a `..` segment is refused
+ * outright: the kernel resolves `..` after following symbolic links, so a lexical check of it proves
+ * nothing. Links inside the directory are followed: it must be writable by root alone.
+ */
+export function checkUpstreamPath(upstream: Upstream, allowedDir: string): Upstream {
+  const to = target(upstream.address);
+  if (!('path' in to)) return upstream;
+  if (!posix.isAbsolute(allowedDir)) throw new DispatcherError('ERR_CONFIG', `the upstream directory ${JSON.stringify(allowedDir)} is not an absolute path`);
+  const dir = posix.normalize(`${allowedDir}/`);
+  const path = posix.normalize(to.path);
+  if (to.path.split('/').includes('..') || !path.startsWith(dir) || path === dir) {
+    throw new DispatcherError('ERR_NOT_ALLOWED', `upstream ${JSON.stringify(upstream.address)}: a unix: upstream must be a socket in ${dir} (named without ..)`);
+  }
+  return upstream;
 }
 
 /** The connect target of an address, or ERR_UPSTREAM naming what is wrong with it. */

@@ -7,7 +7,11 @@ export function openFds(pid: number | 'self' = 'self'): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
-/** A connected SOCK_SEQPACKET pair through a listener in `dir`: [client, server side]. */
+/**
+ * A connected SOCK_SEQPACKET pair through a listener in `dir`: [accepted end, connecting end]. Descriptors
+ * go from the first to the second, as from the daemon to a worker: an accepted end refuses them
+ * (SO_PASSRIGHTS, where the kernel has it).
+ */
 export function seqpacketPair(dir: string, name = 'pair.sock'): [number, number] {
   const path = join(dir, name);
   const listener = native.listenSeqpacket(path, 4);
@@ -15,7 +19,7 @@ export function seqpacketPair(dir: string, name = 'pair.sock'): [number, number]
     const client = native.connectSeqpacket(path);
     const out = new Int32Array(4);
     if (native.acceptUnix(listener, out) !== 1) throw new Error('acceptUnix found no connection');
-    return [client, out[0]!];
+    return [out[0]!, client];
   } finally {
     native.close(listener);
   }
