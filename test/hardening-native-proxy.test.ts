@@ -97,7 +97,7 @@ t.test('out of descriptors for the relay pipes (EMFILE): clients reset, the daem
   t.ok(outcomes.includes('ECONNRESET'), `some clients were reset (${[...new Set(outcomes)].join(', ')})`);
   await sleep(300);
   t.equal(d.process.exitCode, null, 'the daemon is alive');
-  t.match(d.stderr(), /relay: EMFILE/, 'a relay failed for want of descriptors, and said so');
+  t.match(d.stderr(), /"reason":"relay".*EMFILE/, 'a relay failed for want of descriptors, and said so');
   const line = await new Promise<string>((resolve, reject) => {
     const s = connect(port, '127.0.0.1');
     s.once('data', (c) => resolve(c.toString()));
@@ -138,6 +138,7 @@ t.test('past the relay cap a proxied connection is reset and counted', async (t)
   t.equal(await secondEnd, 'ECONNRESET', 'the second, past the cap of 1, is reset');
   t.equal(await firstLine, 'up\n', 'the first is relayed');
   t.equal(metrics.totals.resets, 1, 'and the reset is counted');
+  t.match(await metrics.registry.metrics(), /dispatcher_resets_total\{protocol="tcp",label="web",reason="proxy_full"\} 1/, 'as proxy_full');
   first.client.destroy();
   for (let i = 0; i < 50 && metrics.totals.proxy_active > 0; i++) await sleep(20);
   const third = await accepted(listener, port);

@@ -3,15 +3,12 @@ import { spawn } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { constants, release } from 'node:os';
+import { constants } from 'node:os';
 import { MAX_FDS, native } from '../src/native/index.js';
 import { daemonIn, tempDir } from './helpers/daemon.js';
-import { openFds } from './helpers/native.js';
+import { openFds, passRights } from './helpers/native.js';
 import { randomPort, sleep } from './helpers/services.js';
 
-// SO_PASSRIGHTS came with Linux 6.16; an older kernel delivers the descriptor (acceptUnix ignores ENOPROTOOPT).
-const [major = 0, minor = 0] = release().split('.').map(Number);
-const passRights = major > 6 || (major === 6 && minor >= 16);
 
 t.test('an accepted Unix socket refuses descriptors (SO_PASSRIGHTS): none arrives, none leaks', { skip: !passRights && 'needs Linux 6.16 or later' }, async (t) => {
   const dir = await tempDir(t);

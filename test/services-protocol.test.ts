@@ -3,10 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { openSync, closeSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import { EAGAIN, MAX_FDS, native } from '../src/native/index.js';
 import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
-import { openFds, readable, settledFds } from './helpers/native.js';
+import { openFds, passRights, readable, settledFds } from './helpers/native.js';
 import { PYTHON_SERVICE, randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 /** Sends `payload` on a fresh services connection; returns the daemon's answer and whether it then closed. */
@@ -66,9 +67,15 @@ t.test('garbage on the services socket gets an error and a close, never a crash 
     t.ok(closed, `${name}: the daemon closes`);
   }
   const file = openFileForTest(dir);
-  const withFd = await exchange(d.services, [register()], file);
+  if (passRights) {
+    const sock = native.connectSeqpacket(d.services);
+    t.equal(native.sendFd(sock, Buffer.from(register()), file), -constants.errno.EPERM, 'the kernel refuses a descriptor sent to the daemon');
+    native.close(sock);
+  } else {
+    const withFd = await exchange(d.services, [register()], file);
+    t.match(withFd.answers.find((a) => a['type'] === 'error')?.['message'], /workers never send descriptors/);
+  }
   closeSync(file);
-  t.match(withFd.answers.find((a) => a['type'] === 'error')?.['message'], /workers never send descriptors/);
 
   // Connect and say nothing: closed after the registration timeout.
   const silent = native.connectSeqpacket(d.services);

@@ -15,7 +15,8 @@ export interface LabelCounts {
 
 export type RefusalReason = 'not_allowed' | 'too_many' | 'protocol' | 'version';
 
-export type ResetReason = 'no_worker' | 'queue_full' | 'queue_timeout';
+export type ResetReason = 'no_worker' | 'queue_full' | 'queue_timeout' | 'proxy_full';
+export type UpstreamFailure = 'connect' | 'timeout' | 'relay';
 
 /**
  * The daemon's counters, exported as Prometheus text (`--metrics HOST:PORT`) and summed up in `status`.
@@ -28,7 +29,7 @@ export class Metrics {
   readonly #handoffs = new Counter({ name: 'dispatcher_handoffs_total', help: 'Connections handed to a worker', labelNames: ['protocol', 'label'], registers: [this.registry] });
   readonly #resets = new Counter({
     name: 'dispatcher_resets_total',
-    help: 'Connections reset for want of a worker (no_worker: none registered and the queue is off; queue_full; queue_timeout)',
+    help: 'Connections reset for want of a worker (no_worker: none registered and the queue is off; queue_full; queue_timeout; proxy_full: proxy mode at its relay limit)',
     labelNames: ['protocol', 'label', 'reason'],
     registers: [this.registry],
   });
@@ -66,7 +67,7 @@ export class Metrics {
   readonly #proxyActive = new Gauge({ name: 'dispatcher_proxy_active', help: 'Relayed connections open now', labelNames: ['label'], registers: [this.registry] });
   readonly #upstreamFailures = new Counter({
     name: 'dispatcher_upstream_failures_total',
-    help: 'Connections reset because the upstream refused (connect) or did not accept in time (timeout)',
+    help: 'Connections reset because the upstream refused (connect), did not accept in time (timeout), or no relay could be made (relay: out of descriptors)',
     labelNames: ['label', 'reason'],
     registers: [this.registry],
   });
@@ -151,7 +152,7 @@ export class Metrics {
     this.#proxyActive.labels(label).dec();
   }
 
-  upstreamFailed(label: string, reason: 'connect' | 'timeout'): void {
+  upstreamFailed(label: string, reason: UpstreamFailure): void {
     this.totals.upstream_failures++;
     this.#child('tcp', label).counts.resets++;
     this.#upstreamFailures.labels(label, reason).inc();

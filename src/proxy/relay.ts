@@ -3,12 +3,12 @@ import { isIP } from 'node:net';
 import { errnoName, native, WRITABLE } from '../native/index.js';
 import { type Logger } from 'pino';
 import { type Connection, recordAddress } from '../handoff/connection.js';
-import { type Metrics } from '../metrics/metrics.js';
+import { type Metrics, type UpstreamFailure } from '../metrics/metrics.js';
 import { proxyHeader, recordAt } from './proxy-protocol.js';
 import { target, type Upstream } from './upstream.js';
 
 // Relays open at once, connecting ones included; past it a new proxied connection is reset (and counted
-// as queue_full). Each holds six descriptors (client, upstream, two pipes) and up to 128 KiB of pipe
+// as proxy_full). Each holds six descriptors (client, upstream, two pipes) and up to 128 KiB of pipe
 // buffers: 2048 are 12,288 descriptors and at most 256 MiB, which leaves a daemon with the usual 65,536
 // descriptors room to keep accepting and handing off while proxy mode is saturated.
 export const MAX_RELAYS = 2048;
@@ -32,7 +32,7 @@ export interface RelayOptions {
  */
 export function relay(conn: Connection, label: string, upstream: Upstream, options: RelayOptions): void {
   if (relays >= (options.maxRelays ?? MAX_RELAYS)) {
-    options.metrics.reset('tcp', label, 'queue_full');
+    options.metrics.reset('tcp', label, 'proxy_full');
     return conn.reset();
   }
   relays++;
@@ -41,7 +41,7 @@ export function relay(conn: Connection, label: string, upstream: Upstream, optio
     relays--;
     options.metrics.proxyClosed(label);
   };
-  const fail = (reason: 'connect' | 'timeout', detail: string): void => {
+  const fail: Fail = (reason, detail) => {
     options.metrics.upstreamFailed(label, reason);
     closed();
     options.log.warn({ label, upstream: upstream.address, reason }, `upstream failed: ${detail}`);
@@ -56,7 +56,7 @@ export function relay(conn: Connection, label: string, upstream: Upstream, optio
   );
 }
 
-type Fail = (reason: 'connect' | 'timeout', detail: string) => void;
+type Fail = (reason: UpstreamFailure, detail: string) => void;
 
 function start(conn: Connection, upstream: Upstream, address: string, port: number, options: RelayOptions, fail: Fail, closed: () => void): void {
   let fd: number;
@@ -82,11 +82,11 @@ function start(conn: Connection, upstream: Upstream, address: string, port: numb
       native.close(fd);
       return fail('connect', error !== 0 ? errnoName(-error) : 'the PROXY header could not be sent');
     }
-    // -EMFILE (no descriptors for the pipes) leaves both sockets ours: counted as a failed connect.
+    // -EMFILE (no descriptors for the pipes) leaves both sockets ours.
     const rc = native.relay(conn.fd, fd, closed);
     if (rc < 0) {
       native.close(fd);
-      fail('connect', `relay: ${errnoName(rc)}`);
+      fail('relay', errnoName(rc));
     }
   });
 }

@@ -1,6 +1,12 @@
 import { readdirSync } from 'node:fs';
+import { release } from 'node:os';
 import { join } from 'node:path';
 import { native, READABLE, type WatchHandle } from '../../src/native/index.js';
+
+// SO_PASSRIGHTS came with Linux 6.16: there an accepted Unix socket refuses descriptors at the send
+// (acceptUnix sets it); an older kernel delivers them and the daemon resets them.
+const [major = 0, minor = 0] = release().split('.').map(Number);
+export const passRights = major > 6 || (major === 6 && minor >= 16);
 
 /** Open descriptors of a process, from /proc. */
 export function openFds(pid: number | 'self' = 'self'): number {
