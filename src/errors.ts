@@ -24,7 +24,8 @@ export type ErrorCode =
   | 'ERR_CONFIG'
   | 'ERR_TPROXY'
   | 'ERR_UPSTREAM'
-  | 'ERR_NO_UPSTREAM';
+  | 'ERR_NO_UPSTREAM'
+  | 'ERR_USAGE';
 
 export class DispatcherError extends Error {
   readonly code: ErrorCode;

@@ -109,7 +109,8 @@ class Seen {
 
   /** Records `binding` from `entry`; returns the earlier entry if its key was seen. */
   add(binding: Binding, entry: number): number | undefined {
-    let h = Math.imul(binding.port + 1, 0x9e3779b1) ^ (binding.length << 1) ^ (binding.protocol === 'tcp' ? 0 : 1);
+    // The hash only spreads keys; equality is Binding.key's, so a field the hash missed costs speed, not correctness.
+    let h = Math.imul(binding.port + 1, 0x9e3779b1) ^ (binding.length << 2) ^ (binding.protocol === 'tcp' ? 0 : 1) ^ (binding.family === 4 ? 0 : 2);
     for (let i = 0; i < 4; i++) h = Math.imul(h ^ binding.word(i), 0x85ebca6b) ^ (h >>> 13);
     h &= 0x3fffffff;
     const other = this.#byHash.get(h);
@@ -118,17 +119,13 @@ class Seen {
       return undefined;
     }
     if (other.binding.sameKey(binding)) return other.entry;
-    const first = fullKey(other.binding);
+    const first = other.binding.key();
     if (!this.#byKey.has(first)) this.#byKey.set(first, other.entry);
-    const key = fullKey(binding);
+    const key = binding.key();
     const earlier = this.#byKey.get(key);
     if (earlier === undefined) this.#byKey.set(key, entry);
     return earlier;
   }
-}
-
-function fullKey(b: Binding): string {
-  return `${b.protocol} ${b.word(0)} ${b.word(1)} ${b.word(2)} ${b.word(3)} ${b.length} ${b.port}`;
 }
 
 export function formatBindingsFile(bindings: readonly Binding[]): BindingsFile {
