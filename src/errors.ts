@@ -25,7 +25,8 @@ export type ErrorCode =
   | 'ERR_TPROXY'
   | 'ERR_UPSTREAM'
   | 'ERR_NO_UPSTREAM'
-  | 'ERR_USAGE';
+  | 'ERR_USAGE'
+  | 'ERR_BUSY';
 
 export class DispatcherError extends Error {
   readonly code: ErrorCode;

@@ -13,12 +13,22 @@ export interface BindingsFile {
 
 const ENTRY_FIELDS = new Set(['label', 'prefix', 'port', 'protocol']);
 
+/**
+ * Text up to this size gets a syntax error's line and column from momoa's tree when V8's message has no
+ * position. A larger text is not parsed a second time: a tree costs ~20 bytes per byte of JSON, so a hostile
+ * 50 MB body would have cost the daemon a gigabyte.
+ */
+const TREE_MAX_CHARS = 1 << 20;
+
 /** Parses file text; `source` names the file in errors. */
 export function parseBindingsText(text: string, source = 'bindings file'): Binding[] {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
-  } catch {
+  } catch (err) {
+    const at = /^(.*) in JSON at position (\d+)/.exec((err as Error).message);
+    if (at !== null) throw notJSON(source, `${at[1]!} at ${lineColumn(text, Number(at[2]))}`);
+    if (text.length > TREE_MAX_CHARS) throw notJSON(source, (err as Error).message.replace(/\n/g, '\\n'));
     return parseBindingsDocument(preciseParse(text, source), source);
   }
   // JSON.parse keeps the last of duplicate keys. Counting keys is one pass over the text; momoa's tree,
@@ -33,9 +43,24 @@ function preciseParse(text: string, source: string): unknown {
   try {
     tree = parseJSONTree(text, { mode: 'json' });
   } catch (err) {
-    throw new DispatcherError('ERR_BINDINGS_FILE', `${source}: not valid JSON: ${(err as Error).message}`);
+    throw notJSON(source, (err as Error).message);
   }
   return toValue(tree.body, source);
+}
+
+function notJSON(source: string, message: string): DispatcherError {
+  return fileError(source, `not valid JSON: ${message}`);
+}
+
+/** `line L, column C` (both from 1, as momoa counts) of a UTF-16 offset. */
+function lineColumn(text: string, offset: number): string {
+  let line = 1;
+  let lineStart = 0;
+  for (let i = text.indexOf('\n'); i !== -1 && i < offset; i = text.indexOf('\n', i + 1)) {
+    line++;
+    lineStart = i + 1;
+  }
+  return `line ${line}, column ${offset - lineStart + 1}`;
 }
 
 /** Object keys in valid JSON text: the strings followed by a colon. */
