@@ -207,6 +207,8 @@ function readBody(req: IncomingMessage, body: BodyLimits, max = body.max): Promi
     req.on('data', onData);
     req.once('end', onEnd);
     req.once('error', reject);
+    // A client gone before its body ended: nothing will answer it, but the promise must settle.
+    req.once('close', () => reject(new HttpError(400, 'ERR_REQUEST', 'the request body ended early')));
   });
 }
 
