@@ -34,3 +34,14 @@ t.test('an IPv4 and an IPv6 prefix with equal words and length are not duplicate
     t.same(parseBindingsText(text).map(String), [`tcp ${six} port 0 (every port) -> a`, `udp ${six} port 0 (every port) -> a`, `tcp ${four} port 0 (every port) -> b`, `udp ${four} port 0 (every port) -> b`]);
   }
 });
+
+t.test('JSON nested deeper than the stack is refused with a clear error, not a RangeError', async (t) => {
+  const deep = (n: number): string => `${'['.repeat(n)}${']'.repeat(n)}`;
+  t.throws(() => parseBindingsText(deep(100_000)), { code: 'ERR_BINDINGS_FILE', message: /not an object with a "bindings" array/ });
+  t.throws(() => parseBindingsText(`{"bindings": [{"label": ${deep(100_000)}, "prefix": "10.0.0.0/8", "port": 1}]}`), {
+    code: 'ERR_BINDINGS_FILE',
+    message: /bindings\[0\]: label \[\.\.\.\] \(nested too deeply to show\)/,
+  });
+  // A duplicate key makes the file parse a second time, with a tree: too deep for it, it still says why.
+  t.throws(() => parseBindingsText(`{"bindings": [], "bindings": ${deep(200_000)}}`), { code: 'ERR_BINDINGS_FILE', message: /nested too deeply/ });
+});

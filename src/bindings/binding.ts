@@ -159,6 +159,12 @@ export function parseBinding(input: BindingInput): Binding {
 
 export function show(value: unknown): string {
   if (value === undefined) return '(missing)';
-  const text = JSON.stringify(value) ?? String(value);
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    // Nested deeper than JSON.stringify's stack (a hostile request): say what it is, not what it holds.
+    text = Array.isArray(value) ? '[...] (nested too deeply to show)' : '{...} (nested too deeply to show)';
+  }
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }

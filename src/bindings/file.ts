@@ -42,10 +42,13 @@ function preciseParse(text: string, source: string): unknown {
   let tree;
   try {
     tree = parseJSONTree(text, { mode: 'json' });
+    return toValue(tree.body, source);
   } catch (err) {
+    if (err instanceof DispatcherError) throw err;
+    // momoa and toValue recurse: JSON nested deeper than the stack cannot be located, only refused.
+    if (err instanceof RangeError) throw fileError(source, 'nested too deeply to locate the error (no bindings file nests more than 3 deep)');
     throw notJSON(source, (err as Error).message);
   }
-  return toValue(tree.body, source);
 }
 
 function notJSON(source: string, message: string): DispatcherError {
@@ -76,11 +79,22 @@ function keysInText(text: string): number {
   return keys;
 }
 
+/** Object keys in a parsed value. A loop, not recursion: a hostile body nests 100k deep. */
 function keysInValue(value: unknown): number {
-  if (Array.isArray(value)) return value.reduce((n: number, v) => n + keysInValue(v), 0);
-  if (!isObject(value)) return 0;
   let keys = 0;
-  for (const k in value) if (Object.hasOwn(value, k)) keys += 1 + keysInValue(value[k]);
+  const todo: unknown[] = [value];
+  while (todo.length > 0) {
+    const v = todo.pop();
+    if (Array.isArray(v)) {
+      for (const item of v) todo.push(item);
+    } else if (isObject(v)) {
+      for (const k in v) {
+        if (!Object.hasOwn(v, k)) continue;
+        keys++;
+        todo.push(v[k]);
+      }
+    }
+  }
   return keys;
 }
 
