@@ -24,7 +24,9 @@ export type ErrorCode =
   | 'ERR_CONFIG'
   | 'ERR_TPROXY'
   | 'ERR_UPSTREAM'
-  | 'ERR_NO_UPSTREAM';
+  | 'ERR_NO_UPSTREAM'
+  | 'ERR_USAGE'
+  | 'ERR_BUSY';
 
 export class DispatcherError extends Error {
   readonly code: ErrorCode;

@@ -26,3 +26,22 @@ t.test('every kind of bad file is refused with what and where', async (t) => {
   for (const [text, re] of cases) t.throws(() => parseBindingsText(text, 'f.json'), { code: 'ERR_BINDINGS_FILE', message: re }, text);
   t.throws(() => parseBindingsText('{', 'f.json'), { message: /^f\.json: / }, 'errors name the file');
 });
+
+t.test('an IPv4 and an IPv6 prefix with equal words and length are not duplicates', async (t) => {
+  const pairs = [['0.0.0.0/0', '::/0'], ['10.0.0.0/8', 'a00::/8']];
+  for (const [four, six] of pairs) {
+    const text = JSON.stringify({ bindings: [{ label: 'a', prefix: six, port: 0 }, { label: 'b', prefix: four, port: 0 }] });
+    t.same(parseBindingsText(text).map(String), [`tcp ${six} port 0 (every port) -> a`, `udp ${six} port 0 (every port) -> a`, `tcp ${four} port 0 (every port) -> b`, `udp ${four} port 0 (every port) -> b`]);
+  }
+});
+
+t.test('JSON nested deeper than the stack is refused with a clear error, not a RangeError', async (t) => {
+  const deep = (n: number): string => `${'['.repeat(n)}${']'.repeat(n)}`;
+  t.throws(() => parseBindingsText(deep(100_000)), { code: 'ERR_BINDINGS_FILE', message: /not an object with a "bindings" array/ });
+  t.throws(() => parseBindingsText(`{"bindings": [{"label": ${deep(100_000)}, "prefix": "10.0.0.0/8", "port": 1}]}`), {
+    code: 'ERR_BINDINGS_FILE',
+    message: /bindings\[0\]: label \[\.\.\.\] \(nested too deeply to show\)/,
+  });
+  // A duplicate key makes the file parse a second time, with a tree: too deep for it, it still says why.
+  t.throws(() => parseBindingsText(`{"bindings": [], "bindings": ${deep(200_000)}}`), { code: 'ERR_BINDINGS_FILE', message: /nested too deeply/ });
+});

@@ -52,20 +52,18 @@ export class Binding {
     return `${formatAddress(this.family, [this.word(0), this.word(1), this.word(2), this.word(3)])}/${this.length}`;
   }
 
-  /** True when both name the same (protocol, prefix, port), whatever their labels. */
-  sameKey(other: Binding): boolean {
-    return this.protocol === other.protocol && this.port === other.port && this.samePrefix(other);
+  /**
+   * The binding's identity, (protocol, family, prefix words, length, port), whatever its label: the one
+   * definition every duplicate check compares. The family is part of it because an IPv4 and an IPv6 prefix
+   * can have equal words and length (`0.0.0.0/0` and `::/0`, `10.0.0.0/8` and `a00::/8`).
+   */
+  key(): string {
+    return `${this.protocol} ${this.family} ${this.#w0} ${this.#w1} ${this.#w2} ${this.#w3} ${this.length} ${this.port}`;
   }
 
-  samePrefix(other: Binding): boolean {
-    return (
-      this.family === other.family &&
-      this.length === other.length &&
-      this.#w0 === other.#w0 &&
-      this.#w1 === other.#w1 &&
-      this.#w2 === other.#w2 &&
-      this.#w3 === other.#w3
-    );
+  /** True when both name the same (protocol, prefix, port), whatever their labels. */
+  sameKey(other: Binding): boolean {
+    return this.key() === other.key();
   }
 
   withLabel(label: string): Binding {
@@ -161,6 +159,12 @@ export function parseBinding(input: BindingInput): Binding {
 
 export function show(value: unknown): string {
   if (value === undefined) return '(missing)';
-  const text = JSON.stringify(value) ?? String(value);
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    // Nested deeper than JSON.stringify's stack (a hostile request): say what it is, not what it holds.
+    text = Array.isArray(value) ? '[...] (nested too deeply to show)' : '{...} (nested too deeply to show)';
+  }
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }

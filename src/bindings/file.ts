@@ -13,12 +13,22 @@ export interface BindingsFile {
 
 const ENTRY_FIELDS = new Set(['label', 'prefix', 'port', 'protocol']);
 
+/**
+ * Text up to this size gets a syntax error's line and column from momoa's tree when V8's message has no
+ * position. A larger text is not parsed a second time: a tree costs ~20 bytes per byte of JSON, so a hostile
+ * 50 MB body would have cost the daemon a gigabyte.
+ */
+const TREE_MAX_CHARS = 1 << 20;
+
 /** Parses file text; `source` names the file in errors. */
 export function parseBindingsText(text: string, source = 'bindings file'): Binding[] {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
-  } catch {
+  } catch (err) {
+    const at = /^(.*) in JSON at position (\d+)/.exec((err as Error).message);
+    if (at !== null) throw notJSON(source, `${at[1]!} at ${lineColumn(text, Number(at[2]))}`);
+    if (text.length > TREE_MAX_CHARS) throw notJSON(source, (err as Error).message.replace(/\n/g, '\\n'));
     return parseBindingsDocument(preciseParse(text, source), source);
   }
   // JSON.parse keeps the last of duplicate keys. Counting keys is one pass over the text; momoa's tree,
@@ -32,10 +42,28 @@ function preciseParse(text: string, source: string): unknown {
   let tree;
   try {
     tree = parseJSONTree(text, { mode: 'json' });
+    return toValue(tree.body, source);
   } catch (err) {
-    throw new DispatcherError('ERR_BINDINGS_FILE', `${source}: not valid JSON: ${(err as Error).message}`);
+    if (err instanceof DispatcherError) throw err;
+    // momoa and toValue recurse: JSON nested deeper than the stack cannot be located, only refused.
+    if (err instanceof RangeError) throw fileError(source, 'nested too deeply to locate the error (no bindings file nests more than 3 deep)');
+    throw notJSON(source, (err as Error).message);
   }
-  return toValue(tree.body, source);
+}
+
+function notJSON(source: string, message: string): DispatcherError {
+  return fileError(source, `not valid JSON: ${message}`);
+}
+
+/** `line L, column C` (both from 1, as momoa counts) of a UTF-16 offset. */
+function lineColumn(text: string, offset: number): string {
+  let line = 1;
+  let lineStart = 0;
+  for (let i = text.indexOf('\n'); i !== -1 && i < offset; i = text.indexOf('\n', i + 1)) {
+    line++;
+    lineStart = i + 1;
+  }
+  return `line ${line}, column ${offset - lineStart + 1}`;
 }
 
 /** Object keys in valid JSON text: the strings followed by a colon. */
@@ -51,11 +79,22 @@ function keysInText(text: string): number {
   return keys;
 }
 
+/** Object keys in a parsed value. A loop, not recursion: a hostile body nests 100k deep. */
 function keysInValue(value: unknown): number {
-  if (Array.isArray(value)) return value.reduce((n: number, v) => n + keysInValue(v), 0);
-  if (!isObject(value)) return 0;
   let keys = 0;
-  for (const k in value) if (Object.hasOwn(value, k)) keys += 1 + keysInValue(value[k]);
+  const todo: unknown[] = [value];
+  while (todo.length > 0) {
+    const v = todo.pop();
+    if (Array.isArray(v)) {
+      for (const item of v) todo.push(item);
+    } else if (isObject(v)) {
+      for (const k in v) {
+        if (!Object.hasOwn(v, k)) continue;
+        keys++;
+        todo.push(v[k]);
+      }
+    }
+  }
   return keys;
 }
 
@@ -109,7 +148,8 @@ class Seen {
 
   /** Records `binding` from `entry`; returns the earlier entry if its key was seen. */
   add(binding: Binding, entry: number): number | undefined {
-    let h = Math.imul(binding.port + 1, 0x9e3779b1) ^ (binding.length << 1) ^ (binding.protocol === 'tcp' ? 0 : 1);
+    // The hash only spreads keys; equality is Binding.key's, so a field the hash missed costs speed, not correctness.
+    let h = Math.imul(binding.port + 1, 0x9e3779b1) ^ (binding.length << 2) ^ (binding.protocol === 'tcp' ? 0 : 1) ^ (binding.family === 4 ? 0 : 2);
     for (let i = 0; i < 4; i++) h = Math.imul(h ^ binding.word(i), 0x85ebca6b) ^ (h >>> 13);
     h &= 0x3fffffff;
     const other = this.#byHash.get(h);
@@ -118,17 +158,13 @@ class Seen {
       return undefined;
     }
     if (other.binding.sameKey(binding)) return other.entry;
-    const first = fullKey(other.binding);
+    const first = other.binding.key();
     if (!this.#byKey.has(first)) this.#byKey.set(first, other.entry);
-    const key = fullKey(binding);
+    const key = binding.key();
     const earlier = this.#byKey.get(key);
     if (earlier === undefined) this.#byKey.set(key, entry);
     return earlier;
   }
-}
-
-function fullKey(b: Binding): string {
-  return `${b.protocol} ${b.word(0)} ${b.word(1)} ${b.word(2)} ${b.word(3)} ${b.length} ${b.port}`;
 }
 
 export function formatBindingsFile(bindings: readonly Binding[]): BindingsFile {

@@ -19,7 +19,9 @@ const EXIT_ERROR = 2;
 
 // The global --control option; yargs' nested command builders do not carry its type.
 const client = (argv: { [key: string]: unknown }): ControlClient => new ControlClient(String(argv['control']));
-const print = (text: string): void => void process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+/** `text` as lines: exactly one newline at the end, whatever the text (a message may carry its own). */
+const lines = (text: string): string => `${text.replace(/\n+$/, '')}\n`;
+const print = (text: string): void => void process.stdout.write(lines(text));
 const printJSON = (value: unknown): void => print(JSON.stringify(value, null, 2));
 const bindingRow = (b: BindingJSON): string[] => [b.label, b.protocol, b.prefix, String(b.port)];
 const BINDING_HEADER = ['LABEL', 'PROTOCOL', 'PREFIX', 'PORT'];
@@ -49,7 +51,7 @@ function wholeNumber(option: string, value: unknown): number {
 }
 
 const printWarnings = (warnings: readonly string[] | undefined): void => {
-  for (const w of warnings ?? []) process.stderr.write(`dispatcher: warning: ${w}\n`);
+  for (const w of warnings ?? []) process.stderr.write(lines(`dispatcher: warning: ${w}`));
 };
 
 /** Validated here for a quick, local error; the daemon validates again. */
@@ -259,13 +261,17 @@ export async function main(args: string[]): Promise<void> {
     .help()
     .fail((message, err) => {
       if (err) throw err;
-      process.stderr.write(`dispatcher: ${message}\nRun "dispatcher --help" for usage.\n`);
-      process.exit(EXIT_ERROR);
+      throw new DispatcherError('ERR_USAGE', `${message}\nRun "dispatcher --help" for usage.`);
     })
     .parseAsync();
 }
 
 main(hideBin(process.argv)).catch((err: unknown) => {
-  process.stderr.write(`dispatcher: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(EXIT_ERROR);
+  exitWithError(err instanceof Error ? err.message : String(err));
 });
+
+/** Every error the CLI reports ends here. Exits once the message is written: exiting at once can cut off a write still queued on a pipe. */
+function exitWithError(text: string): void {
+  process.exitCode = EXIT_ERROR;
+  process.stderr.write(lines(`dispatcher: ${text}`), () => process.exit(EXIT_ERROR));
+}

@@ -26,7 +26,16 @@ export interface ControlHandlers {
 export interface ControlServerOptions {
   /** Largest request body accepted; a 1M-binding file is about 70 MiB. */
   maxBodyBytes?: number;
+  /**
+   * Body bytes all requests together may hold, each from its first byte until its reply: one largest body
+   * and room for small requests beside it. A request that would pass it is refused with 503, so a client
+   * cannot make the daemon hold more than this (about twice over, text and buffer) however many it opens.
+   */
+  maxBufferedBytes?: number;
 }
+
+/** A body that is one JSON object (a binding, an upstream) is small: a bigger one is refused early. */
+const OBJECT_BODY_MAX = 64 * 1024;
 
 const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   ERR_NO_BINDING: 404,
@@ -35,6 +44,7 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   ERR_NOT_FOUND: 404,
   ERR_LABEL_MISMATCH: 409,
   ERR_STATE: 500,
+  ERR_BUSY: 503,
 };
 
 class HttpError extends DispatcherError {
@@ -47,10 +57,49 @@ class HttpError extends DispatcherError {
   }
 }
 
+/** The body bytes held by requests in flight, against one limit. */
+class BodyBudget {
+  readonly #limit: number;
+  #held = 0;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  /** A request's share: it grows as the body arrives and is given back when the reply is done. */
+  open(res: ServerResponse): (total: number) => void {
+    let mine = 0;
+    res.once('close', () => {
+      this.#held -= mine;
+      mine = 0;
+    });
+    return (total) => {
+      if (total <= mine) return;
+      if (this.#held + total - mine > this.#limit) {
+        throw new HttpError(
+          503,
+          'ERR_BUSY',
+          `request bodies in progress hold ${this.#held} of the ${this.#limit} bytes the daemon buffers at once; retry when they are done`,
+        );
+      }
+      this.#held += total - mine;
+      mine = total;
+    };
+  }
+}
+
+/** What reading one request's body may use. */
+interface BodyLimits {
+  readonly max: number;
+  /** Holds `total` body bytes for this request (throws ERR_BUSY when the daemon holds too many). */
+  readonly hold: (total: number) => void;
+}
+
 export function createControlServer(handlers: ControlHandlers, options: ControlServerOptions = {}): Server {
   const maxBody = options.maxBodyBytes ?? 128 * 1024 * 1024;
+  const budget = new BodyBudget(options.maxBufferedBytes ?? maxBody + 64 * 1024 * 1024);
   const server = createServer((req, res) => {
-    route(handlers, req, maxBody).then(
+    route(handlers, req, { max: maxBody, hold: budget.open(res) }).then(
       (body) => reply(res, 200, body),
       (err: unknown) => {
         if (err instanceof HttpError) return reply(res, err.status, errorBody(err.code, err.message));
@@ -65,7 +114,7 @@ export function createControlServer(handlers: ControlHandlers, options: ControlS
   return server;
 }
 
-async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number): Promise<unknown> {
+async function route(h: ControlHandlers, req: IncomingMessage, body: BodyLimits): Promise<unknown> {
   const url = new URL(req.url ?? '/', 'http://dispatcher');
   const path = url.pathname.startsWith(API_PREFIX) ? url.pathname.slice(API_PREFIX.length) : '';
   const q = url.searchParams;
@@ -81,13 +130,13 @@ async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number):
         }),
       };
     case 'POST /bindings': {
-      const { binding, replaced, warnings } = await h.add(await readBinding(req, maxBody));
+      const { binding, replaced, warnings } = await h.add(await readBinding(req, body));
       return { binding, replaced: replaced ?? null, warnings };
     }
     case 'DELETE /bindings':
-      return { removed: await h.remove(await readBinding(req, maxBody)) };
+      return { removed: await h.remove(await readBinding(req, body)) };
     case 'PUT /bindings': {
-      const bindings = parseBindingsText(await readBody(req, maxBody), 'request body');
+      const bindings = parseBindingsText(await readBody(req, body), 'request body');
       const dryRun = q.get('dry_run') === 'true';
       return { dry_run: dryRun, ...(await h.replace(bindings, dryRun)) };
     }
@@ -106,11 +155,11 @@ async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number):
     case 'GET /upstreams':
       return { upstreams: h.upstreams() };
     case 'POST /upstreams': {
-      const { upstream, replaced } = await h.setUpstream(parseUpstream(await readObject(req, maxBody, ['label', 'address', 'proxy_protocol'])));
+      const { upstream, replaced } = await h.setUpstream(parseUpstream(await readObject(req, body, ['label', 'address', 'proxy_protocol'])));
       return { upstream, replaced: replaced ?? null };
     }
     case 'DELETE /upstreams':
-      return { removed: await h.removeUpstream(parseLabel((await readObject(req, maxBody, ['label']))['label'])) };
+      return { removed: await h.removeUpstream(parseLabel((await readObject(req, body, ['label']))['label'])) };
     default:
       if (['/bindings', '/lookup', '/status', '/services', '/upstreams'].includes(path)) {
         throw new HttpError(405, 'ERR_REQUEST', `${req.method} is not allowed on ${API_PREFIX}${path}`);
@@ -119,28 +168,53 @@ async function route(h: ControlHandlers, req: IncomingMessage, maxBody: number):
   }
 }
 
-async function readBody(req: IncomingMessage, maxBody: number): Promise<string> {
+/**
+ * The body as text. A body over the limit, or one the daemon has no room for, is refused as soon as that is
+ * known (from Content-Length, before a byte is read); the rest is read and dropped, not kept. Not closed:
+ * a client still writing (Node's among them) would see EPIPE instead of the error (requestTimeout bounds it).
+ */
+function readBody(req: IncomingMessage, body: BodyLimits, max = body.max): Promise<string> {
   const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > maxBody) {
+  if (declared > max) {
     req.resume();
-    throw new HttpError(413, 'ERR_REQUEST', `request body of ${declared} bytes is over the limit of ${maxBody}`);
+    return Promise.reject(new HttpError(413, 'ERR_REQUEST', `request body of ${declared} bytes is over the limit of ${max}`));
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > maxBody) {
-      req.destroy();
-      throw new HttpError(413, 'ERR_REQUEST', `request body is over the limit of ${maxBody} bytes`);
-    }
-    chunks.push(chunk as Buffer);
+  try {
+    body.hold(declared);
+  } catch (err) {
+    req.resume();
+    return Promise.reject(err);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      try {
+        if (size > max) throw new HttpError(413, 'ERR_REQUEST', `request body is over the limit of ${max} bytes`);
+        body.hold(size);
+      } catch (err) {
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.resume();
+        chunks.length = 0;
+        reject(err);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => resolve(Buffer.concat(chunks, size).toString('utf8'));
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', reject);
+    // A client gone before its body ended: nothing will answer it, but the promise must settle.
+    req.once('close', () => reject(new HttpError(400, 'ERR_REQUEST', 'the request body ended early')));
+  });
 }
 
 /** A JSON object body with only `fields` (the error names the one that is not). */
-async function readObject(req: IncomingMessage, maxBody: number, fields: readonly string[]): Promise<Record<string, unknown>> {
-  const text = await readBody(req, maxBody);
+async function readObject(req: IncomingMessage, body: BodyLimits, fields: readonly string[]): Promise<Record<string, unknown>> {
+  const text = await readBody(req, body, Math.min(body.max, OBJECT_BODY_MAX));
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -159,8 +233,8 @@ async function readObject(req: IncomingMessage, maxBody: number, fields: readonl
 const BINDING_FIELDS = ['label', 'protocol', 'prefix', 'port'];
 
 /** A binding body; `port` defaults to 0. */
-async function readBinding(req: IncomingMessage, maxBody: number): Promise<Binding> {
-  const f = await readObject(req, maxBody, BINDING_FIELDS);
+async function readBinding(req: IncomingMessage, body: BodyLimits): Promise<Binding> {
+  const f = await readObject(req, body, BINDING_FIELDS);
   return parseBinding({ label: f['label'], protocol: f['protocol'], prefix: f['prefix'], port: f['port'] ?? 0 });
 }
 
