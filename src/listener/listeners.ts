@@ -149,15 +149,22 @@ export class Listeners {
     return [...this.#listeners.values()].filter((l) => l.fd >= 0).map((l) => ({ port: l.port, fd: l.fd }));
   }
 
-  /** Takes over a socket a previous daemon opened for `port` (its accept queue comes with it). */
+  /**
+   * Takes over a socket a previous daemon opened for `port` (its accept queue comes with it), not watched
+   * until `watchAdopted`: until then the previous daemon alone accepts from it.
+   */
   adopt(port: number, fd: number): void {
     const l: Listener = { port, bound: port, fd, watch: undefined };
     if (native.sockName(fd, this.#self) === 0) l.bound = this.#self[5]!;
-    l.watch = native.watch(fd, READABLE, () => this.#readable(l));
     this.#listeners.set(port, l);
   }
 
-  /** After a hand-over: stop accepting and close this daemon's copies; the new daemon's stay open. */
+  /** Starts accepting on the adopted sockets. */
+  watchAdopted(): void {
+    for (const l of this.#listeners.values()) if (l.fd >= 0 && l.watch === undefined) l.watch = native.watch(l.fd, READABLE, () => this.#readable(l));
+  }
+
+  /** After a hand-over, or a takeover that failed: stop accepting and close this daemon's copies, accepting nothing more. */
   detach(): void {
     clearTimeout(this.#retry);
     for (const l of this.#listeners.values()) {
