@@ -29,6 +29,7 @@ import { Table } from '../table/table.js';
 import { VERSION } from '../version.js';
 import { collectSoon } from './memory.js';
 import { StateFile } from './state.js';
+import { UdpFlows } from './udp-flows.js';
 
 // A replace this large leaves enough garbage to be worth a full collection (see memory.ts).
 const LARGE_REPLACE = 100_000;
@@ -86,6 +87,8 @@ export class Daemon {
   readonly #addresses = new Int32Array(SEND_RECORD);
   readonly #udpRelay = new UdpRelay((client, local, payload) => void this.#sendUdp(client, local, payload));
   readonly #datagramOut = new Uint8Array(DATAGRAM_SLOT + 4096);
+  // What a worker may reply to: the flows its label received.
+  readonly #flows = new UdpFlows();
   #services: ServicesSocket | undefined;
   // The hand-over socket a newer daemon connects to (see handover.ts).
   #handover: { fd: number; watch: WatchHandle } | undefined;
@@ -266,6 +269,7 @@ export class Daemon {
   /** UDP, once per batch: each datagram by its destination, to the next worker of its label, or dropped. */
   #dispatchDatagrams(_fd: number, data: Uint8Array, meta: Int32Array, count: number): void {
     const table = this.#table;
+    const now = Date.now();
     for (let i = 0; i < count; i++) {
       const r = meta.subarray(i * DATAGRAM_RECORD, (i + 1) * DATAGRAM_RECORD);
       // The destination: the address and port the client sent to.
@@ -285,14 +289,18 @@ export class Daemon {
       if (upstream !== undefined && upstreamProtocol(upstream) === 'udp') {
         this.#udpRelay.send(upstream, recordEndpoint(r, 1), recordEndpoint(r, 7), payload);
         this.metrics.datagram(label);
-      } else if (result === 'sent') this.metrics.datagram(label);
-      else this.metrics.dropped(label, result);
+      } else if (result === 'sent') {
+        this.#flows.received(label, r, 1, 7, now);
+        this.metrics.datagram(label);
+      } else this.metrics.dropped(label, result);
     }
   }
 
   /**
-   * A worker's UDP reply. It may only come from an address and port its label receives, so a worker
-   * cannot send as another service; it leaves from exactly the address and port the client sent to.
+   * A worker's UDP reply. It may only answer a flow its label received recently (see udp-flows.ts), from
+   * an address and port its label is still bound to, so a worker cannot send as another service, from an
+   * address that is not local, or to a host that sent it nothing; it leaves from exactly the address and
+   * port the client sent to.
    */
   #reply(worker: Worker, reply: ReplyHeader, payload: Uint8Array): void {
     this.metrics.reply(worker.label, this.#sendUdp(reply.client, reply.local, payload, worker.label));
@@ -300,7 +308,7 @@ export class Daemon {
 
   /**
    * Sends `payload` to `client` from exactly `local` (an address and port the daemon receives on). With
-   * `label`, only if `local` is bound to that label ('not_bound' otherwise).
+   * `label`, only on a flow that label received, and if `local` is still bound to it ('not_bound' otherwise).
    */
   #sendUdp(clientEnd: Endpoint, localEnd: Endpoint, payload: Uint8Array, label?: string): 'sent' | 'not_bound' | 'failed' {
     let local;
@@ -316,6 +324,7 @@ export class Daemon {
     } catch {
       return 'failed';
     }
+    if (label !== undefined && !this.#flows.allows(label, client, clientEnd.port, local, localEnd.port, Date.now())) return 'not_bound';
     const a = this.#addresses;
     a[0] = 0;
     a[1] = payload.length;
