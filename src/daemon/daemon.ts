@@ -330,7 +330,7 @@ export class Daemon {
     a[1] = payload.length;
     putAddress(a, 2, client.family, client.words, clientEnd.port);
     const tproxy = this.#replySockets !== undefined;
-    const fd = tproxy ? this.#replySockets.get(localEnd.address, localEnd.port) : this.#udp.fd(localEnd.port);
+    const fd = tproxy ? this.#replySockets.get(local, localEnd.port) : this.#udp.fd(localEnd.port);
     // A tproxy reply socket is bound to the source already (and has its family); a ports-mode socket is the
     // listen address's family and needs the source per datagram.
     putAddress(a, 8, tproxy ? 0 : local.family, local.words, localEnd.port);
