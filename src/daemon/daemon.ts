@@ -20,8 +20,8 @@ import { type Worker } from '../registry/registry.js';
 import { Metrics } from '../metrics/metrics.js';
 import { ACCEPT_RECORD, DATAGRAM_RECORD, DATAGRAM_SLOT, native, READABLE, SEND_RECORD, type WatchHandle } from '../native/index.js';
 import { listenUnixPath } from '../native/unix-path.js';
-import { HandoverChannel, handoverPath, type InheritedSocket, requestHandover } from './handover.js';
-import { HAND_ON_MS, handOnWaiting } from './handover-completion.js';
+import { HandoverChannel, handoverPath, type InheritedSocket, offerSockets, requestHandover } from './handover.js';
+import { HAND_ON_MS, handOnWaiting, receiveWaiting } from './handover-completion.js';
 import { Policy } from '../registry/policy.js';
 import { Registry } from '../registry/registry.js';
 import { ServicesSocket, type ServicesOptions } from '../registry/services-socket.js';
@@ -378,15 +378,14 @@ export class Daemon {
       this.log.info('handing over to a new daemon');
       const controlFd = (this.#control as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
       const metricsFd = (this.#metricsServer as unknown as { _handle?: { fd?: number } } | undefined)?._handle?.fd ?? -1;
-      channel.send({ type: 'socket', kind: 'control', port: 0 }, controlFd);
-      channel.send({ type: 'socket', kind: 'services', port: 0 }, this.#services!.fd);
-      channel.send({ type: 'socket', kind: 'handover', port: 0 }, this.#handover!.fd);
-      if (metricsFd >= 0) channel.send({ type: 'socket', kind: 'metrics', port: 0, address: this.#options.metrics }, metricsFd);
-      for (const s of this.#tcp.sockets()) channel.send({ type: 'socket', kind: 'tcp', port: s.port }, s.fd);
-      for (const s of this.#udp.sockets()) channel.send({ type: 'socket', kind: 'udp', port: s.port }, s.fd);
-      channel.send({ type: 'sockets-done' });
-      const ready = await channel.receive(30_000);
-      if (ready?.message['type'] !== 'ready') throw new DispatcherError('ERR_STATE', 'the new daemon closed the hand-over before it was ready');
+      await offerSockets(channel, [
+        { kind: 'control', port: 0, fd: controlFd },
+        { kind: 'services', port: 0, fd: this.#services!.fd },
+        { kind: 'handover', port: 0, fd: this.#handover!.fd },
+        ...(metricsFd >= 0 ? [{ kind: 'metrics' as const, port: 0, fd: metricsFd, address: this.#options.metrics! }] : []),
+        ...this.#tcp.sockets().map((s) => ({ kind: 'tcp' as const, ...s })),
+        ...this.#udp.sockets().map((s) => ({ kind: 'udp' as const, ...s })),
+      ]);
     } catch (err) {
       // The new daemon closes what it inherited and unlinks nothing when it fails, so nothing was lost here.
       this.log.error({ error: (err as Error).message }, 'hand-over failed; this daemon carries on');
@@ -467,28 +466,7 @@ export class Daemon {
       channel.close();
       throw err;
     }
-    await this.#receiveWaiting(channel);
-  }
-
-  /** After "ready": the old daemon's queued connections, in order, until it says "done". */
-  async #receiveWaiting(channel: HandoverChannel): Promise<void> {
-    try {
-      for (let got = await channel.receive(30_000, true); got !== undefined && got.message['type'] !== 'done'; got = await channel.receive(30_000, true)) {
-        const { message, fd } = got;
-        if (fd < 0) continue;
-        if (message['type'] !== 'connection') {
-          native.close(fd);
-          continue;
-        }
-        const record = Int32Array.from(message['record'] as number[]);
-        record[0] = fd;
-        this.#registry.dispatch(String(message['label']), new Connection(record, message['protocol'] === 'udp' ? 'udp' : 'tcp', process.hrtime.bigint()));
-      }
-      this.log.info('took over');
-    } catch (err) {
-      this.log.warn({ error: (err as Error).message }, 'took over; the old daemon did not finish giving its queued connections');
-    }
-    channel.close();
+    await receiveWaiting(channel, (label, conn) => this.#registry.dispatch(label, conn), this.log);
     // After "ready" the old daemon always leaves, and never unlinks: the paths are this daemon's now.
     this.#ownsControl = true;
   }

@@ -1,4 +1,5 @@
-import { type Connection } from '../handoff/connection.js';
+import { type Logger } from 'pino';
+import { Connection } from '../handoff/connection.js';
 import { native } from '../native/index.js';
 import { type HandoverChannel } from './handover.js';
 
@@ -30,4 +31,28 @@ export async function handOnWaiting(channel: HandoverChannel, waiting: { label: 
   }
   channel.close();
   return { sent, reset: waiting.length - sent, ...(error === undefined ? {} : { error }) };
+}
+
+/**
+ * The new daemon's last part, after "ready": the old daemon's queued connections, in order, until it says
+ * "done" (or hangs up, or stalls: it is leaving either way, and what it did not send it resets).
+ */
+export async function receiveWaiting(channel: HandoverChannel, dispatch: (label: string, conn: Connection) => void, log: Logger): Promise<void> {
+  try {
+    for (let got = await channel.receive(30_000, true); got !== undefined && got.message['type'] !== 'done'; got = await channel.receive(30_000, true)) {
+      const { message, fd } = got;
+      if (fd < 0) continue;
+      if (message['type'] !== 'connection') {
+        native.close(fd);
+        continue;
+      }
+      const record = Int32Array.from(message['record'] as number[]);
+      record[0] = fd;
+      dispatch(String(message['label']), new Connection(record, message['protocol'] === 'udp' ? 'udp' : 'tcp', process.hrtime.bigint()));
+    }
+    log.info('took over');
+  } catch (err) {
+    log.warn({ error: (err as Error).message }, 'took over; the old daemon did not finish giving its queued connections');
+  }
+  channel.close();
 }

@@ -116,6 +116,17 @@ export class HandoverChannel {
   }
 }
 
+/**
+ * The old daemon's side, up to "ready": sends its sockets and waits. Rejects if the new daemon fails first
+ * (it closes the channel): the old daemon then carries on.
+ */
+export async function offerSockets(channel: HandoverChannel, sockets: InheritedSocket[]): Promise<void> {
+  for (const { fd, ...s } of sockets) channel.send({ type: 'socket', ...s }, fd);
+  channel.send({ type: 'sockets-done' });
+  const ready = await channel.receive(30_000);
+  if (ready?.message['type'] !== 'ready') throw new DispatcherError('ERR_STATE', 'the new daemon closed the hand-over before it was ready');
+}
+
 /** The new daemon's side: connect, ask, and collect the old daemon's sockets. */
 export async function requestHandover(controlPath: string): Promise<{ channel: HandoverChannel; sockets: InheritedSocket[] }> {
   let fd: number;
