@@ -20,14 +20,16 @@ import { type Worker } from '../registry/registry.js';
 import { Metrics } from '../metrics/metrics.js';
 import { ACCEPT_RECORD, DATAGRAM_RECORD, DATAGRAM_SLOT, native, READABLE, SEND_RECORD, type WatchHandle } from '../native/index.js';
 import { listenUnixPath } from '../native/unix-path.js';
-import { HandoverChannel, handoverPath, requestHandover, type SocketKind } from './handover.js';
+import { HandoverChannel, handoverPath, type InheritedSocket, offerSockets, requestHandover } from './handover.js';
+import { HAND_ON_MS, handOnWaiting, receiveWaiting } from './handover-completion.js';
 import { Policy } from '../registry/policy.js';
 import { Registry } from '../registry/registry.js';
-import { ServicesSocket } from '../services/server.js';
+import { ServicesSocket, type ServicesOptions } from '../services/server.js';
 import { Table } from '../table/table.js';
 import { VERSION } from '../version.js';
 import { collectSoon } from './memory.js';
 import { StateFile } from './state.js';
+import { UdpFlows } from './udp-flows.js';
 
 // A replace this large leaves enough garbage to be worth a full collection (see memory.ts).
 const LARGE_REPLACE = 100_000;
@@ -85,6 +87,8 @@ export class Daemon {
   readonly #addresses = new Int32Array(SEND_RECORD);
   readonly #udpRelay = new UdpRelay((client, local, payload) => void this.#sendUdp(client, local, payload));
   readonly #datagramOut = new Uint8Array(DATAGRAM_SLOT + 4096);
+  // What a worker may reply to: the flows its label received.
+  readonly #flows = new UdpFlows();
   #services: ServicesSocket | undefined;
   // The hand-over socket a newer daemon connects to (see handover.ts).
   #handover: { fd: number; watch: WatchHandle } | undefined;
@@ -140,11 +144,18 @@ export class Daemon {
     // read next is its last word.
     const inherited = options.takeover ? await requestHandover(full.controlPath) : undefined;
     const state = new StateFile(full.stateDir);
-    const saved = await state.load();
+    let saved;
+    try {
+      saved = await state.load();
+    } catch (err) {
+      inherited?.sockets.forEach((s) => native.close(s.fd));
+      inherited?.channel.close();
+      throw err;
+    }
     const table = Table.from(saved.bindings);
     const daemon = new Daemon(full, table);
     for (const u of saved.upstreams) daemon.#upstreams.set(u.label, u);
-    const services = {
+    const services: ServicesOptions = {
       path: full.servicesPath,
       registry: daemon.#registry,
       policy: daemon.#policy,
@@ -152,25 +163,19 @@ export class Daemon {
       log: daemon.log,
       onReply: (worker: Worker, reply: ReplyHeader, payload: Uint8Array) => daemon.#reply(worker, reply, payload),
     };
-    try {
-      if (inherited === undefined) {
+    if (inherited !== undefined) await daemon.#takeOver(inherited.channel, inherited.sockets, services);
+    else {
+      try {
         await listenUnix(daemon.#control, full.controlPath);
         daemon.#services = ServicesSocket.listen(services);
         daemon.#watchHandover(listenUnixPath(handoverPath(full.controlPath), 4, 0o600, 'seqpacket'));
-      } else {
-        const one = (kind: SocketKind): number => inherited.sockets.find((s) => s.kind === kind)?.fd ?? -1;
-        await listenFd(daemon.#control, one('control'));
-        daemon.#services = ServicesSocket.adopt(services, one('services'));
-        daemon.#watchHandover(one('handover'));
-        for (const s of inherited.sockets) if (s.kind === 'tcp' || s.kind === 'udp') (s.kind === 'tcp' ? daemon.#tcp : daemon.#udp).adopt(s.port, s.fd);
+        daemon.#ownsControl = true;
+        await daemon.#startListeners(table);
+        if (full.metrics !== undefined) daemon.#metricsServer = await daemon.#serveMetrics(full.metrics);
+      } catch (err) {
+        await daemon.stop();
+        throw err;
       }
-      daemon.#ownsControl = true;
-      await daemon.#startListeners(table);
-      if (inherited !== undefined) await daemon.#completeTakeover(inherited.channel);
-      if (full.metrics !== undefined) daemon.#metricsServer = await daemon.#serveMetrics(full.metrics, inherited !== undefined);
-    } catch (err) {
-      await daemon.stop();
-      throw err;
     }
     daemon.log.info({ control: full.controlPath, services: full.servicesPath, state: state.path, bindings: table.size, version: VERSION }, 'daemon started');
     return daemon;
@@ -264,6 +269,7 @@ export class Daemon {
   /** UDP, once per batch: each datagram by its destination, to the next worker of its label, or dropped. */
   #dispatchDatagrams(_fd: number, data: Uint8Array, meta: Int32Array, count: number): void {
     const table = this.#table;
+    const now = Date.now();
     for (let i = 0; i < count; i++) {
       const r = meta.subarray(i * DATAGRAM_RECORD, (i + 1) * DATAGRAM_RECORD);
       // The destination: the address and port the client sent to.
@@ -283,14 +289,18 @@ export class Daemon {
       if (upstream !== undefined && upstreamProtocol(upstream) === 'udp') {
         this.#udpRelay.send(upstream, recordEndpoint(r, 1), recordEndpoint(r, 7), payload);
         this.metrics.datagram(label);
-      } else if (result === 'sent') this.metrics.datagram(label);
-      else this.metrics.dropped(label, result);
+      } else if (result === 'sent') {
+        this.#flows.received(label, r, 1, 7, now);
+        this.metrics.datagram(label);
+      } else this.metrics.dropped(label, result);
     }
   }
 
   /**
-   * A worker's UDP reply. It may only come from an address and port its label receives, so a worker
-   * cannot send as another service; it leaves from exactly the address and port the client sent to.
+   * A worker's UDP reply. It may only answer a flow its label received recently (see udp-flows.ts), from
+   * an address and port its label is still bound to, so a worker cannot send as another service, from an
+   * address that is not local, or to a host that sent it nothing; it leaves from exactly the address and
+   * port the client sent to.
    */
   #reply(worker: Worker, reply: ReplyHeader, payload: Uint8Array): void {
     this.metrics.reply(worker.label, this.#sendUdp(reply.client, reply.local, payload, worker.label));
@@ -298,7 +308,7 @@ export class Daemon {
 
   /**
    * Sends `payload` to `client` from exactly `local` (an address and port the daemon receives on). With
-   * `label`, only if `local` is bound to that label ('not_bound' otherwise).
+   * `label`, only on a flow that label received, and if `local` is still bound to it ('not_bound' otherwise).
    */
   #sendUdp(clientEnd: Endpoint, localEnd: Endpoint, payload: Uint8Array, label?: string): 'sent' | 'not_bound' | 'failed' {
     let local;
@@ -314,12 +324,13 @@ export class Daemon {
     } catch {
       return 'failed';
     }
+    if (label !== undefined && !this.#flows.allows(label, client, clientEnd.port, local, localEnd.port, Date.now())) return 'not_bound';
     const a = this.#addresses;
     a[0] = 0;
     a[1] = payload.length;
     putAddress(a, 2, client.family, client.words, clientEnd.port);
     const tproxy = this.#replySockets !== undefined;
-    const fd = tproxy ? this.#replySockets.get(localEnd.address, localEnd.port) : this.#udp.fd(localEnd.port);
+    const fd = tproxy ? this.#replySockets.get(local, localEnd.port) : this.#udp.fd(localEnd.port);
     // A tproxy reply socket is bound to the source already (and has its family); a ports-mode socket is the
     // listen address's family and needs the source per datagram.
     putAddress(a, 8, tproxy ? 0 : local.family, local.words, localEnd.port);
@@ -348,74 +359,120 @@ export class Daemon {
       for (let rc = native.acceptUnix(fd, cred); rc === 1; rc = native.acceptUnix(fd, cred)) {
         const channel = new HandoverChannel(cred[0]!);
         // Only root or the daemon's own user may take its sockets.
-        if (cred[2] !== 0 && cred[2] !== process.getuid?.()) {
-          channel.send({ type: 'error', message: `uid ${cred[2]} may not take over this daemon` });
-          channel.close();
-          continue;
-        }
-        this.#handOver(channel).catch((err: Error) => {
-          this.log.error({ error: err.message }, 'hand-over failed; this daemon carries on');
-          this.#handingOver = false;
-          channel.close();
-        });
+        if (cred[2] !== 0 && cred[2] !== process.getuid?.()) channel.refuse(`uid ${cred[2]} may not take over this daemon`);
+        else void this.#handOver(channel);
       }
     });
     this.#handover = { fd, watch };
   }
 
-  /** The old daemon's side of a hand-over (see handover.ts). */
+  /** The old daemon's side of a hand-over (see handover.ts). Never rejects. */
   async #handOver(channel: HandoverChannel): Promise<void> {
-    const asked = await channel.receive();
-    if (asked?.message['type'] !== 'takeover' || this.#handingOver) return channel.close();
+    const asked = await channel.receive().catch(() => undefined);
+    if (asked?.message['type'] !== 'takeover') return channel.close();
+    // Only the hand-over that set the flag clears it: a second one must neither start nor end the first.
+    if (this.#handingOver) return channel.refuse('another daemon is taking over already: try again once it has finished');
     this.#handingOver = true;
-    await this.#changes.catch(() => undefined);
-    this.log.info('handing over to a new daemon');
-    const controlFd = (this.#control as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
-    channel.send({ type: 'socket', kind: 'control', port: 0 }, controlFd);
-    channel.send({ type: 'socket', kind: 'services', port: 0 }, this.#services!.fd);
-    channel.send({ type: 'socket', kind: 'handover', port: 0 }, this.#handover!.fd);
-    for (const s of this.#tcp.sockets()) channel.send({ type: 'socket', kind: 'tcp', port: s.port }, s.fd);
-    for (const s of this.#udp.sockets()) channel.send({ type: 'socket', kind: 'udp', port: s.port }, s.fd);
-    channel.send({ type: 'sockets-done' });
-    const ready = await channel.receive(30_000);
-    if (ready?.message['type'] !== 'ready') throw new DispatcherError('ERR_STATE', 'the new daemon did not get ready');
-    // Both daemons accept from the same queues now; this one stops, the new one carries on.
-    this.#tcp.detach();
-    this.#udp.detach();
-    this.#nftInstalled = false; // the rules are the new daemon's
-    native.unwatch(this.#handover!.watch);
-    native.close(this.#handover!.fd);
-    this.#handover = undefined;
-    this.#ownsControl = false; // the paths are the new daemon's now
-    this.#control.close();
-    for (const { label, conn } of this.#registry.takeWaiting()) {
-      channel.send({ type: 'connection', label, protocol: conn.protocol, record: Array.from(conn.record) }, conn.fd);
-      native.close(conn.fd);
+    try {
+      await this.#changes.catch(() => undefined);
+      this.log.info('handing over to a new daemon');
+      const controlFd = (this.#control as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+      const metricsFd = (this.#metricsServer as unknown as { _handle?: { fd?: number } } | undefined)?._handle?.fd ?? -1;
+      await offerSockets(channel, [
+        { kind: 'control', port: 0, fd: controlFd },
+        { kind: 'services', port: 0, fd: this.#services!.fd },
+        { kind: 'handover', port: 0, fd: this.#handover!.fd },
+        ...(metricsFd >= 0 ? [{ kind: 'metrics' as const, port: 0, fd: metricsFd, address: this.#options.metrics! }] : []),
+        ...this.#tcp.sockets().map((s) => ({ kind: 'tcp' as const, ...s })),
+        ...this.#udp.sockets().map((s) => ({ kind: 'udp' as const, ...s })),
+      ]);
+    } catch (err) {
+      // The new daemon closes what it inherited and unlinks nothing when it fails, so nothing was lost here.
+      this.log.error({ error: (err as Error).message }, 'hand-over failed; this daemon carries on');
+      this.#handingOver = false;
+      return channel.close();
     }
-    channel.send({ type: 'done' });
-    channel.close();
-    // Its workers reconnect to the new daemon by themselves; what they were handed stays theirs.
-    this.#services!.detach();
-    this.#services = undefined;
-    this.log.info('handed over');
-    this.#handedOver.resolve();
+    await this.#leave(channel);
   }
 
-  /** The new daemon's side, once it serves: take the old one's waiting connections, in order. */
-  async #completeTakeover(channel: HandoverChannel): Promise<void> {
-    channel.send({ type: 'ready' });
-    for (let got = await channel.receive(30_000); got !== undefined && got.message['type'] !== 'done'; got = await channel.receive(30_000)) {
-      const { message, fd } = got;
-      if (message['type'] !== 'connection' || fd < 0) continue;
-      const record = Int32Array.from(message['record'] as number[]);
-      record[0] = fd;
-      this.#registry.dispatch(String(message['label']), new Connection(record, message['protocol'] === 'udp' ? 'udp' : 'tcp', process.hrtime.bigint()));
+  /** After "ready": this daemon stops accepting, gives its queued connections on, and always exits. */
+  async #leave(channel: HandoverChannel): Promise<void> {
+    try {
+      // Both daemons accept from the same queues now; this one stops, the new one carries on.
+      this.#tcp.detach();
+      this.#udp.detach();
+      this.#nftInstalled = false; // the rules are the new daemon's
+      native.unwatch(this.#handover!.watch);
+      native.close(this.#handover!.fd);
+      this.#handover = undefined;
+      this.#ownsControl = false; // the paths are the new daemon's now
+      this.#control.close();
+      // Its workers reconnect to the new daemon by themselves; what they were handed stays theirs.
+      this.#services?.detach();
+      this.#services = undefined;
+      const result = await handOnWaiting(channel, this.#registry.takeWaiting(), Date.now() + HAND_ON_MS);
+      if (result.error === undefined) this.log.info(result, 'handed over');
+      else this.log.error(result, 'handed over, resetting the queued connections that could not be sent');
+    } catch (err) {
+      this.log.error({ error: (err as Error).message }, 'hand-over failed after the new daemon was ready; this daemon exits');
+    } finally {
+      this.#handedOver.resolve();
     }
-    channel.close();
-    this.log.info('took over');
   }
 
-  #serveMetrics(hostPort: string, takingOver = false): Promise<Server> {
+  /**
+   * The new daemon's side. Until "ready" it watches nothing it inherited, so the old daemon alone serves;
+   * a failure closes what was inherited (plain closes: the sockets, their queues and the paths stay the
+   * old daemon's, which carries on when the channel closes).
+   */
+  async #takeOver(channel: HandoverChannel, sockets: InheritedSocket[], services: ServicesOptions): Promise<void> {
+    // What is not yet some part's to close: closed here on failure, and at the end (e.g. no --metrics).
+    const unused = new Set(sockets.map((s) => s.fd));
+    const one = (kind: string): number => {
+      const fd = sockets.find((x) => x.kind === kind)?.fd ?? -1;
+      unused.delete(fd);
+      return fd;
+    };
+    try {
+      for (const s of sockets) {
+        if (s.kind !== 'tcp' && s.kind !== 'udp') continue;
+        (s.kind === 'tcp' ? this.#tcp : this.#udp).adopt(s.port, s.fd);
+        unused.delete(s.fd);
+      }
+      await this.#startListeners(this.#table);
+      // The old daemon's metrics socket if it serves the same address (it holds the port until it exits).
+      const metrics = sockets.find((x) => x.kind === 'metrics' && x.address === this.#options.metrics);
+      if (metrics !== undefined) unused.delete(metrics.fd);
+      if (this.#options.metrics !== undefined) this.#metricsServer = await this.#serveMetrics(this.#options.metrics, metrics?.fd);
+      await listenFd(this.#control, one('control'));
+      this.#services = ServicesSocket.adopt(services, one('services'));
+      this.#watchHandover(one('handover'));
+      this.#tcp.watchAdopted();
+      this.#udp.watchAdopted();
+      channel.send({ type: 'ready' });
+      for (const fd of unused) native.close(fd);
+    } catch (err) {
+      this.#tcp.detach();
+      this.#udp.detach();
+      this.#services?.detach();
+      if (this.#handover !== undefined) {
+        native.unwatch(this.#handover.watch);
+        native.close(this.#handover.fd);
+        this.#handover = undefined;
+      }
+      this.#control.close();
+      this.#metricsServer?.close();
+      for (const fd of unused) native.close(fd);
+      channel.close();
+      throw err;
+    }
+    await receiveWaiting(channel, (label, conn) => this.#registry.dispatch(label, conn), this.log);
+    // After "ready" the old daemon always leaves, and never unlinks: the paths are this daemon's now.
+    this.#ownsControl = true;
+  }
+
+  /** Serves /metrics on `hostPort`, or on `fd`: the old daemon's socket for it, handed over. */
+  #serveMetrics(hostPort: string, fd?: number): Promise<Server> {
     const m = /^(.*):([0-9]{1,5})$/.exec(hostPort);
     if (m === null) return Promise.reject(new DispatcherError('ERR_CONFIG', `--metrics ${JSON.stringify(hostPort)} is not HOST:PORT`));
     const server = createServer((req, res) => {
@@ -428,16 +485,11 @@ export class Daemon {
         (err: Error) => res.writeHead(500).end(err.message),
       );
     });
-    // After a takeover the old daemon may hold the port a moment longer: try again for a few seconds.
-    const listen = (attempts: number): Promise<Server> =>
-      new Promise<Server>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(Number(m[2]), m[1]!.replace(/^\[(.*)\]$/, '$1'), () => resolve(server));
-      }).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'EADDRINUSE' || attempts <= 0) throw err;
-        return new Promise<Server>((r) => setTimeout(() => r(listen(attempts - 1)), 100));
-      });
-    return listen(takingOver ? 50 : 0);
+    return new Promise<Server>((resolve, reject) => {
+      server.once('error', reject);
+      if (fd !== undefined) server.listen({ fd }, () => resolve(server));
+      else server.listen(Number(m[2]), m[1]!.replace(/^\[(.*)\]$/, '$1'), () => resolve(server));
+    });
   }
 
   /** Resolves once a newer daemon has taken over: this one then has nothing left and should exit. */

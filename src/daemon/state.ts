@@ -1,4 +1,6 @@
-import { open, readFile, rename, unlink, mkdir } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readdir, readFile, rename, unlink, mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { type Binding } from '../bindings/binding.js';
 import { formatBindingsFile, parseBindingsDocument } from '../bindings/file.js';
@@ -10,6 +12,10 @@ import { parseUpstream, type Upstream } from '../proxy/upstream.js';
  * fsync, rename, fsync of the directory), so a crash leaves the old file or the new one, never a torn one.
  */
 export const STATE_VERSION = 1;
+
+// The temporary file: created, never opened if something is there (a planted symlink is not followed).
+const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+const TEMP = /^state\.json\.[0-9a-z]+\.tmp$/;
 
 /** What the daemon keeps: the bindings, and the upstreams of labels served in proxy mode. */
 export interface State {
@@ -28,6 +34,7 @@ export class StateFile {
 
   /** The saved state; empty if none was ever saved. A corrupt file is an error, never replaced. */
   async load(): Promise<State> {
+    await this.#removeTemps();
     let text: string;
     try {
       text = await readFile(this.path, 'utf8');
@@ -43,9 +50,15 @@ export class StateFile {
     } catch (err) {
       throw corrupt((err as Error).message);
     }
-    if (typeof doc !== 'object' || doc === null || (doc as { version?: unknown }).version !== STATE_VERSION) {
-      throw corrupt(`expected an object with "version": ${STATE_VERSION}`);
+    const version = typeof doc === 'object' && doc !== null ? (doc as { version?: unknown }).version : undefined;
+    // A rollback after an upgrade lands here: say so, or it is a restart loop with no explanation.
+    if (typeof version === 'number' && Number.isInteger(version) && version > STATE_VERSION) {
+      throw new DispatcherError(
+        'ERR_STATE',
+        `state file ${this.path} was written by a newer version (${version}); this daemon reads version ${STATE_VERSION}: upgrade the dispatcher, or restore a state file this version wrote (or move this one away to start empty)`,
+      );
     }
+    if (version !== STATE_VERSION) throw corrupt(`expected an object with "version": ${STATE_VERSION}`);
     const { version: _version, upstreams = [], ...rest } = doc as Record<string, unknown>;
     try {
       if (!Array.isArray(upstreams)) throw new Error('"upstreams" is not an array');
@@ -57,9 +70,10 @@ export class StateFile {
 
   async save({ bindings, upstreams }: State): Promise<void> {
     await mkdir(this.#dir, { recursive: true, mode: 0o750 });
-    const tmp = `${this.path}.${process.pid}.tmp`;
+    // A random name: another user cannot guess it to plant a link there first.
+    const tmp = `${this.path}.${randomBytes(8).toString('hex')}.tmp`;
     const text = JSON.stringify({ version: STATE_VERSION, upstreams, ...formatBindingsFile(bindings) }) + '\n';
-    const file = await open(tmp, 'w', 0o640);
+    const file = await open(tmp, CREATE, 0o640);
     try {
       await file.writeFile(text);
       await file.sync();
@@ -76,5 +90,11 @@ export class StateFile {
     } finally {
       await dir.close();
     }
+  }
+
+  /** Temporary files a crash left (at start, before any save): unlink removes a link, never its target. */
+  async #removeTemps(): Promise<void> {
+    const names = await readdir(this.#dir).catch(() => []);
+    await Promise.all(names.filter((n) => TEMP.test(n)).map((n) => unlink(join(this.#dir, n)).catch(() => undefined)));
   }
 }

@@ -41,6 +41,10 @@ export interface ListenerStatus {
 
 // Accepting in batches: one JS call per batch instead of one per connection.
 const BATCH = 64;
+// Batches taken per readiness callback: a flood keeps them full, and looping until one is not would never
+// give the event loop back (control requests, workers, timers). uv_poll is level-triggered, so a socket
+// left readable is called again on the next loop turn, after everything else had its turn.
+const BATCHES_PER_CALL = 8;
 const BACKLOG = 4096;
 // A port that cannot be bound (in use, privileged) is tried again this often.
 const RETRY_MS = 2_000;
@@ -149,15 +153,22 @@ export class Listeners {
     return [...this.#listeners.values()].filter((l) => l.fd >= 0).map((l) => ({ port: l.port, fd: l.fd }));
   }
 
-  /** Takes over a socket a previous daemon opened for `port` (its accept queue comes with it). */
+  /**
+   * Takes over a socket a previous daemon opened for `port` (its accept queue comes with it), not watched
+   * until `watchAdopted`: until then the previous daemon alone accepts from it.
+   */
   adopt(port: number, fd: number): void {
     const l: Listener = { port, bound: port, fd, watch: undefined };
     if (native.sockName(fd, this.#self) === 0) l.bound = this.#self[5]!;
-    l.watch = native.watch(fd, READABLE, () => this.#readable(l));
     this.#listeners.set(port, l);
   }
 
-  /** After a hand-over: stop accepting and close this daemon's copies; the new daemon's stay open. */
+  /** Starts accepting on the adopted sockets. */
+  watchAdopted(): void {
+    for (const l of this.#listeners.values()) if (l.fd >= 0 && l.watch === undefined) l.watch = native.watch(l.fd, READABLE, () => this.#readable(l));
+  }
+
+  /** After a hand-over, or a takeover that failed: stop accepting and close this daemon's copies, accepting nothing more. */
   detach(): void {
     clearTimeout(this.#retry);
     for (const l of this.#listeners.values()) {
@@ -192,25 +203,26 @@ export class Listeners {
   #close(l: Listener): void {
     this.#listeners.delete(l.port);
     if (l.fd < 0) return;
-    // Connections already in the kernel's accept queue are dispatched, not dropped with the socket.
-    this.#readable(l);
+    // Connections already in the kernel's accept queue are dispatched, not dropped with the socket: as
+    // many batches as the queue can hold.
+    this.#readable(l, Math.ceil(BACKLOG / BATCH) + 1);
     if (l.watch !== undefined) native.unwatch(l.watch);
     native.close(l.fd);
     this.#log.info({ protocol: this.protocol, port: l.port }, 'stopped listening');
   }
 
-  #readable(l: Listener): void {
+  #readable(l: Listener, batches = BATCHES_PER_CALL): void {
     // A bug in dispatch must cost a batch, not the daemon: an exception here would end the process.
     try {
-      if (this.protocol === 'udp') this.#receive(l);
-      else this.#accept(l);
+      if (this.protocol === 'udp') this.#receive(l, batches);
+      else this.#accept(l, batches);
     } catch (err) {
       this.#log.error({ port: l.port, error: (err as Error).stack }, 'dispatch failed');
     }
   }
 
-  #accept(l: Listener): void {
-    for (;;) {
+  #accept(l: Listener, batches: number): void {
+    for (let i = 0; i < batches; i++) {
       const n = native.acceptBatch(l.fd, this.#batch, BATCH);
       if (n > 0) this.#options.onAccepted?.(this.#batch, n, this.protocol);
       if (n === BATCH) continue;
@@ -219,10 +231,10 @@ export class Listeners {
     }
   }
 
-  #receive(l: Listener): void {
+  #receive(l: Listener, batches: number): void {
     this.#datagrams ??= { data: new Uint8Array(DATAGRAM_BATCH * DATAGRAM_SLOT), meta: new Int32Array(DATAGRAM_BATCH * DATAGRAM_RECORD) };
     const { data, meta } = this.#datagrams;
-    for (;;) {
+    for (let i = 0; i < batches; i++) {
       const n = native.recvDatagrams(l.fd, data, meta, DATAGRAM_BATCH);
       if (n > 0) this.#options.onDatagrams?.(l.fd, data, meta, n);
       if (n === DATAGRAM_BATCH) continue;

@@ -33,6 +33,8 @@ export interface RunningDaemon {
   services: string;
   stateDir: string;
   stderr(): string;
+  /** Resolves with its exit code. */
+  exited: Promise<number | null>;
   /** Runs the CLI against this daemon. */
   cli(...args: string[]): Promise<Run>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -66,6 +68,7 @@ export async function startDaemon(dir: string, extra: string[] = [], options: { 
     services,
     stateDir,
     stderr: () => stderr,
+    exited,
     cli,
     stop: (signal = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
@@ -79,4 +82,35 @@ export async function daemonIn(t: { teardown(fn: () => unknown): void }, extra: 
   const d = await startDaemon(await tempDir(t), extra, options);
   t.teardown(() => d.stop());
   return d;
+}
+
+export interface Takeover {
+  process: ChildProcess;
+  stderr(): string;
+  exited: Promise<number | null>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts `dispatcher daemon --takeover` against `d` (same paths), without waiting for anything. */
+export function startTakeover(d: RunningDaemon, extra: string[] = []): Takeover {
+  const child = spawn(process.execPath, [CLI, 'daemon', '--takeover', '--control', d.control, '--state-dir', d.stateDir, '--services', d.services, ...extra], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    process: child,
+    stderr: () => stderr,
+    exited,
+    stop: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** `exited`, or 'hung' after `ms`. */
+export function exitWithin(exited: Promise<number | null>, ms: number): Promise<number | null | 'hung'> {
+  return Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), ms).unref())]);
 }
