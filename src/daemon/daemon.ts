@@ -287,8 +287,9 @@ export class Daemon {
       const result = this.#registry.datagram(label, message);
       const upstream = result === 'no_worker' ? this.#upstreams.get(label) : undefined;
       if (upstream !== undefined && upstreamProtocol(upstream) === 'udp') {
-        this.#udpRelay.send(upstream, recordEndpoint(r, 1), recordEndpoint(r, 7), payload);
-        this.metrics.datagram(label);
+        // Refused past the relay's flow cap: dropped like a datagram for a full worker.
+        if (this.#udpRelay.send(upstream, recordEndpoint(r, 1), recordEndpoint(r, 7), payload)) this.metrics.datagram(label);
+        else this.metrics.dropped(label, 'full');
       } else if (result === 'sent') {
         this.#flows.received(label, r, 1, 7, now);
         this.metrics.datagram(label);
