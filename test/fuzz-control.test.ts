@@ -185,7 +185,7 @@ function parseAnswers(bytes: Buffer): Answer[] {
     if (end < 0) return out;
     const head = bytes.subarray(at, end).toString('latin1');
     const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]);
-    let body = Buffer.alloc(0);
+    let body: Buffer = Buffer.alloc(0);
     at = end + 4;
     if (/\r\ntransfer-encoding: *chunked/i.test(head)) {
       for (;;) {

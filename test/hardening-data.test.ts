@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
+import { type TapTest } from './helpers/tap.js';
 import { type BindingJSON } from '../src/bindings/binding.js';
 import { formatBindingsFile, parseBindingsText } from '../src/bindings/file.js';
 import { compareForList } from '../src/bindings/order.js';
@@ -105,7 +106,7 @@ t.test('property: random tables survive export | load and a restart unchanged, e
   }
 });
 
-function sameEntries(t: Tap.Test, got: readonly BindingJSON[], want: readonly BindingJSON[], what: string): void {
+function sameEntries(t: TapTest, got: readonly BindingJSON[], want: readonly BindingJSON[], what: string): void {
   t.equal(got.length, want.length, `${what}: ${want.length} bindings`);
   const i = want.findIndex((w, i) => JSON.stringify(w) !== JSON.stringify(got[i]));
   if (i === -1) t.pass(`${what}: every entry equal`);

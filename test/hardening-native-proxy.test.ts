@@ -9,7 +9,7 @@ import { Metrics } from '../src/metrics/metrics.js';
 import { ACCEPT_RECORD, native } from '../src/native/index.js';
 import { relay } from '../src/proxy/relay.js';
 import { UdpRelay } from '../src/proxy/udp-relay.js';
-import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
+import { startDaemon, tempDir } from './helpers/daemon.js';
 import { readable } from './helpers/native.js';
 import { randomPort, sleep } from './helpers/services.js';
 

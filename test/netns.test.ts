@@ -1,4 +1,5 @@
 import t from 'tap';
+import { type TapTest } from './helpers/tap.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
@@ -10,7 +11,7 @@ import { randomPort, sleep, startWorker } from './helpers/services.js';
 const DNS_SERVICE = fileURLToPath(new URL('./fixtures/dns-service.mjs', import.meta.url));
 const isRoot = process.getuid?.() === 0;
 
-async function withNamespaces(t: Tap.Test): Promise<Namespaces> {
+async function withNamespaces(t: TapTest): Promise<Namespaces> {
   const ns = await createNamespaces();
   t.teardown(() => ns.remove());
   return ns;

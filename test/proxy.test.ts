@@ -1,4 +1,5 @@
 import t from 'tap';
+import { type TapTest } from './helpers/tap.js';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -17,7 +18,7 @@ function curl(url: string): Promise<{ code: number; body: string }> {
   return new Promise((resolve) => execFile('curl', ['-sS', '--max-time', '5', url], (err, stdout, stderr) => resolve({ code: err ? 1 : 0, body: stdout || stderr })));
 }
 
-async function startServer(t: Tap.Test, command: string[], socket: string): Promise<void> {
+async function startServer(t: TapTest, command: string[], socket: string): Promise<void> {
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
@@ -26,7 +27,7 @@ async function startServer(t: Tap.Test, command: string[], socket: string): Prom
   if (!existsSync(socket)) throw new Error(`${command[0]} did not create ${socket}: ${err}`);
 }
 
-async function startNginx(t: Tap.Test, dir: string): Promise<string> {
+async function startNginx(t: TapTest, dir: string): Promise<string> {
   const socket = join(dir, 'nginx.sock');
   const conf = join(dir, 'nginx.conf');
   const tmp = (name: string): string => `${name} ${dir};`;
@@ -47,7 +48,7 @@ http {
   return socket;
 }
 
-async function startHaproxy(t: Tap.Test, dir: string): Promise<string> {
+async function startHaproxy(t: TapTest, dir: string): Promise<string> {
   const socket = join(dir, 'haproxy.sock');
   const conf = join(dir, 'haproxy.cfg');
   await writeFile(
