@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { constants } from 'node:os';
 
 /**
- * The typed face of native/dispatcher.c, which does only what Node has no API for: descriptor passing,
+ * The typed face of the native addon (native/*.c), which does only what Node has no API for: descriptor passing,
  * peer credentials, batch accept with local addresses, SOCK_SEQPACKET, reset-on-close and readiness
  * watching of raw descriptors.
  *
