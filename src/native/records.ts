@@ -85,6 +85,11 @@ export function acceptFd(batch: Int32Array, i = 0): number {
   return batch[i * ACCEPT.SIZE + ACCEPT.FD]!;
 }
 
+/** Puts a descriptor into an accept record (one handed over from another daemon takes the old one's place). */
+export function putAcceptFd(record: Int32Array, fd: number): void {
+  record[ACCEPT.FD] = fd;
+}
+
 /** A datagram record's length: the datagram's bytes, or -EMSGSIZE when it was truncated. */
 export function datagramLength(record: Int32Array): number {
   return record[DATAGRAM.LENGTH]!;
