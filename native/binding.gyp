@@ -2,7 +2,8 @@
   "targets": [
     {
       "target_name": "dispatcher",
-      "sources": ["dispatcher.c"],
+      "sources": ["napi_helpers.c", "address.c", "listen.c", "fdpass.c", "watch.c", "udp.c", "relay.c", "init.c"],
+      "defines": ["_GNU_SOURCE"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O2"]
     }
   ]

@@ -320,3 +320,38 @@ t.test('hostile arguments give a TypeError, a RangeError or -errno, never a cras
     resetClosed: String(-errno.EBADF),
   });
 });
+
+t.test('records.ts reads what the addon writes and writes what it reads', async (t) => {
+  const { ACCEPT, DATAGRAM, SEND, acceptFd, addressAt, addressText, checkRecordSizes, datagramLength, portAt, putAddress, putSendData, recordIn } = await import('../src/native/records.js');
+  const { DATAGRAM_RECORD, DATAGRAM_SLOT, LISTEN_UDP, SEND_RECORD } = await import('../src/native/index.js');
+  t.throws(() => checkRecordSizes({ ACCEPT_RECORD, DATAGRAM_RECORD, SEND_RECORD: SEND_RECORD + 1 }), /SEND_RECORD/, 'a size that disagrees stops the start');
+
+  const { fd, port } = listenAnywhere('127.0.0.1');
+  const client = await connected('127.0.0.1', port);
+  await readable(fd);
+  const batch = new Int32Array(ACCEPT_RECORD * 2);
+  t.equal(native.acceptBatch(fd, batch, 2), 1);
+  const accepted = recordIn(batch, 0, ACCEPT_RECORD);
+  t.same([addressText(accepted, ACCEPT.LOCAL), portAt(accepted, ACCEPT.LOCAL)], ['127.0.0.1', port], 'the local address');
+  t.same(addressAt(accepted, ACCEPT.PEER), { family: 4, words: Int32Array.from([0x7f000001, 0, 0, 0]), port: client.localPort }, 'the peer address');
+  native.close(acceptFd(batch, 0));
+  client.destroy();
+  native.close(fd);
+
+  // A datagram to itself: the send record written here, the datagram record read back.
+  const udp = native.listenInet('127.0.0.1', 0, 0, LISTEN_UDP);
+  const self = new Int32Array(6);
+  t.equal(native.sockName(udp, self), 0);
+  const send = new Int32Array(SEND_RECORD);
+  putSendData(send, 1, 4);
+  putAddress(send, SEND.DESTINATION, 4, [0x7f000001], portAt(self, 0));
+  t.equal(native.sendDatagrams(udp, Buffer.from('xpingx'), send, 1, false), 1);
+  await readable(udp);
+  const data = new Uint8Array(DATAGRAM_SLOT);
+  const meta = new Int32Array(DATAGRAM_RECORD);
+  t.equal(native.recvDatagrams(udp, data, meta, 1), 1);
+  t.equal(Buffer.from(data.subarray(0, datagramLength(meta))).toString(), 'ping');
+  t.same([addressText(meta, DATAGRAM.DESTINATION), portAt(meta, DATAGRAM.DESTINATION)], ['127.0.0.1', portAt(self, 0)], 'the destination');
+  t.equal(addressAt(meta, DATAGRAM.SOURCE).family, 4);
+  native.close(udp);
+});

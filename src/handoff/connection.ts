@@ -1,14 +1,12 @@
-import { formatAddress } from '../bindings/address.js';
 import { type Protocol } from '../bindings/binding.js';
 import { ACCEPT_RECORD, native } from '../native/index.js';
+import { ACCEPT, acceptFd, addressText, portAt, recordIn } from '../native/records.js';
 import { encodeConnection, MAX_MESSAGE } from '../services/protocol.js';
 
 /**
  * An accepted connection on its way to a worker: the addon's accept record (descriptor, local and peer
- * address as words) and when it was accepted. The daemon owns the descriptor until a hand-off succeeds
- * or it resets the connection.
- *
- *   record: [fd, local family, local w0..w3, local port, peer family, peer w0..w3, peer port]
+ * address blocks; records.ts) and when it was accepted. The daemon owns the descriptor until a hand-off
+ * succeeds or it resets the connection.
  */
 export class Connection {
   readonly record: Int32Array;
@@ -26,21 +24,21 @@ export class Connection {
 
   /** Copies record `i` out of an accept batch. */
   static fromBatch(batch: Int32Array, i: number, protocol: Protocol, now: bigint): Connection {
-    return new Connection(batch.slice(i * ACCEPT_RECORD, (i + 1) * ACCEPT_RECORD), protocol, now);
+    return new Connection(recordIn(batch, i, ACCEPT_RECORD).slice(), protocol, now);
   }
 
   get fd(): number {
-    return this.record[0]!;
+    return acceptFd(this.record);
   }
 
   get localPort(): number {
-    return this.record[6]!;
+    return portAt(this.record, ACCEPT.LOCAL);
   }
 
   /** The header a worker receives with the descriptor, in `out`'s memory. */
   header(out: Uint8Array, label: string): Uint8Array {
     const r = this.record;
-    return encodeConnection(out, label, this.protocol, recordAddress(r, 7), r[12]!, recordAddress(r, 1), r[6]!);
+    return encodeConnection(out, label, this.protocol, addressText(r, ACCEPT.PEER), portAt(r, ACCEPT.PEER), addressText(r, ACCEPT.LOCAL), this.localPort);
   }
 
   /** Closes the daemon's copy after a hand-off: the worker's copy keeps the connection. */
@@ -54,11 +52,8 @@ export class Connection {
   }
 }
 
-/** The text of an address in an accept or datagram record: [family, w0..w3] at `at`. */
-export function recordAddress(r: Int32Array, at: number): string {
-  const family = r[at] === 6 ? 6 : 4;
-  return formatAddress(family, [r[at + 1]! >>> 0, r[at + 2]! >>> 0, r[at + 3]! >>> 0, r[at + 4]! >>> 0]);
-}
+/** records.ts' addressText, under the name src/daemon/daemon.ts still imports. */
+export { addressText as recordAddress } from '../native/records.js';
 
 /** A buffer for one header at a time: headers are encoded and sent synchronously. */
 export const headerBuffer = new Uint8Array(MAX_MESSAGE);

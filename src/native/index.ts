@@ -1,8 +1,9 @@
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
+import { checkRecordSizes } from './records.js';
 
 /**
- * The typed face of native/dispatcher.c, which does only what Node has no API for: descriptor passing,
+ * The typed face of the native addon (native/*.c), which does only what Node has no API for: descriptor passing,
  * peer credentials, batch accept with local addresses, SOCK_SEQPACKET, reset-on-close and readiness
  * watching of raw descriptors.
  *
@@ -13,6 +14,8 @@ import { constants } from 'node:os';
  * success the caller closes its copy, after any failure (-EAGAIN included) it still owns it. `recvMsg`
  * hands over every descriptor that arrived or closes them all. I/O calls return -errno instead of
  * throwing, so the hot path allocates no Error; set-up calls throw errors whose `code` is the errno name.
+ *
+ * The records these calls fill and read are laid out, read and written in records.ts.
  */
 interface Addon {
   ACCEPT_RECORD: number;
@@ -54,18 +57,18 @@ export type WatchHandle = { readonly [watchHandle]: true };
 
 const require = createRequire(import.meta.url);
 const addon = require('../../native/build/Release/dispatcher.node') as Addon;
+checkRecordSizes(addon);
 
 export const native = addon;
 
-/** acceptBatch record: [fd, local family, local words x4, local port, peer family, peer words x4, peer port]. */
+/** Int32s of an acceptBatch record (records.ts: ACCEPT). */
 export const ACCEPT_RECORD = addon.ACCEPT_RECORD;
 /** recvMsg's fds array must hold MAX_FDS + 1 entries. */
 export const MAX_FDS = addon.MAX_FDS;
 
 /**
- * recvDatagrams: datagram i at data[i * DATAGRAM_SLOT]; meta record [length (or -EMSGSIZE), source family,
- * w0..w3, port, destination family, w0..w3, port]. sendDatagrams' records: [offset, length, destination
- * family, w0..w3, port, source family, w0..w3, port].
+ * recvDatagrams: datagram i at data[i * DATAGRAM_SLOT], its record (records.ts: DATAGRAM) at
+ * meta[i * DATAGRAM_RECORD]; at most DATAGRAM_BATCH a call. sendDatagrams' records: records.ts, SEND.
  */
 export const DATAGRAM_RECORD = addon.DATAGRAM_RECORD;
 export const DATAGRAM_SLOT = addon.DATAGRAM_SLOT;

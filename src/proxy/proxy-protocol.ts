@@ -1,3 +1,8 @@
+import { type RecordAddress } from '../native/records.js';
+
+/** records.ts' names, under those src/daemon/daemon.ts and test/hardening-native-upstream.test.ts still import. */
+export { addressAt as recordAt, type RecordAddress } from '../native/records.js';
+
 /**
  * The PROXY protocol header (HAProxy's specification, proxy-protocol.txt), which tells an unmodified server
  * behind the dispatcher who the client was and which address it dialled.
@@ -7,19 +12,6 @@
  *       0x22 UDP6), length, then source address, destination address, source port, destination port.
  */
 export type ProxyProtocol = 'none' | 'v1' | 'v2';
-
-/** An address as the accept record holds it: family 4 or 6 (0: unknown, getsockname failed), big-endian words, port. */
-export interface RecordAddress {
-  family: 0 | 4 | 6;
-  words: ArrayLike<number>;
-  port: number;
-}
-
-/** The address of an accept record at `at` ([family, w0..w3, port]), keeping family 0 ("unknown") as such. */
-export function recordAt(r: Int32Array, at: number): RecordAddress {
-  const family = r[at];
-  return { family: family === 4 || family === 6 ? family : 0, words: r.subarray(at + 1, at + 5), port: r[at + 5]! };
-}
 
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 

@@ -2,9 +2,10 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { errnoName, native, WRITABLE } from '../native/index.js';
 import { type Logger } from 'pino';
-import { type Connection, recordAddress } from '../handoff/connection.js';
+import { type Connection } from '../handoff/connection.js';
 import { type Metrics, type UpstreamFailure } from '../metrics/metrics.js';
-import { proxyHeader, recordAt } from './proxy-protocol.js';
+import { ACCEPT, addressAt, addressText } from '../native/records.js';
+import { proxyHeader } from './proxy-protocol.js';
 import { target, type Upstream } from './upstream.js';
 
 // Relays open at once, connecting ones included; past it a new proxied connection is reset (and counted
@@ -75,7 +76,7 @@ function start(conn: Connection, upstream: Upstream, address: string, port: numb
     clearTimeout(timer);
     native.unwatch(watch);
     const error = native.socketError(fd);
-    const header = proxyHeader(upstream.proxy_protocol, 'tcp', recordAt(r, 7), recordAddress(r, 7), recordAt(r, 1), recordAddress(r, 1));
+    const header = proxyHeader(upstream.proxy_protocol, 'tcp', addressAt(r, ACCEPT.PEER), addressText(r, ACCEPT.PEER), addressAt(r, ACCEPT.LOCAL), addressText(r, ACCEPT.LOCAL));
     // A header is at most 52 bytes: a fresh connection's socket buffer takes it whole, or the upstream is gone.
     const sent = error !== 0 || header === undefined ? 0 : native.sendFd(fd, header, -1);
     if (error !== 0 || (header !== undefined && sent !== header.length)) {

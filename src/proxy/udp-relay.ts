@@ -1,6 +1,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { type Endpoint } from '../services/protocol.js';
-import { proxyHeader, type RecordAddress } from './proxy-protocol.js';
+import { type RecordAddress } from '../native/records.js';
+import { proxyHeader } from './proxy-protocol.js';
 import { target, type Upstream } from './upstream.js';
 
 // A flow nobody sent on for this long is closed (checked every FLOW_IDLE_MS / 2, so it lives at most 1.5 times

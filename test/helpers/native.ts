@@ -2,6 +2,7 @@ import { readdirSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { native, READABLE, type WatchHandle } from '../../src/native/index.js';
+import { CREDENTIAL, credentialAt } from '../../src/native/records.js';
 
 // SO_PASSRIGHTS came with Linux 6.16: there an accepted Unix socket refuses descriptors at the send
 // (acceptUnix sets it); an older kernel delivers them and the daemon resets them.
@@ -23,9 +24,9 @@ export function seqpacketPair(dir: string, name = 'pair.sock'): [number, number]
   const listener = native.listenSeqpacket(path, 4);
   try {
     const client = native.connectSeqpacket(path);
-    const out = new Int32Array(4);
+    const out = new Int32Array(CREDENTIAL.SIZE);
     if (native.acceptUnix(listener, out) !== 1) throw new Error('acceptUnix found no connection');
-    return [out[0]!, client];
+    return [credentialAt(out).fd, client];
   } finally {
     native.close(listener);
   }

@@ -1,0 +1,56 @@
+// The dispatcher's native layer: only what Node has no API for. Descriptor passing (SCM_RIGHTS), peer
+// credentials (SO_PEERCRED), batch accept with the local address, SOCK_SEQPACKET sockets, reset-on-close,
+// and a readiness watcher on a raw descriptor (libuv's uv_poll) so that JavaScript can drive them.
+// One file per concern: address, listen, fdpass, watch, udp, relay; init.c registers the exports.
+//
+// Ownership rules, which the typed wrapper (src/native/index.ts) documents:
+// - A call that returns a descriptor gives it to the caller; nothing here keeps a copy.
+// - sendFd and recvMsg: see fdpass.c. relay: see relay.c.
+#ifndef DISPATCHER_H
+#define DISPATCHER_H
+
+#include <netinet/in.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <uv.h>
+
+// The longest Unix socket path, with room for the NUL that tells a cut one apart.
+#define PATH_BUFFER (sizeof(((struct sockaddr_un *)0)->sun_path) + 1)
+
+// address.c
+// An IP address (text) and port as a socket address; 0 if the text is neither IPv6 nor IPv4.
+socklen_t parse_inet(const char *address, int32_t port, struct sockaddr_storage *ss);
+// A Unix socket address for `path`: 0, or -1 if the path is too long.
+int unix_address(const char *path, struct sockaddr_un *sun);
+void put_address(const struct sockaddr_storage *ss, int32_t *block);
+socklen_t make_address(const int32_t *block, int v6_socket, struct sockaddr_storage *ss);
+
+static inline int set_int(int fd, int level, int name, int value) { return setsockopt(fd, level, name, &value, sizeof value); }
+
+// watch.c
+void call_js(napi_env env, napi_ref callback, size_t argc, const double *values);
+
+// The entry points, registered by init.c.
+napi_value ListenInet(napi_env env, napi_callback_info info);
+napi_value ListenSeqpacket(napi_env env, napi_callback_info info);
+napi_value ConnectSeqpacket(napi_env env, napi_callback_info info);
+napi_value ConnectStream(napi_env env, napi_callback_info info);
+napi_value SocketError(napi_env env, napi_callback_info info);
+napi_value SockName(napi_env env, napi_callback_info info);
+napi_value AcceptBatch(napi_env env, napi_callback_info info);
+napi_value AcceptUnix(napi_env env, napi_callback_info info);
+napi_value SendFd(napi_env env, napi_callback_info info);
+napi_value RecvMsg(napi_env env, napi_callback_info info);
+napi_value PeerCred(napi_env env, napi_callback_info info);
+napi_value Close(napi_env env, napi_callback_info info);
+napi_value Reset(napi_env env, napi_callback_info info);
+napi_value Watch(napi_env env, napi_callback_info info);
+napi_value SetEvents(napi_env env, napi_callback_info info);
+napi_value Unwatch(napi_env env, napi_callback_info info);
+napi_value RecvDatagrams(napi_env env, napi_callback_info info);
+napi_value SendDatagrams(napi_env env, napi_callback_info info);
+napi_value Relay(napi_env env, napi_callback_info info);
+
+#endif

@@ -1,0 +1,190 @@
+// Descriptors between processes over Unix sockets (SCM_RIGHTS), peer credentials, and closing.
+//
+// Ownership rules, which the typed wrapper (src/native/index.ts) documents:
+// - sendFd never closes the descriptor it sends: on success the kernel holds a reference for the receiver
+//   and the caller closes its own; on any error (EAGAIN included) nothing was sent and the caller still owns
+//   it. A partial send cannot happen on SOCK_SEQPACKET: a message goes whole or not at all.
+// - recvMsg returns every descriptor that arrived, or closes them all and reports an error (MSG_CTRUNC,
+//   MSG_TRUNC), so a descriptor is never left open without an owner.
+#include "dispatcher.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "napi_helpers.h"
+#include "records.h"
+
+// Linux 6.16 lets a Unix socket refuse descriptors (a sender's SCM_RIGHTS then fails with EPERM); older
+// headers lack the name. 83 is asm-generic's value; alpha, mips, parisc and sparc number it otherwise.
+#if !defined(SO_PASSRIGHTS) && !defined(__alpha__) && !defined(__mips__) && !defined(__hppa__) && !defined(__sparc__)
+#define SO_PASSRIGHTS 83
+#endif
+
+// 0, or -1 with errno; an old kernel (ENOPROTOOPT) or an architecture whose number is unknown passes.
+static int refuse_rights(int fd) {
+#ifdef SO_PASSRIGHTS
+  if (set_int(fd, SOL_SOCKET, SO_PASSRIGHTS, 0) < 0 && errno != ENOPROTOOPT) return -1;
+#else
+  (void)fd;
+#endif
+  return 0;
+}
+
+// acceptUnix(listenFd, out: Int32Array(4)): 1 with [fd, pid, uid, gid] (SO_PEERCRED), 0 on EAGAIN, or -errno.
+// The accepted socket refuses descriptors (SO_PASSRIGHTS 0) where the kernel can: the daemon only sends on
+// its accepted ends, and a descriptor a peer slips in would otherwise be the daemon's to close, on the
+// loop thread (a lingering TCP socket's close can block for seconds). Older kernels say ENOPROTOOPT.
+napi_value AcceptUnix(napi_env env, napi_callback_info info) {
+  int32_t lfd;
+  array_t record;
+  if (!args_parse(env, info, "acceptUnix(fd, out: Int32Array(4))", "iw", &lfd, &record, CRED_RECORD)) return NULL;
+  int fd;
+  do fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  if (fd < 0) return int_value(env, errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno);
+  struct ucred cred;
+  socklen_t clen = sizeof cred;
+  if (refuse_rights(fd) < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+    int err = errno;
+    close(fd);
+    return int_value(env, -err);
+  }
+  int32_t *out = record.data;
+  out[CRED_FD] = fd;
+  out[CRED_PID] = cred.pid;
+  out[CRED_UID] = (int32_t)cred.uid;
+  out[CRED_GID] = (int32_t)cred.gid;
+  return int_value(env, 1);
+}
+
+// sendFd(sock, data: Uint8Array, fd): bytes sent, or -errno (-EAGAIN when the peer's buffer is full). With
+// fd < 0 the message carries no descriptor. Never blocks, never raises SIGPIPE, never closes `fd`.
+napi_value SendFd(napi_env env, napi_callback_info info) {
+  int32_t sock, fd;
+  array_t bytes;
+  if (!args_parse(env, info, "sendFd(sock, data: Uint8Array, fd)", "iui", &sock, &bytes, 0, &fd)) return NULL;
+  struct iovec iov = {.iov_base = bytes.data, .iov_len = bytes.length};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (fd >= 0) {
+    memset(&control, 0, sizeof control);
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  ssize_t n;
+  do n = sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return int_value(env, n < 0 ? -errno : n);
+}
+
+// The descriptors of a received message into fds[1..MAX_FDS]; how many.
+static int take_fds(struct msghdr *msg, int32_t *fds) {
+  int count = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    for (int i = 0; i < k; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (count < MAX_FDS) fds[1 + count++] = fd;
+      else close(fd);  // cannot happen with a control buffer of MAX_FDS, but never leak
+    }
+  }
+  return count;
+}
+
+// recvMsg(sock, data: Uint8Array, fds: Int32Array(MAX_FDS + 1)): bytes received (0: the peer closed), or
+// -errno (-EAGAIN: nothing waiting). fds[0] is how many descriptors arrived, fds[1..] the descriptors,
+// close-on-exec. A message whose data or descriptors did not fit has every descriptor closed and gives
+// -EMSGSIZE.
+napi_value RecvMsg(napi_env env, napi_callback_info info) {
+  int32_t sock;
+  array_t bytes, received;
+  if (!args_parse(env, info, "recvMsg(sock, data: Uint8Array, fds: Int32Array(9))", "iuw", &sock, &bytes, 0, &received, MAX_FDS + 1)) return NULL;
+  int32_t *fds = received.data;
+  fds[0] = 0;
+  struct iovec iov = {.iov_base = bytes.data, .iov_len = bytes.length};
+  union {
+    char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+  ssize_t n;
+  do n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return int_value(env, -errno);
+  int count = take_fds(&msg, fds);
+  if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
+    for (int i = 0; i < count; i++) close(fds[1 + i]);
+    return int_value(env, -EMSGSIZE);
+  }
+  fds[0] = count;
+  return int_value(env, n);
+}
+
+// peerCred(fd): [pid, uid, gid] of the process that connected (or -errno as a number).
+napi_value PeerCred(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!args_parse(env, info, "peerCred(fd)", "i", &fd)) return NULL;
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return int_value(env, -errno);
+  const int64_t values[3] = {cred.pid, cred.uid, cred.gid};
+  napi_value arr, v;
+  CHECK(napi_create_array_with_length(env, 3, &arr));
+  for (uint32_t i = 0; i < 3; i++) {
+    if ((v = int_value(env, values[i])) == NULL) return NULL;
+    CHECK(napi_set_element(env, arr, i, v));
+  }
+  return arr;
+}
+
+static void *close_thread(void *arg) {
+  close((int)(intptr_t)arg);
+  return NULL;
+}
+
+// Closes a descriptor that is not a socket off the loop thread: closing the last reference to a file on
+// FUSE or NFS waits for its server to flush, which a local user controls.
+static int close_aside(int fd) {
+  pthread_attr_t attr;
+  pthread_t thread;
+  int rc = pthread_attr_init(&attr);
+  if (rc == 0) {
+    rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (rc == 0) rc = pthread_attr_setstacksize(&attr, 65536);
+    if (rc == 0) rc = pthread_create(&thread, &attr, close_thread, (void *)(intptr_t)fd);
+    pthread_attr_destroy(&attr);
+  }
+  if (rc == 0) return 0;
+  return close(fd) < 0 && errno != EINTR ? -errno : 0;  // no thread to be had: close here rather than leak
+}
+
+// close(fd) / reset(fd): 0 or -errno. reset sets SO_LINGER {on, 0} first, so the client gets a RST at once
+// instead of a FIN it might take for a served, empty answer.
+// reset never blocks the caller, whatever the descriptor (so it is the call for one a peer sent): a socket
+// with SO_LINGER {1, 0} closes at once (TCP aborts, no other family lingers), and a descriptor that is not
+// a socket (setsockopt says ENOTSOCK) is closed on a thread of its own (close_aside).
+static napi_value fd_call(napi_env env, napi_callback_info info, int reset) {
+  int32_t fd;
+  if (!args_parse(env, info, reset ? "reset(fd)" : "close(fd)", "d", &fd)) return NULL;
+  if (reset) {
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) < 0 && errno == ENOTSOCK) return int_value(env, close_aside(fd));
+  }
+  return int_value(env, close(fd) < 0 && errno != EINTR ? -errno : 0);
+}
+
+napi_value Close(napi_env env, napi_callback_info info) { return fd_call(env, info, 0); }
+napi_value Reset(napi_env env, napi_callback_info info) { return fd_call(env, info, 1); }
