@@ -1,7 +1,7 @@
 import t from 'tap';
 import { lstat, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StateFile, STATE_VERSION } from '../src/daemon/state.js';
+import { StateFile, STATE_VERSION } from '../src/store/state-file.js';
 import { startDaemon, tempDir } from './helpers/daemon.js';
 
 t.test('a symlink planted at a temporary path is not followed, and stale temporaries are removed safely', async (t) => {

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { createSocket, type Socket } from 'node:dgram';
-import { FLOW_IDLE_MS, MAX_FLOWS, UdpFlows } from '../src/daemon/udp-flows.js';
+import { FLOW_IDLE_MS, MAX_FLOWS, UdpFlows } from '../src/dispatch/udp-flows.js';
 import { MAX_FDS, native } from '../src/native/index.js';
 import { daemonIn } from './helpers/daemon.js';
 import { readable } from './helpers/native.js';

@@ -73,13 +73,14 @@ export class Registry {
   readonly #queue: QueueOptions;
   readonly #metrics: Metrics;
 
-  readonly #fallback: (label: string, conn: Connection) => boolean;
-
-  /** `fallback` takes a connection whose label has no worker registered (proxy mode); false if it cannot. */
-  constructor(queue: QueueOptions, metrics: Metrics, fallback: (label: string, conn: Connection) => boolean = () => false) {
+  constructor(queue: QueueOptions, metrics: Metrics) {
     this.#queue = queue;
     this.#metrics = metrics;
-    this.#fallback = fallback;
+  }
+
+  /** Whether `label` has a worker registered (busy or not). */
+  has(label: string): boolean {
+    return this.#workers.has(label);
   }
 
   add(worker: Worker): void {
@@ -113,8 +114,6 @@ export class Registry {
     const waiting = this.#waiting.get(label);
     // Behind others already waiting: order is kept.
     if ((waiting === undefined || waiting.length === 0) && this.#handoff(label, conn)) return;
-    // Workers first; an upstream serves a label while none is registered (busy workers: the queue).
-    if (!this.#workers.has(label) && this.#fallback(label, conn)) return;
     this.#enqueue(label, conn);
   }
 

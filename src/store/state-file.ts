@@ -23,6 +23,11 @@ export interface State {
   upstreams: readonly Upstream[];
 }
 
+/** A loaded state, with the upstreams an older version accepted and this one refuses, left out and why. */
+export interface LoadedState extends State {
+  refused: string[];
+}
+
 export class StateFile {
   readonly path: string;
   readonly #dir: string;
@@ -33,13 +38,13 @@ export class StateFile {
   }
 
   /** The saved state; empty if none was ever saved. A corrupt file is an error, never replaced. */
-  async load(): Promise<State> {
+  async load(): Promise<LoadedState> {
     await this.#removeTemps();
     let text: string;
     try {
       text = await readFile(this.path, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { bindings: [], upstreams: [] };
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { bindings: [], upstreams: [], refused: [] };
       throw new DispatcherError('ERR_STATE', `cannot read state file ${this.path}: ${(err as Error).message}`);
     }
     const corrupt = (why: string): DispatcherError =>
@@ -60,12 +65,25 @@ export class StateFile {
     }
     if (version !== STATE_VERSION) throw corrupt(`expected an object with "version": ${STATE_VERSION}`);
     const { version: _version, upstreams = [], ...rest } = doc as Record<string, unknown>;
+    if (!Array.isArray(upstreams)) throw corrupt('"upstreams" is not an array');
+    let bindings;
     try {
-      if (!Array.isArray(upstreams)) throw new Error('"upstreams" is not an array');
-      return { bindings: parseBindingsDocument(rest, 'state'), upstreams: upstreams.map((u: Record<string, unknown>) => parseUpstream(u)) };
+      bindings = parseBindingsDocument(rest, 'state');
     } catch (err) {
       throw corrupt((err as Error).message);
     }
+    // An upstream an older version accepted (PROXY v1 over udp:) is left out, not the whole file refused:
+    // the daemon starts and says which.
+    const parsed: Upstream[] = [];
+    const refused: string[] = [];
+    for (const u of upstreams as Record<string, unknown>[]) {
+      try {
+        parsed.push(parseUpstream(u));
+      } catch (err) {
+        refused.push(`upstream ${JSON.stringify(u)}: ${(err as Error).message}`);
+      }
+    }
+    return { bindings, upstreams: parsed, refused };
   }
 
   async save({ bindings, upstreams }: State): Promise<void> {
