@@ -1,7 +1,6 @@
 import { request } from 'node:http';
 import { DispatcherError, type ErrorCode } from '../errors.js';
 import { type Protocol } from '../bindings/binding.js';
-import { type Upstream } from '../proxy/upstream.js';
 import {
   API_PREFIX,
   type AddBindingResponse,
@@ -18,6 +17,7 @@ import {
   type ServicesResponse,
   type SetUpstreamResponse,
   type StatusResponse,
+  type UpstreamRequest,
   type UpstreamsResponse,
 } from './protocol.js';
 
@@ -69,7 +69,7 @@ export class ControlClient {
     return this.#request('GET /upstreams', {});
   }
 
-  setUpstream(upstream: Upstream): Promise<SetUpstreamResponse> {
+  setUpstream(upstream: UpstreamRequest): Promise<SetUpstreamResponse> {
     return this.#request('POST /upstreams', { body: upstream });
   }
 
@@ -83,7 +83,10 @@ export class ControlClient {
   ): Promise<Endpoints[E]['response']> {
     const [method, path] = endpoint.split(' ') as [string, string];
     const body = options.body;
-    return this.call(method, path, { query: options.query, body: body === undefined || typeof body === 'string' ? body : JSON.stringify(body) });
+    return this.call(method, path, {
+      query: options.query,
+      body: body === undefined || typeof body === 'string' ? body : JSON.stringify(body),
+    });
   }
 
   /** Any request: for what the typed methods do not cover (a test's malformed one, say). */
@@ -97,7 +100,8 @@ export class ControlClient {
           socketPath: this.socketPath,
           method,
           path: `${API_PREFIX}${path}${qs}`,
-          headers: options.body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(options.body) },
+          headers:
+            options.body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(options.body) },
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -121,7 +125,9 @@ export class ControlClient {
         if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
           reject(new DispatcherError('ERR_DAEMON_UNREACHABLE', `the daemon is not running (nothing answers on ${this.socketPath})`));
         } else if (err.code === 'EACCES') {
-          reject(new DispatcherError('ERR_DAEMON_UNREACHABLE', `no permission to use ${this.socketPath} (run as root or a member of its group)`));
+          reject(
+            new DispatcherError('ERR_DAEMON_UNREACHABLE', `no permission to use ${this.socketPath} (run as root or a member of its group)`),
+          );
         } else {
           reject(new DispatcherError('ERR_DAEMON_UNREACHABLE', `cannot reach the daemon on ${this.socketPath}: ${err.message}`));
         }

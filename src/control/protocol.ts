@@ -48,6 +48,8 @@ export interface LookupResponse {
   label: string;
   binding: BindingJSON;
 }
+/** The body of `POST /upstreams`: an upstream; `proxy_protocol` defaults to `none`. */
+export type UpstreamRequest = Omit<Upstream, 'proxy_protocol'> & { proxy_protocol?: Upstream['proxy_protocol'] };
 export interface UpstreamsResponse {
   upstreams: Upstream[];
 }
@@ -112,7 +114,7 @@ export interface Endpoints {
   'GET /status': { query: undefined; body: undefined; response: StatusResponse };
   'GET /services': { query: undefined; body: undefined; response: ServicesResponse };
   'GET /upstreams': { query: undefined; body: undefined; response: UpstreamsResponse };
-  'POST /upstreams': { query: undefined; body: Upstream; response: SetUpstreamResponse };
+  'POST /upstreams': { query: undefined; body: UpstreamRequest; response: SetUpstreamResponse };
   'DELETE /upstreams': { query: undefined; body: RemoveUpstreamRequest; response: RemoveUpstreamResponse };
 }
 export type Endpoint = keyof Endpoints;

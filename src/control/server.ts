@@ -132,7 +132,9 @@ interface Request {
 }
 
 /** Every endpoint's handling: each must answer with its endpoint's response body (a Binding stands for its JSON). */
-type Routes = { [E in Endpoint]: (h: ControlHandlers, r: Request) => Encodes<Endpoints[E]['response']> | Promise<Encodes<Endpoints[E]['response']>> };
+type Routes = {
+  [E in Endpoint]: (h: ControlHandlers, r: Request) => Encodes<Endpoints[E]['response']> | Promise<Encodes<Endpoints[E]['response']>>;
+};
 
 const ROUTES: Routes = {
   'GET /bindings': (h, { query: q }) => ({
