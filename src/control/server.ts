@@ -125,7 +125,7 @@ export function createControlServer(handlers: ControlHandlers, options: ControlS
 }
 
 /** One request as a route sees it. */
-interface Request {
+interface RouteRequest {
   readonly req: IncomingMessage;
   readonly query: URLSearchParams;
   readonly body: BodyLimits;
@@ -133,7 +133,7 @@ interface Request {
 
 /** Every endpoint's handling: each must answer with its endpoint's response body (a Binding stands for its JSON). */
 type Routes = {
-  [E in Endpoint]: (h: ControlHandlers, r: Request) => Encodes<Endpoints[E]['response']> | Promise<Encodes<Endpoints[E]['response']>>;
+  [E in Endpoint]: (h: ControlHandlers, r: RouteRequest) => Encodes<Endpoints[E]['response']> | Promise<Encodes<Endpoints[E]['response']>>;
 };
 
 const ROUTES: Routes = {
