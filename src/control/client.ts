@@ -1,8 +1,27 @@
 import { request } from 'node:http';
 import { DispatcherError, type ErrorCode } from '../errors.js';
-import { API_PREFIX, type ErrorBody } from './protocol.js';
+import { type Protocol } from '../bindings/binding.js';
+import {
+  API_PREFIX,
+  type AddBindingResponse,
+  type BindingRequest,
+  type BindingsQuery,
+  type Endpoint,
+  type Endpoints,
+  type ErrorBody,
+  type ListBindingsResponse,
+  type LookupResponse,
+  type RemoveBindingResponse,
+  type RemoveUpstreamResponse,
+  type ReplaceResponse,
+  type ServicesResponse,
+  type SetUpstreamResponse,
+  type StatusResponse,
+  type UpstreamRequest,
+  type UpstreamsResponse,
+} from './protocol.js';
 
-/** A thin client of the control API: one method per call, errors as DispatcherError with the server's code. */
+/** A thin client of the control API: one method per endpoint, errors as DispatcherError with the server's code. */
 export class ControlClient {
   readonly socketPath: string;
 
@@ -10,6 +29,67 @@ export class ControlClient {
     this.socketPath = socketPath;
   }
 
+  listBindings(filter: BindingsQuery = {}): Promise<ListBindingsResponse> {
+    return this.#request('GET /bindings', { query: filter });
+  }
+
+  /** Every binding as a bindings file: what `replaceBindings` takes back. */
+  exportBindings(): Promise<ListBindingsResponse> {
+    return this.#request('GET /bindings', {});
+  }
+
+  addBinding(binding: BindingRequest): Promise<AddBindingResponse> {
+    return this.#request('POST /bindings', { body: binding });
+  }
+
+  /** The label must be the bound one. */
+  removeBinding(binding: BindingRequest): Promise<RemoveBindingResponse> {
+    return this.#request('DELETE /bindings', { body: binding });
+  }
+
+  /** Replaces every binding with those of a bindings file's `text`, atomically (with `dryRun`, only says what would change). */
+  replaceBindings(text: string, options: { dryRun?: boolean } = {}): Promise<ReplaceResponse> {
+    return this.#request('PUT /bindings', { query: { dry_run: options.dryRun ? 'true' : undefined }, body: text });
+  }
+
+  /** Rejects with ERR_NO_MATCH when no binding receives it. */
+  lookup(protocol: Protocol, address: string, port: number): Promise<LookupResponse> {
+    return this.#request('GET /lookup', { query: { protocol, address, port } });
+  }
+
+  status(): Promise<StatusResponse> {
+    return this.#request('GET /status', {});
+  }
+
+  services(): Promise<ServicesResponse> {
+    return this.#request('GET /services', {});
+  }
+
+  upstreams(): Promise<UpstreamsResponse> {
+    return this.#request('GET /upstreams', {});
+  }
+
+  setUpstream(upstream: UpstreamRequest): Promise<SetUpstreamResponse> {
+    return this.#request('POST /upstreams', { body: upstream });
+  }
+
+  removeUpstream(label: string): Promise<RemoveUpstreamResponse> {
+    return this.#request('DELETE /upstreams', { body: { label } });
+  }
+
+  #request<E extends Endpoint>(
+    endpoint: E,
+    options: { query?: Endpoints[E]['query']; body?: Endpoints[E]['body'] },
+  ): Promise<Endpoints[E]['response']> {
+    const [method, path] = endpoint.split(' ') as [string, string];
+    const body = options.body;
+    return this.call(method, path, {
+      query: options.query,
+      body: body === undefined || typeof body === 'string' ? body : JSON.stringify(body),
+    });
+  }
+
+  /** Any request: for what the typed methods do not cover (a test's malformed one, say). */
   call<T>(method: string, path: string, options: { query?: Record<string, string | number | undefined>; body?: string } = {}): Promise<T> {
     const query = new URLSearchParams();
     for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) query.set(k, String(v));
@@ -20,7 +100,8 @@ export class ControlClient {
           socketPath: this.socketPath,
           method,
           path: `${API_PREFIX}${path}${qs}`,
-          headers: options.body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(options.body) },
+          headers:
+            options.body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(options.body) },
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -44,7 +125,9 @@ export class ControlClient {
         if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
           reject(new DispatcherError('ERR_DAEMON_UNREACHABLE', `the daemon is not running (nothing answers on ${this.socketPath})`));
         } else if (err.code === 'EACCES') {
-          reject(new DispatcherError('ERR_DAEMON_UNREACHABLE', `no permission to use ${this.socketPath} (run as root or a member of its group)`));
+          reject(
+            new DispatcherError('ERR_DAEMON_UNREACHABLE', `no permission to use ${this.socketPath} (run as root or a member of its group)`),
+          );
         } else {
           reject(new DispatcherError('ERR_DAEMON_UNREACHABLE', `cannot reach the daemon on ${this.socketPath}: ${err.message}`));
         }

@@ -1,7 +1,15 @@
 /**
  * What the control API's server and client agree on (documented in docs/control-api.md). Version 1 lives
- * under /v1; an incompatible change gets a new prefix.
+ * under /v1; an incompatible change gets a new prefix. The body types are declared here once: the server
+ * must produce them and the client reads them, so a change on one side that the other does not follow
+ * fails to compile.
  */
+import { type BindingJSON, type Protocol } from '../bindings/binding.js';
+import { type BindingsFile } from '../bindings/file.js';
+import { type ListenerStatus } from '../listener/listeners.js';
+import { type LabelCounts, type Metrics } from '../metrics/metrics.js';
+import { type Upstream } from '../proxy/upstream.js';
+
 export const API_PREFIX = '/v1';
 export const DEFAULT_CONTROL_PATH = '/run/dispatcher/control.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/dispatcher';
@@ -9,3 +17,104 @@ export const DEFAULT_STATE_DIR = '/var/lib/dispatcher';
 export interface ErrorBody {
   error: { code: string; message: string };
 }
+
+/** Filters of `GET /bindings`; they combine. `prefix`: bindings whose prefix lies within this one. */
+export type BindingsQuery = { label?: string; protocol?: Protocol; prefix?: string; port?: number };
+/** `GET /bindings`: in list order. Unfiltered, it is a bindings file (`load` takes it back). */
+export type ListBindingsResponse = BindingsFile;
+/** The body of `POST` and `DELETE /bindings`: a binding; `port` defaults to 0. */
+export type BindingRequest = Omit<BindingJSON, 'port'> & { port?: number };
+/** `replaced`: the equal binding (same protocol, prefix and port) whose label this one replaced. */
+export interface AddBindingResponse {
+  binding: BindingJSON;
+  replaced: BindingJSON | null;
+  /** E.g. the binding's port could not be listened on (it is retried). */
+  warnings: string[];
+}
+export interface RemoveBindingResponse {
+  removed: BindingJSON;
+}
+/** `PUT /bindings`: the body is a bindings file; `dry_run=true` changes nothing. */
+export type ReplaceQuery = { dry_run?: 'true' };
+/** What changed (or would): a relabelled binding is in both lists. */
+export interface ReplaceResponse {
+  dry_run: boolean;
+  added: BindingJSON[];
+  removed: BindingJSON[];
+  warnings: string[];
+}
+export type LookupQuery = { protocol: Protocol; address: string; port: number };
+export interface LookupResponse {
+  label: string;
+  binding: BindingJSON;
+}
+/** The body of `POST /upstreams`: an upstream; `proxy_protocol` defaults to `none`. */
+export type UpstreamRequest = Omit<Upstream, 'proxy_protocol'> & { proxy_protocol?: Upstream['proxy_protocol'] };
+export interface UpstreamsResponse {
+  upstreams: Upstream[];
+}
+export interface SetUpstreamResponse {
+  upstream: Upstream;
+  replaced: Upstream | null;
+}
+export interface RemoveUpstreamRequest {
+  label: string;
+}
+export interface RemoveUpstreamResponse {
+  removed: Upstream;
+}
+export interface WorkerJSON {
+  id: number;
+  label: string;
+  pid: number;
+  uid: number;
+  handoffs: number;
+  inflight: number;
+  window: number;
+}
+export interface ServicesResponse {
+  workers: WorkerJSON[];
+  /** Connections waiting per label (labels with none are left out). */
+  queued: Record<string, number>;
+}
+export interface StatusResponse {
+  version: string;
+  pid: number;
+  uptime_seconds: number;
+  /** `ports` or `tproxy`. */
+  mode: string;
+  control: string;
+  services: string;
+  state_file: string;
+  bindings: { total: number; tcp: number; udp: number; labels: number };
+  listeners: ListenerStatus[];
+  upstreams: number;
+  workers: { total: number; labels: number };
+  queued: Record<string, number>;
+  /** The counters, and per "protocol label" its lookups, hand-offs and resets. */
+  connections: Metrics['totals'] & { by_label: Record<string, LabelCounts> };
+  queue: { timeout_ms: number; size: number };
+  /** Who besides root and the daemon's user may register each label. */
+  allow: Record<string, number[]>;
+  /** The daemon's options as its flags (without --control and --takeover): `dispatcher upgrade` hands them on. */
+  flags: Record<string, string | string[]>;
+}
+
+/**
+ * Every endpoint: its query, its body (text is sent as it is, an object as JSON) and its answer's body.
+ * The server routes by these keys and the client calls by them.
+ */
+export interface Endpoints {
+  'GET /bindings': { query: BindingsQuery; body: undefined; response: ListBindingsResponse };
+  'POST /bindings': { query: undefined; body: BindingRequest; response: AddBindingResponse };
+  'DELETE /bindings': { query: undefined; body: BindingRequest; response: RemoveBindingResponse };
+  /** The body: a bindings file's text. */
+  'PUT /bindings': { query: ReplaceQuery; body: string; response: ReplaceResponse };
+  'GET /lookup': { query: LookupQuery; body: undefined; response: LookupResponse };
+  'GET /status': { query: undefined; body: undefined; response: StatusResponse };
+  'GET /services': { query: undefined; body: undefined; response: ServicesResponse };
+  'GET /upstreams': { query: undefined; body: undefined; response: UpstreamsResponse };
+  'POST /upstreams': { query: undefined; body: UpstreamRequest; response: SetUpstreamResponse };
+  'DELETE /upstreams': { query: undefined; body: RemoveUpstreamRequest; response: RemoveUpstreamResponse };
+}
+export type Endpoint = keyof Endpoints;

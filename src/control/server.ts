@@ -5,7 +5,7 @@ import { type Filter } from '../bindings/order.js';
 import { DispatcherError, type ErrorCode } from '../errors.js';
 import { type Diff } from '../table/table.js';
 import { parseUpstream, type Upstream } from '../proxy/upstream.js';
-import { API_PREFIX, type ErrorBody } from './protocol.js';
+import { API_PREFIX, type Endpoint, type Endpoints, type ErrorBody, type ServicesResponse, type StatusResponse } from './protocol.js';
 import { listenUnixPath } from '../native/unix-path.js';
 
 /** What the control API drives; the daemon implements it. */
@@ -16,12 +16,22 @@ export interface ControlHandlers {
   remove(binding: Binding): Promise<Binding>;
   replace(bindings: Binding[], dryRun: boolean): Promise<Diff & { warnings: string[] }>;
   lookup(protocol: 'tcp' | 'udp', address: string, port: number): Binding | undefined;
-  status(): Record<string, unknown>;
-  services(): Record<string, unknown>;
+  status(): StatusResponse;
+  services(): ServicesResponse;
   upstreams(): Upstream[];
   setUpstream(upstream: Upstream): Promise<{ upstream: Upstream; replaced: Upstream | undefined }>;
   removeUpstream(label: string): Promise<Upstream>;
 }
+
+/**
+ * A value JSON.stringify turns into a `T`: `T` itself or, at any depth, an object whose toJSON() gives that
+ * part (a Binding for its BindingJSON), so the server answers with what it holds, not a copy.
+ */
+type Encodes<T> = T extends (infer U)[]
+  ? readonly Encodes<U>[]
+  : T extends object
+    ? { [K in keyof T]: Encodes<T[K]> } | { toJSON(): T }
+    : T;
 
 export interface ControlServerOptions {
   /** Largest request body accepted; a 1M-binding file is about 70 MiB. */
@@ -114,58 +124,66 @@ export function createControlServer(handlers: ControlHandlers, options: ControlS
   return server;
 }
 
+/** One request as a route sees it. */
+interface RouteRequest {
+  readonly req: IncomingMessage;
+  readonly query: URLSearchParams;
+  readonly body: BodyLimits;
+}
+
+/** Every endpoint's handling: each must answer with its endpoint's response body (a Binding stands for its JSON). */
+type Routes = {
+  [E in Endpoint]: (h: ControlHandlers, r: RouteRequest) => Encodes<Endpoints[E]['response']> | Promise<Encodes<Endpoints[E]['response']>>;
+};
+
+const ROUTES: Routes = {
+  'GET /bindings': (h, { query: q }) => ({
+    bindings: h.list({
+      label: q.get('label') ?? undefined,
+      protocol: q.has('protocol') ? parseProtocol(q.get('protocol')) : undefined,
+      prefix: q.get('prefix') ?? undefined,
+      port: q.has('port') ? parsePortText(q.get('port')) : undefined,
+    }),
+  }),
+  'POST /bindings': async (h, { req, body }) => {
+    const { binding, replaced, warnings } = await h.add(await readBinding(req, body));
+    return { binding, replaced: replaced ?? null, warnings };
+  },
+  'DELETE /bindings': async (h, { req, body }) => ({ removed: await h.remove(await readBinding(req, body)) }),
+  'PUT /bindings': async (h, { req, query, body }) => {
+    const bindings = parseBindingsText(await readBody(req, body), 'request body');
+    const dryRun = query.get('dry_run') === 'true';
+    return { dry_run: dryRun, ...(await h.replace(bindings, dryRun)) };
+  },
+  'GET /lookup': (h, { query: q }) => {
+    const protocol = parseProtocol(q.get('protocol') ?? undefined);
+    const port = parsePortText(q.get('port') ?? undefined);
+    const address = q.get('address') ?? '';
+    const binding = h.lookup(protocol, address, port);
+    if (binding === undefined) throw new DispatcherError('ERR_NO_MATCH', `no binding receives ${protocol} ${address} port ${port}`);
+    return { label: binding.label, binding };
+  },
+  'GET /status': (h) => h.status(),
+  'GET /services': (h) => h.services(),
+  'GET /upstreams': (h) => ({ upstreams: h.upstreams() }),
+  'POST /upstreams': async (h, { req, body }) => {
+    const { upstream, replaced } = await h.setUpstream(parseUpstream(await readObject(req, body, ['label', 'address', 'proxy_protocol'])));
+    return { upstream, replaced: replaced ?? null };
+  },
+  'DELETE /upstreams': async (h, { req, body }) => ({
+    removed: await h.removeUpstream(parseLabel((await readObject(req, body, ['label']))['label'])),
+  }),
+};
+
+const PATHS = new Set(Object.keys(ROUTES).map((endpoint) => endpoint.slice(endpoint.indexOf(' ') + 1)));
+
 async function route(h: ControlHandlers, req: IncomingMessage, body: BodyLimits): Promise<unknown> {
   const url = new URL(req.url ?? '/', 'http://dispatcher');
   const path = url.pathname.startsWith(API_PREFIX) ? url.pathname.slice(API_PREFIX.length) : '';
-  const q = url.searchParams;
-  const key = `${req.method} ${path}`;
-  switch (key) {
-    case 'GET /bindings':
-      return {
-        bindings: h.list({
-          label: q.get('label') ?? undefined,
-          protocol: q.has('protocol') ? parseProtocol(q.get('protocol')) : undefined,
-          prefix: q.get('prefix') ?? undefined,
-          port: q.has('port') ? parsePortText(q.get('port')) : undefined,
-        }),
-      };
-    case 'POST /bindings': {
-      const { binding, replaced, warnings } = await h.add(await readBinding(req, body));
-      return { binding, replaced: replaced ?? null, warnings };
-    }
-    case 'DELETE /bindings':
-      return { removed: await h.remove(await readBinding(req, body)) };
-    case 'PUT /bindings': {
-      const bindings = parseBindingsText(await readBody(req, body), 'request body');
-      const dryRun = q.get('dry_run') === 'true';
-      return { dry_run: dryRun, ...(await h.replace(bindings, dryRun)) };
-    }
-    case 'GET /lookup': {
-      const protocol = parseProtocol(q.get('protocol') ?? undefined);
-      const port = parsePortText(q.get('port') ?? undefined);
-      const address = q.get('address') ?? '';
-      const binding = h.lookup(protocol, address, port);
-      if (binding === undefined) throw new DispatcherError('ERR_NO_MATCH', `no binding receives ${protocol} ${address} port ${port}`);
-      return { label: binding.label, binding };
-    }
-    case 'GET /status':
-      return h.status();
-    case 'GET /services':
-      return h.services();
-    case 'GET /upstreams':
-      return { upstreams: h.upstreams() };
-    case 'POST /upstreams': {
-      const { upstream, replaced } = await h.setUpstream(parseUpstream(await readObject(req, body, ['label', 'address', 'proxy_protocol'])));
-      return { upstream, replaced: replaced ?? null };
-    }
-    case 'DELETE /upstreams':
-      return { removed: await h.removeUpstream(parseLabel((await readObject(req, body, ['label']))['label'])) };
-    default:
-      if (['/bindings', '/lookup', '/status', '/services', '/upstreams'].includes(path)) {
-        throw new HttpError(405, 'ERR_REQUEST', `${req.method} is not allowed on ${API_PREFIX}${path}`);
-      }
-      throw new HttpError(404, 'ERR_NOT_FOUND', `no endpoint ${req.method} ${url.pathname} (see docs/control-api.md)`);
-  }
+  const endpoint = `${req.method} ${path}`;
+  if (Object.hasOwn(ROUTES, endpoint)) return ROUTES[endpoint as Endpoint](h, { req, query: url.searchParams, body });
+  if (PATHS.has(path)) throw new HttpError(405, 'ERR_REQUEST', `${req.method} is not allowed on ${API_PREFIX}${path}`);
+  throw new HttpError(404, 'ERR_NOT_FOUND', `no endpoint ${req.method} ${url.pathname} (see docs/control-api.md)`);
 }
 
 /**

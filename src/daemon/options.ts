@@ -1,0 +1,174 @@
+import { type Logger } from 'pino';
+import { type Options as YargsOption } from 'yargs';
+import { DEFAULT_CONTROL_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
+import { DispatcherError } from '../errors.js';
+import { DEFAULT_UPSTREAM_DIR } from '../proxy/upstream.js';
+import { DEFAULT_SERVICES_PATH } from '../services/protocol.js';
+
+export type Mode = 'ports' | 'tproxy';
+
+export interface DaemonOptions {
+  /** ports: a socket per bound port; tproxy: nftables steers every bound prefix and port to one socket. */
+  mode?: Mode;
+  controlPath?: string;
+  stateDir?: string;
+  /** The services socket workers register on. */
+  servicesPath?: string;
+  /** Where listeners bind; `::` is dual-stack. */
+  listenAddress?: string;
+  /** How long a connection waits for a worker of its label (ms), and how many may wait per label. */
+  queueTimeoutMs?: number;
+  queueSize?: number;
+  /** `LABEL=UID[,UID...]` rules: who besides root and the daemon's uid may register a label. */
+  allow?: string[];
+  /** Take the listening sockets over from the daemon running on the same control socket (zero downtime). */
+  takeover?: boolean;
+  /** How long an upstream may take to accept a proxied connection (ms). */
+  upstreamTimeoutMs?: number;
+  /** The directory `unix:` upstreams must lie in (root-owned). */
+  upstreamDir?: string;
+  /** HOST:PORT for Prometheus metrics at /metrics. */
+  metrics?: string | undefined;
+  logger?: Logger;
+}
+
+/** Every option with its default applied; the logger is the daemon's to make. */
+export type ResolvedOptions = Required<Omit<DaemonOptions, 'metrics' | 'logger'>> & { metrics: string | undefined };
+
+type OptionKey = Exclude<keyof DaemonOptions, 'logger'>;
+
+/** How an option is given: `ms` and `count` are whole numbers, written as text; `strings` is repeatable. */
+interface OptionSpec {
+  flag: string;
+  type: 'string' | 'ms' | 'count' | 'boolean' | 'strings' | 'choice';
+  choices?: readonly string[];
+  /** None: the option is unset unless given. */
+  default: unknown;
+  describe: string;
+  /** Declared by the CLI for every command (the control socket), not by `daemon`. */
+  global?: true;
+  /** Left out of status().flags: `dispatcher upgrade` gives these itself. */
+  reported?: false;
+}
+
+/** The spec of an option of type T: its default is a T and its flag's type follows T's. */
+type Spec<T> = OptionSpec & { default: T | undefined } & ([T] extends [number]
+    ? { type: 'ms' | 'count' }
+    : [T] extends [boolean]
+      ? { type: 'boolean' }
+      : [T] extends [string[]]
+        ? { type: 'strings' }
+        : string extends T
+          ? { type: 'string' }
+          : { type: 'choice'; choices: readonly T[] });
+
+/**
+ * The daemon's options: the one place each is declared with its flag and default. In flag order: `dispatcher
+ * daemon --help` lists them so, and status().flags reports them so.
+ */
+export const OPTIONS = {
+  mode: {
+    flag: 'mode',
+    type: 'choice',
+    choices: ['ports', 'tproxy'],
+    default: 'ports',
+    describe: 'ports: a socket per bound port; tproxy: nftables steers every bound prefix and port (port 0 too)',
+  },
+  controlPath: {
+    flag: 'control',
+    type: 'string',
+    default: DEFAULT_CONTROL_PATH,
+    describe: 'control socket (env DISPATCHER_CONTROL)',
+    global: true,
+    reported: false,
+  },
+  stateDir: { flag: 'state-dir', type: 'string', default: DEFAULT_STATE_DIR, describe: 'where the bindings are kept' },
+  servicesPath: { flag: 'services', type: 'string', default: DEFAULT_SERVICES_PATH, describe: 'the socket workers register on' },
+  listenAddress: { flag: 'listen-address', type: 'string', default: '::', describe: 'where listeners bind (:: is dual-stack)' },
+  queueTimeoutMs: {
+    flag: 'queue-timeout',
+    type: 'ms',
+    default: 2_000,
+    describe: 'ms a connection waits for a worker of its label (0: reset at once)',
+  },
+  queueSize: { flag: 'queue-size', type: 'count', default: 1024, describe: 'connections that may wait per label' },
+  upstreamTimeoutMs: {
+    flag: 'upstream-timeout',
+    type: 'ms',
+    default: 5_000,
+    describe: 'ms an upstream may take to accept a proxied connection',
+  },
+  upstreamDir: {
+    flag: 'upstream-dir',
+    type: 'string',
+    default: DEFAULT_UPSTREAM_DIR,
+    describe: 'unix: upstreams must lie in this directory (root-owned)',
+  },
+  takeover: {
+    flag: 'takeover',
+    type: 'boolean',
+    default: false,
+    describe: 'take the listening sockets over from the daemon on --control, without refusing a connection',
+    reported: false,
+  },
+  allow: { flag: 'allow', type: 'strings', default: [], describe: 'LABEL=UID[,UID...]: lets these users register LABEL (repeatable)' },
+  metrics: { flag: 'metrics', type: 'string', default: undefined, describe: 'HOST:PORT to serve Prometheus metrics on at /metrics' },
+} satisfies { [K in OptionKey]-?: Spec<Exclude<DaemonOptions[K], undefined>> };
+
+const KEYS = Object.keys(OPTIONS) as OptionKey[];
+
+export function resolveOptions(options: DaemonOptions): ResolvedOptions {
+  const resolved: Partial<Record<OptionKey, unknown>> = {};
+  // A default array is shared: each daemon gets its own copy.
+  for (const key of KEYS) resolved[key] = options[key] ?? structuredClone(OPTIONS[key].default);
+  return resolved as ResolvedOptions;
+}
+
+/** The options as the flags that would give them: what status().flags reports and `dispatcher upgrade` hands on. */
+export function optionFlags(resolved: ResolvedOptions): Record<string, string | string[]> {
+  const flags: Record<string, string | string[]> = {};
+  for (const key of KEYS) {
+    const spec: OptionSpec = OPTIONS[key];
+    const value = resolved[key];
+    if (spec.reported === false || value === undefined) continue;
+    flags[spec.flag] = Array.isArray(value) ? value : String(value);
+  }
+  return flags;
+}
+
+/** The `daemon` command's yargs options (the global --control is the CLI's own). */
+export function daemonYargsOptions(): Record<string, YargsOption> {
+  const options: Record<string, YargsOption> = {};
+  for (const key of KEYS) {
+    const spec: OptionSpec = OPTIONS[key];
+    if (spec.global) continue;
+    const option: YargsOption = { describe: spec.describe };
+    if (spec.type === 'choice') option.choices = spec.choices;
+    else if (spec.type === 'boolean') option.type = 'boolean';
+    else option.type = 'string';
+    if (spec.type === 'strings') option.array = true;
+    // Whole numbers are parsed from text (see wholeNumber), so their defaults are shown as text too.
+    if (spec.default !== undefined) option.default = typeof spec.default === 'number' ? String(spec.default) : spec.default;
+    options[spec.flag] = option;
+  }
+  return options;
+}
+
+/** The DaemonOptions a `daemon` command line gives (`argv` as yargs parsed it, by flag name). */
+export function optionsFromArgv(argv: Record<string, unknown>): DaemonOptions {
+  const options: Partial<Record<OptionKey, unknown>> = {};
+  for (const key of KEYS) {
+    const spec: OptionSpec = OPTIONS[key];
+    const value = argv[spec.flag];
+    if (spec.type === 'ms' || spec.type === 'count') options[key] = wholeNumber(`--${spec.flag}`, value);
+    else if (spec.type === 'strings') options[key] = (value as unknown[]).map(String);
+    else options[key] = value;
+  }
+  return options as DaemonOptions;
+}
+
+function wholeNumber(option: string, value: unknown): number {
+  const text = String(value);
+  if (!/^[0-9]{1,9}$/.test(text)) throw new DispatcherError('ERR_CONFIG', `${option} ${JSON.stringify(text)} is not a whole number`);
+  return Number(text);
+}
