@@ -28,7 +28,7 @@ async function listening(server: Server): Promise<number> {
 
 t.test('a client that does not read while the upstream sends small chunks: the relay waits, it does not spin', async (t) => {
   const dir = await tempDir(t);
-  const d = await startDaemon(dir);
+  const d = await startDaemon(dir, ['--upstream-dir', dir]);
   t.teardown(() => d.stop());
   // The upstream writes 10-byte chunks on a Unix socket, where each write stays a buffer of its own (TCP
   // would merge them): 16 fill the relay's pipe, which then takes nothing while holding 160 bytes.

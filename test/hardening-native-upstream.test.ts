@@ -1,6 +1,7 @@
 import t from 'tap';
 import { checkUpstreamPath, DEFAULT_UPSTREAM_DIR, parseUpstream, type Upstream } from '../src/proxy/upstream.js';
-import { proxyHeader, recordAt, type RecordAddress } from '../src/proxy/proxy-protocol.js';
+import { addressAt, type RecordAddress } from '../src/native/records.js';
+import { proxyHeader } from '../src/proxy/proxy-protocol.js';
 
 const unix = (path: string): Upstream => ({ label: 'web', address: `unix:${path}`, proxy_protocol: 'none' });
 
@@ -38,8 +39,8 @@ t.test('PROXY v1 is refused for udp: upstreams', async (t) => {
 t.test('an unknown local address (getsockname failed) is never claimed as 0.0.0.0', async (t) => {
   // An accept record whose local address the kernel did not give: family 0.
   const record = Int32Array.from([9, 0, 0, 0, 0, 0, 0, 4, 0xc0000201, 0, 0, 0, 51234]);
-  const local = recordAt(record, 1);
-  const client = recordAt(record, 7);
+  const local = addressAt(record, 1);
+  const client = addressAt(record, 7);
   t.equal(local.family, 0, 'family 0 stays unknown');
   t.equal(proxyHeader('v1', 'tcp', client, '192.0.2.1', local, '0.0.0.0')!.toString(), 'PROXY UNKNOWN\r\n', 'v1: UNKNOWN');
   const v2 = proxyHeader('v2', 'tcp', client, '192.0.2.1', local, '0.0.0.0')!;

@@ -69,7 +69,7 @@ frontend f
 
 t.test('nginx and HAProxy see the real client and the dialled address, PROXY v1 and v2, IPv4 and IPv6', { skip: !(has('nginx') && has('haproxy')) && 'needs nginx and haproxy (apt-get install nginx haproxy)' }, async (t) => {
   const dir = await tempDir(t);
-  const d = await startDaemon(dir);
+  const d = await startDaemon(dir, ['--upstream-dir', dir]);
   t.teardown(() => d.stop());
   const port = randomPort();
   const nginx = await startNginx(t, dir);
@@ -105,11 +105,18 @@ t.test('nginx and HAProxy see the real client and the dialled address, PROXY v1 
 
   // Upstreams persist with the bindings.
   await d.stop();
-  const d2 = await startDaemon(dir);
+  const d2 = await startDaemon(dir, ['--upstream-dir', dir]);
   t.teardown(() => d2.stop());
   t.same(JSON.parse((await d2.cli('upstream', 'list', '--json')).stdout).upstreams, list.upstreams, 'a restarted daemon has its upstreams');
   t.equal((await d2.cli('upstream', 'rm', 'hap')).code, 0);
   t.equal((await d2.cli('upstream', 'rm', 'hap')).code, 2, 'removing it twice fails');
+
+  // Restarted without the directory its unix: upstreams lie in: it starts, leaves them out and says so.
+  await d2.stop();
+  const d3 = await startDaemon(dir);
+  t.teardown(() => d3.stop());
+  t.same(JSON.parse((await d3.cli('upstream', 'list', '--json')).stdout).upstreams, [], 'an upstream outside --upstream-dir is left out');
+  t.match(d3.stderr(), /upstream left out: .*must be a socket in \/run\/dispatcher\/upstreams\//, 'and the log says why');
 });
 
 t.test('an upstream that refuses, hangs or closes mid-stream: reset or close, and nothing leaks', async (t) => {
@@ -171,6 +178,8 @@ t.test('bad upstreams are refused and change nothing', async (t) => {
     [['web', 'tcp:127.0.0.1:0'], /is not unix:\/path, tcp:host:port or udp:host:port/],
     [['bad label!', 'tcp:127.0.0.1:80'], /label "bad label!" is not/],
     [['dns', 'udp:127.0.0.1:53', '--proxy-protocol', 'v1'], /PROXY protocol v1 is for TCP only; a udp: upstream takes none or v2/],
+    [['web', 'unix:/run/docker.sock'], /a unix: upstream must be a socket in \/run\/dispatcher\/upstreams\//],
+    [['web', 'unix:/run/dispatcher/upstreams/../../docker.sock'], /named without \.\./],
   ] as const) {
     const r = await d.cli('upstream', 'add', ...args);
     t.equal(r.code, 2);

@@ -6,7 +6,6 @@ import { DispatcherError, type ErrorCode } from '../errors.js';
 import { type Diff } from '../table/table.js';
 import { parseUpstream, type Upstream } from '../proxy/upstream.js';
 import { API_PREFIX, type Endpoint, type Endpoints, type ErrorBody, type ServicesResponse, type StatusResponse } from './protocol.js';
-import { listenUnixPath } from '../native/unix-path.js';
 
 /** What the control API drives; the daemon implements it. */
 export interface ControlHandlers {
@@ -264,14 +263,6 @@ function reply(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body) + '\n';
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
-}
-
-/**
- * Listens on a Unix socket with mode 0660. Refuses while another daemon answers on the path; a socket
- * file nobody answers on (left by a dead daemon) is replaced. Anything else at the path is left alone.
- */
-export async function listenUnix(server: Server, path: string): Promise<void> {
-  await listenFd(server, listenUnixPath(path, 512, 0o660, 'stream'));
 }
 
 /** Serves `server` from a listening socket already open (`fd`). */

@@ -1,21 +1,18 @@
 import { pino, type Logger } from 'pino';
 import { type ControlHandlers } from '../control/server.js';
-import { DEFAULT_CONTROL_PATH, DEFAULT_STATE_DIR } from '../control/protocol.js';
 import { AcceptPath } from '../dispatch/accept.js';
 import { DatagramPath } from '../dispatch/datagrams.js';
 import { UdpReplies } from '../dispatch/replies.js';
 import { Route } from '../dispatch/route.js';
 import { UdpFlows } from '../dispatch/udp-flows.js';
-import { type ListeningMode, type Mode, type ModeOptions } from '../listener/mode.js';
+import { type ListeningMode, type ModeOptions } from '../listener/mode.js';
 import { PortsMode } from '../listener/ports-mode.js';
 import { TproxyMode } from '../listener/tproxy-mode.js';
 import { Metrics } from '../metrics/metrics.js';
 import { native } from '../native/index.js';
 import { UdpRelay } from '../proxy/udp-relay.js';
-import { DEFAULT_UPSTREAM_DIR } from '../proxy/upstream.js';
 import { Policy } from '../registry/policy.js';
 import { Registry } from '../registry/registry.js';
-import { DEFAULT_SERVICES_PATH } from '../services/protocol.js';
 import { type LoadedState, StateFile } from '../store/state-file.js';
 import { ChangeStore } from '../store/store.js';
 import { Table } from '../table/table.js';
@@ -23,36 +20,12 @@ import { VERSION } from '../version.js';
 import { Endpoints } from './endpoints.js';
 import { requestHandover } from './handover.js';
 import { services, status } from './status.js';
+import { type DaemonOptions, optionFlags, resolveOptions, type ResolvedOptions } from './options.js';
 import { Handovers, takeOver } from './takeover.js';
 
-export type { Mode } from '../listener/mode.js';
+export type { DaemonOptions } from './options.js';
 
-export interface DaemonOptions {
-  /** ports: a socket per bound port; tproxy: nftables steers every bound prefix and port to one socket. */
-  mode?: Mode;
-  controlPath?: string;
-  stateDir?: string;
-  /** The services socket workers register on. */
-  servicesPath?: string;
-  /** Where listeners bind; `::` is dual-stack. */
-  listenAddress?: string;
-  /** How long a connection waits for a worker of its label (ms), and how many may wait per label. */
-  queueTimeoutMs?: number;
-  queueSize?: number;
-  /** `LABEL=UID[,UID...]` rules: who besides root and the daemon's uid may register a label. */
-  allow?: string[];
-  /** Take the listening sockets over from the daemon running on the same control socket (zero downtime). */
-  takeover?: boolean;
-  /** How long an upstream may take to accept a proxied connection (ms). */
-  upstreamTimeoutMs?: number;
-  /** `unix:` upstreams must lie in this directory. */
-  upstreamDir?: string;
-  /** HOST:PORT for Prometheus metrics at /metrics. */
-  metrics?: string | undefined;
-  logger?: Logger;
-}
-
-type Resolved = Required<Omit<DaemonOptions, 'metrics' | 'takeover'>> & { metrics: string | undefined };
+type Resolved = ResolvedOptions & { logger: Logger };
 
 /**
  * The composition root: builds the parts and wires them, and nothing else. Traffic never passes through
@@ -114,7 +87,7 @@ export class Daemon {
           controlPath: o.controlPath,
           servicesPath: o.servicesPath,
           queue: { timeout_ms: o.queueTimeoutMs, size: o.queueSize },
-          flags: flags(o),
+          flags: optionFlags(o),
         }),
     };
     const endpoints = new Endpoints({
@@ -136,20 +109,7 @@ export class Daemon {
   }
 
   static async start(options: DaemonOptions = {}): Promise<Daemon> {
-    const o: Resolved = {
-      controlPath: options.controlPath ?? DEFAULT_CONTROL_PATH,
-      stateDir: options.stateDir ?? DEFAULT_STATE_DIR,
-      mode: options.mode ?? 'ports',
-      servicesPath: options.servicesPath ?? DEFAULT_SERVICES_PATH,
-      listenAddress: options.listenAddress ?? '::',
-      queueTimeoutMs: options.queueTimeoutMs ?? 2_000,
-      queueSize: options.queueSize ?? 1024,
-      upstreamTimeoutMs: options.upstreamTimeoutMs ?? 5_000,
-      upstreamDir: options.upstreamDir ?? DEFAULT_UPSTREAM_DIR,
-      allow: options.allow ?? [],
-      metrics: options.metrics,
-      logger: options.logger ?? pino({ name: 'dispatcher' }, pino.destination(2)),
-    };
+    const o: Resolved = { ...resolveOptions(options), logger: options.logger ?? pino({ name: 'dispatcher' }, pino.destination(2)) };
     // A takeover gets the old daemon's sockets first: by then it takes no more changes, so the state file
     // read next is its last word.
     const inherited = options.takeover ? await requestHandover(o.controlPath) : undefined;
@@ -196,19 +156,4 @@ export class Daemon {
     await this.#endpoints.close();
     this.log.info('daemon stopped');
   }
-}
-
-/** The daemon's options as its flags: `dispatcher upgrade` starts the new daemon with them. */
-function flags(o: Resolved): Record<string, string | string[]> {
-  return {
-    mode: o.mode,
-    'state-dir': o.stateDir,
-    services: o.servicesPath,
-    'listen-address': o.listenAddress,
-    'queue-timeout': String(o.queueTimeoutMs),
-    'queue-size': String(o.queueSize),
-    'upstream-timeout': String(o.upstreamTimeoutMs),
-    allow: o.allow,
-    ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
-  };
 }

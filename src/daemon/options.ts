@@ -5,7 +5,9 @@ import { DispatcherError } from '../errors.js';
 import { DEFAULT_UPSTREAM_DIR } from '../proxy/upstream.js';
 import { DEFAULT_SERVICES_PATH } from '../services/protocol.js';
 
-export type Mode = 'ports' | 'tproxy';
+import { type Mode } from '../listener/mode.js';
+
+export type { Mode } from '../listener/mode.js';
 
 export interface DaemonOptions {
   /** ports: a socket per bound port; tproxy: nftables steers every bound prefix and port to one socket. */

@@ -1,3 +1,4 @@
+import { type ServicesResponse, type StatusResponse } from '../control/protocol.js';
 import { type ListeningMode } from '../listener/mode.js';
 import { type Metrics } from '../metrics/metrics.js';
 import { type Policy } from '../registry/policy.js';
@@ -20,7 +21,7 @@ export interface StatusParts {
 }
 
 /** GET /status: the daemon at a glance. */
-export function status(p: StatusParts): Record<string, unknown> {
+export function status(p: StatusParts): StatusResponse {
   const all = p.store.table.bindings();
   const workers = p.registry.workers();
   return {
@@ -49,7 +50,7 @@ export function status(p: StatusParts): Record<string, unknown> {
 }
 
 /** GET /services: the registered workers and the connections waiting per label. */
-export function services(registry: Registry): Record<string, unknown> {
+export function services(registry: Registry): ServicesResponse {
   return {
     workers: registry.workers().map((w) => ({ id: w.id, label: w.label, pid: w.pid, uid: w.uid, handoffs: w.handoffs, inflight: w.inflight, window: w.window })),
     queued: registry.queued(),

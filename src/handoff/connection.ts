@@ -52,8 +52,5 @@ export class Connection {
   }
 }
 
-/** records.ts' addressText, under the name src/daemon/daemon.ts still imports. */
-export { addressText as recordAddress } from '../native/records.js';
-
 /** A buffer for one header at a time: headers are encoded and sent synchronously. */
 export const headerBuffer = new Uint8Array(MAX_MESSAGE);

@@ -1,8 +1,5 @@
 import { type RecordAddress } from '../native/records.js';
 
-/** records.ts' names, under those src/daemon/daemon.ts and test/hardening-native-upstream.test.ts still import. */
-export { addressAt as recordAt, type RecordAddress } from '../native/records.js';
-
 /**
  * The PROXY protocol header (HAProxy's specification, proxy-protocol.txt), which tells an unmodified server
  * behind the dispatcher who the client was and which address it dialled.
