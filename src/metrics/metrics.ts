@@ -1,5 +1,12 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
+const counter = <L extends string>(registry: Registry, name: string, help: string, labelNames: L[]): Counter<L> =>
+  new Counter({ name, help, labelNames, registers: [registry] });
+const gauge = <L extends string>(registry: Registry, name: string, help: string, labelNames: L[]): Gauge<L> =>
+  new Gauge({ name, help, labelNames, registers: [registry] });
+const histogram = <L extends string>(registry: Registry, name: string, help: string, labelNames: L[], buckets: number[]): Histogram<L> =>
+  new Histogram({ name, help, labelNames, buckets, registers: [registry] });
+
 interface Children {
   counts: LabelCounts;
   lookups: { inc(): void };
@@ -25,53 +32,22 @@ export type UpstreamFailure = 'connect' | 'timeout' | 'relay';
  */
 export class Metrics {
   readonly registry = new Registry();
-  readonly #lookups = new Counter({ name: 'dispatcher_lookups_total', help: 'Connections looked up that a binding received', labelNames: ['protocol', 'label'], registers: [this.registry] });
-  readonly #handoffs = new Counter({ name: 'dispatcher_handoffs_total', help: 'Connections handed to a worker', labelNames: ['protocol', 'label'], registers: [this.registry] });
-  readonly #resets = new Counter({
-    name: 'dispatcher_resets_total',
-    help: 'Connections reset for want of a worker (no_worker: none registered and the queue is off; queue_full; queue_timeout; proxy_full: proxy mode at its relay limit)',
-    labelNames: ['protocol', 'label', 'reason'],
-    registers: [this.registry],
-  });
-  readonly #misses = new Counter({ name: 'dispatcher_misses_total', help: 'Connections no binding received (reset)', labelNames: ['protocol'], registers: [this.registry] });
-  readonly #queued = new Gauge({ name: 'dispatcher_queue_depth', help: 'Connections waiting for a worker', labelNames: ['label'], registers: [this.registry] });
-  readonly #latency = new Histogram({
-    name: 'dispatcher_handoff_latency_seconds',
-    help: 'From accept to the hand-off',
-    labelNames: ['label'],
-    buckets: [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5],
-    registers: [this.registry],
-  });
+  readonly #lookups = counter(this.registry, 'dispatcher_lookups_total', 'Connections looked up that a binding received', ['protocol', 'label']);
+  readonly #handoffs = counter(this.registry, 'dispatcher_handoffs_total', 'Connections handed to a worker', ['protocol', 'label']);
+  readonly #resets = counter(this.registry, 'dispatcher_resets_total', 'Connections reset for want of a worker (no_worker: none registered and the queue is off; queue_full; queue_timeout; proxy_full: proxy mode at its relay limit)', ['protocol', 'label', 'reason']);
+  readonly #misses = counter(this.registry, 'dispatcher_misses_total', 'Connections no binding received (reset)', ['protocol']);
+  readonly #queued = gauge(this.registry, 'dispatcher_queue_depth', 'Connections waiting for a worker', ['label']);
+  readonly #latency = histogram(this.registry, 'dispatcher_handoff_latency_seconds', 'From accept to the hand-off', ['label'], [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5]);
   // By reason only: a label is whatever the refused peer asked for, and one series per label asked would
   // let any local user grow /metrics (and the daemon's memory) without bound.
-  readonly #refused = new Counter({
-    name: 'dispatcher_registrations_refused_total',
-    help: 'Services connections refused (not_allowed; too_many: unregistered connections over the limit; protocol; version)',
-    labelNames: ['reason'],
-    registers: [this.registry],
-  });
-  readonly #datagrams = new Counter({ name: 'dispatcher_datagrams_total', help: 'UDP datagrams handed to a worker', labelNames: ['label'], registers: [this.registry] });
-  readonly #dropped = new Counter({
-    name: 'dispatcher_datagrams_dropped_total',
-    help: 'UDP datagrams dropped (no_worker; full: the worker socket buffer was full; truncated)',
-    labelNames: ['label', 'reason'],
-    registers: [this.registry],
-  });
-  readonly #replies = new Counter({
-    name: 'dispatcher_replies_total',
-    help: 'UDP replies from workers (result: sent; not_bound: from an address the label is not bound to; failed)',
-    labelNames: ['label', 'result'],
-    registers: [this.registry],
-  });
-  readonly #proxied = new Counter({ name: 'dispatcher_proxied_total', help: 'Connections relayed to an upstream (proxy mode)', labelNames: ['label'], registers: [this.registry] });
-  readonly #proxyActive = new Gauge({ name: 'dispatcher_proxy_active', help: 'Relayed connections open now', labelNames: ['label'], registers: [this.registry] });
-  readonly #upstreamFailures = new Counter({
-    name: 'dispatcher_upstream_failures_total',
-    help: 'Connections reset because the upstream refused (connect), did not accept in time (timeout), or no relay could be made (relay: out of descriptors)',
-    labelNames: ['label', 'reason'],
-    registers: [this.registry],
-  });
-  readonly #workers = new Gauge({ name: 'dispatcher_workers', help: 'Registered workers', labelNames: ['label'], registers: [this.registry] });
+  readonly #refused = counter(this.registry, 'dispatcher_registrations_refused_total', 'Services connections refused (not_allowed; too_many: unregistered connections over the limit; protocol; version)', ['reason']);
+  readonly #datagrams = counter(this.registry, 'dispatcher_datagrams_total', 'UDP datagrams handed to a worker', ['label']);
+  readonly #dropped = counter(this.registry, 'dispatcher_datagrams_dropped_total', 'UDP datagrams dropped (no_worker; full: the worker socket buffer was full; truncated)', ['label', 'reason']);
+  readonly #replies = counter(this.registry, 'dispatcher_replies_total', 'UDP replies from workers (result: sent; not_bound: from an address the label is not bound to; failed)', ['label', 'result']);
+  readonly #proxied = counter(this.registry, 'dispatcher_proxied_total', 'Connections relayed to an upstream (proxy mode)', ['label']);
+  readonly #proxyActive = gauge(this.registry, 'dispatcher_proxy_active', 'Relayed connections open now', ['label']);
+  readonly #upstreamFailures = counter(this.registry, 'dispatcher_upstream_failures_total', 'Connections reset because the upstream refused (connect), did not accept in time (timeout), or no relay could be made (relay: out of descriptors)', ['label', 'reason']);
+  readonly #workers = gauge(this.registry, 'dispatcher_workers', 'Registered workers', ['label']);
 
   readonly #children = new Map<string, Children>();
   readonly totals = { lookups: 0, handoffs: 0, misses: 0, resets: 0, refused: 0, datagrams: 0, dropped: 0, replies: 0, replies_refused: 0, proxied: 0, proxy_active: 0, upstream_failures: 0 };

@@ -1,6 +1,6 @@
 import { parseUpstream } from '../../proxy/upstream.js';
-import { controlClient, defineCommand } from '../command.js';
-import { formatColumns, print, printJSON } from '../format.js';
+import { controlClient, defineCommand, viewCommand } from '../command.js';
+import { formatColumns, print } from '../format.js';
 
 const add = defineCommand({
   command: 'add <label> <address>',
@@ -31,16 +31,9 @@ const rm = defineCommand({
   },
 });
 
-const list = defineCommand({
-  command: 'list',
-  describe: 'the upstreams',
-  builder: (y) => y.option('json', { type: 'boolean', default: false }),
-  handler: async (argv) => {
-    const res = await controlClient(argv).upstreams();
-    if (argv.json) return printJSON(res);
-    print(formatColumns([['LABEL', 'ADDRESS', 'PROXY-PROTOCOL'], ...res.upstreams.map((u) => [u.label, u.address, u.proxy_protocol])]));
-  },
-});
+const list = viewCommand('list', 'the upstreams', (client) => client.upstreams(), (res) =>
+  formatColumns([['LABEL', 'ADDRESS', 'PROXY-PROTOCOL'], ...res.upstreams.map((u) => [u.label, u.address, u.proxy_protocol])]),
+);
 
 export const upstreamCommand = defineCommand({
   command: 'upstream',
