@@ -15,4 +15,4 @@ const server = createServer((req, res) => {
 const service = attach(server, { label, socket });
 service.on('registered', () => console.log(`${label}: registered`));
 service.on('error', (err) => console.error(`${label}: ${err.message}`));
-process.on('SIGTERM', () => service.close().then(() => process.exit(0)));
+process.on('SIGTERM', () => void service.close().then(() => process.exit(0)));
