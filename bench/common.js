@@ -95,7 +95,7 @@ export async function writeResult(name, result) {
  */
 export async function interleaved(cases, rounds, label = '') {
   /** @type {{ name: string, run: Case, figures: number[] }[]} */
-  const all = Object.entries(cases).map(([name, run]) => ({ name, run, figures: [] }));
+  const all = Object.entries(/** @type {Record<string, Case>} */ (cases)).map(([name, run]) => ({ name, run, figures: [] }));
   const total = rounds * all.length;
   const started = performance.now();
   let done = 0;

@@ -66,7 +66,7 @@ async function handoffs(client) {
  */
 async function withCpu(pid, fn) {
   const c0 = await cpuSeconds(pid);
-  const r = await fn();
+  const r = fn();
   const c1 = await cpuSeconds(pid);
   return { ...r, proxy_us_per_connection: ((c1 - c0) / (r.rps * SECONDS)) * 1e6 };
 }

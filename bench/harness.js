@@ -73,7 +73,7 @@ export async function startServer(args, port) {
   const child = spawn(...fileAndArgs(args), { stdio: 'ignore' });
   children.push(child);
   for (let i = 0; i < 100; i++) {
-    const ok = await new Promise((resolve) => {
+    const ok = await new Promise(/** @param {(connected: boolean) => void} resolve */ (resolve) => {
       const s = connect(port, '127.0.0.1', () => {
         s.destroy();
         resolve(true);

@@ -32,8 +32,13 @@ import { rng } from './rng.js';
 
 // CommonJS packages, typed by hand above (`require` by that name would make tsc look for their typings).
 const requireCommonJs = createRequire(import.meta.url);
-const { IPTrie } = /** @type {{ IPTrie: new () => IPTrie }} */ (requireCommonJs('arkime-iptrie'));
-const LongestPrefixMatch = /** @type {new () => LongestPrefixMatch} */ (requireCommonJs('longest-prefix-match'));
+// Each is `unknown` before its cast: typescript-eslint does not see JSDoc casts, so a cast of `any` stays `any` to it.
+/** @type {unknown} */
+const arkimeModule = requireCommonJs('arkime-iptrie');
+/** @type {unknown} */
+const lpmModule = requireCommonJs('longest-prefix-match');
+const { IPTrie } = /** @type {{ IPTrie: new () => IPTrie }} */ (arkimeModule);
+const LongestPrefixMatch = /** @type {new () => LongestPrefixMatch} */ (lpmModule);
 
 const QUICK = process.argv.includes('--quick');
 const SIZES = process.argv.includes('--daemon-only') ? [] : QUICK ? [1_000, 100_000] : [1_000, 100_000, 1_000_000];
@@ -126,7 +131,8 @@ function rate(q, fn) {
   let done = 0;
   let sink = 0;
   const start = process.hrtime.bigint();
-  let elapsed = 0;
+  /** @type {number} */
+  let elapsed;
   do {
     for (let i = 0; i < q.n; i++) {
       const label = fn(i);

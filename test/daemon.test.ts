@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { dispatcher, startDaemon, tempDir } from './helpers/daemon.js';
+import { type BindingsJSON, dispatcher, startDaemon, type StatusJSON, tempDir } from './helpers/daemon.js';
 
 t.test('add, replace, list, lookup and remove through the real CLI', async (t) => {
   const d = await startDaemon(await tempDir(t));
@@ -30,7 +30,7 @@ t.test('add, replace, list, lookup and remove through the real CLI', async (t) =
       '',
     ].join('\n'),
   );
-  const filtered = JSON.parse((await d.cli('bind', 'list', '--json', '--protocol', 'tcp', '--port', '443', '--prefix', '192.0.2.128/25')).stdout);
+  const filtered = JSON.parse((await d.cli('bind', 'list', '--json', '--protocol', 'tcp', '--port', '443', '--prefix', '192.0.2.128/25')).stdout) as BindingsJSON;
   t.same(filtered, { bindings: [{ label: 'cdn', protocol: 'tcp', prefix: '192.0.2.200/32', port: 443 }] });
 
   const hit = await d.cli('lookup', 'tcp', '192.0.2.200', '443', '--json');
@@ -44,7 +44,7 @@ t.test('add, replace, list, lookup and remove through the real CLI', async (t) =
   const rm = await d.cli('bind', 'rm', 'cdn', 'tcp', '192.0.2.200', '443');
   t.equal(rm.code, 0);
   t.match((await d.cli('lookup', 'tcp', '192.0.2.200', '443')).stdout, /^spectrum\t/);
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.match(status, { bindings: { total: 3, tcp: 2, udp: 1, labels: 3 }, control: d.control });
 });
 
@@ -112,7 +112,7 @@ t.test('load: atomic replace, dry run, Tubular files, export | load is a no-op',
   const load = await d.cli('bind', 'load', file);
   t.match(load.stdout, /added 3, removed 1/);
   const exported = await d.cli('bind', 'export');
-  t.same(JSON.parse(exported.stdout).bindings.map((b: { label: string }) => b.label), ['foo', 'foo', 'bar']);
+  t.same((JSON.parse(exported.stdout) as BindingsJSON).bindings.map((b) => b.label), ['foo', 'foo', 'bar']);
 
   const exportFile = join(dir, 'export.json');
   await writeFile(exportFile, exported.stdout);
@@ -195,7 +195,7 @@ t.test('curl can drive the control API; garbage gets an error, not a crash', asy
 
 function curl(socket: string, args: string[]): Promise<{ status: number; body: unknown }> {
   return new Promise((resolve, reject) => {
-    execFile('curl', ['-s', '--unix-socket', socket, '-w', '\n%{http_code}', ...args], (err, stdout) => {
+    execFile('curl', ['-s', '--unix-socket', socket, '-w', '\n%{http_code}', ...args], (err: Error | null, stdout) => {
       if (err) return reject(err);
       const cut = stdout.lastIndexOf('\n');
       resolve({ status: Number(stdout.slice(cut + 1)), body: JSON.parse(stdout.slice(0, cut)) });

@@ -2,7 +2,7 @@ import t from 'tap';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
-import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
+import { daemonIn, type ServicesJSON, startDaemon, type StatusJSON, tempDir } from './helpers/daemon.js';
 import { openFds, settledFds } from './helpers/native.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 
@@ -34,19 +34,19 @@ t.test('connections land where the bindings say, and the service sees the real c
   t.equal(v6.local.address, '::1');
 
   await t.rejects(request('127.0.0.1', other), { code: 'ECONNRESET' }, 'no binding: reset at once');
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.connections.misses, 1);
   t.equal(status.connections.handoffs, 6);
   t.same(status.connections.by_label, { 'tcp web': { lookups: 3, handoffs: 3, resets: 0 }, 'tcp api': { lookups: 3, handoffs: 3, resets: 0 } }, 'per label at a glance');
   t.same(
-    status.listeners.map((l: { port: number; state: string }) => [l.port, l.state]),
+    status.listeners.map((l) => [l.port, l.state]),
     [
       [port, 'listening'],
       [other, 'listening'],
     ],
   );
-  const services = JSON.parse((await d.cli('services', '--json')).stdout);
-  t.same(services.workers.map((w: { label: string; pid: number }) => [w.label, w.pid]).sort(), [
+  const services = JSON.parse((await d.cli('services', '--json')).stdout) as ServicesJSON;
+  t.same(services.workers.map((w) => [w.label, w.pid]).sort(), [
     ['api', api.pid],
     ['web', web.pid],
   ]);
@@ -111,7 +111,7 @@ t.test('a connection made while the only worker restarts is served once it is ba
   await first.stop();
   const pending = request('127.0.0.1', port);
   await sleep(300);
-  const services = JSON.parse((await d.cli('services', '--json')).stdout);
+  const services = JSON.parse((await d.cli('services', '--json')).stdout) as ServicesJSON;
   t.same(services.queued, { web: 1 }, 'the connection waits in the label queue');
   const second = await startWorker('web', d.services);
   t.teardown(() => second.stop());
@@ -128,7 +128,7 @@ t.test('the queue is bounded in time and size', async (t) => {
     ['ECONNRESET', 'ECONNRESET', 'ECONNRESET'],
     'two time out, one finds the queue full',
   );
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.connections.resets, 3);
 });
 
@@ -145,9 +145,9 @@ t.test('a worker killed with hand-offs in flight: descriptors return to baseline
   stuck.process.kill('SIGSTOP'); // it takes nothing from its socket now
   const attempts = Array.from({ length: 20 }, () => request('127.0.0.1', port, { timeoutMs: 3000 }).catch((err: NodeJS.ErrnoException) => err.code));
   await sleep(500);
-  const services = JSON.parse((await d.cli('services', '--json')).stdout);
-  const worker = services.workers.find((w: { label: string }) => w.label === 'stuck');
-  t.equal(worker.inflight, 8, 'the stalled worker holds exactly its window');
+  const services = JSON.parse((await d.cli('services', '--json')).stdout) as ServicesJSON;
+  const worker = services.workers.find((w) => w.label === 'stuck');
+  t.equal(worker?.inflight, 8, 'the stalled worker holds exactly its window');
   stuck.process.kill('SIGKILL');
   await stuck.stop();
   const outcomes = await Promise.all(attempts);
@@ -157,7 +157,7 @@ t.test('a worker killed with hand-offs in flight: descriptors return to baseline
   );
   t.equal((await request('127.0.0.2', port)).label, 'fine', 'the other worker still serves');
   let now = 0;
-  for (let i = 0; i < 50 && (now = openFds(d.process.pid!)) !== baseline; i++) await sleep(100);
+  for (let i = 0; i < 50 && (now = openFds(d.process.pid)) !== baseline; i++) await sleep(100);
   t.equal(now, baseline, "the daemon's open descriptors are back at their baseline");
 });
 
@@ -176,7 +176,7 @@ t.test('who may register: root and the daemon uid by default; --allow (here from
   const allowed = await startWorker('public', d.services, { spawn: asNobody });
   t.teardown(() => allowed.stop());
   t.match(allowed.output(), /registered public/);
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.connections.refused, 1);
 });
 
@@ -188,14 +188,14 @@ t.test('a port that cannot be bound is reported and retried', async (t) => {
   const add = await d.cli('bind', 'add', 'web', 'tcp', '127.0.0.1', String(port));
   t.equal(add.code, 0, 'the binding is made');
   t.match(add.stderr, new RegExp(`warning: cannot listen on tcp :: port ${port}: EADDRINUSE`));
-  let status = JSON.parse((await d.cli('status', '--json')).stdout);
-  t.equal(status.listeners[0].state, 'failed');
+  let status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
+  t.equal(status.listeners[0]?.state, 'failed');
   await new Promise<void>((r) => squatter.close(() => r()));
-  for (let i = 0; i < 50 && status.listeners[0].state !== 'listening'; i++) {
+  for (let i = 0; i < 50 && status.listeners[0]?.state !== 'listening'; i++) {
     await sleep(100);
-    status = JSON.parse((await d.cli('status', '--json')).stdout);
+    status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   }
-  t.equal(status.listeners[0].state, 'listening', 'the daemon takes the port once it is free');
+  t.equal(status.listeners[0]?.state, 'listening', 'the daemon takes the port once it is free');
 });
 
 t.test('metrics in Prometheus text', async (t) => {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { Listeners } from '../src/listener/listeners.js';
 import { LISTEN_UDP, native, SEND_RECORD } from '../src/native/index.js';
-import { daemonIn, tempDir } from './helpers/daemon.js';
+import { daemonIn, type StatusJSON, tempDir } from './helpers/daemon.js';
 import { randomPort, request, startWorker } from './helpers/services.js';
 
 // Sends datagrams as fast as it can (sendmmsg, 64 a call: faster than the daemon can take them), for at
@@ -55,7 +55,7 @@ t.test('under a UDP flood the daemon still answers control requests and hands TC
   let dropped = 0;
   for (let i = 0; i < 100 && dropped === 0 && flooding(); i++) {
     const s = await d.cli('status', '--json');
-    if (s.code === 0) dropped = JSON.parse(s.stdout).connections.dropped;
+    if (s.code === 0) dropped = (JSON.parse(s.stdout) as StatusJSON).connections.dropped;
   }
   const status = await d.cli('status', '--json');
   const answeredInFlood = flooding();
@@ -64,7 +64,7 @@ t.test('under a UDP flood the daemon still answers control requests and hands TC
   const servedInFlood = flooding();
   t.equal(served.pid, web.pid, 'a TCP connection is handed off');
   t.ok(answeredInFlood && servedInFlood, `both while the flood still runs (status: ${answeredInFlood}, hand-off: ${servedInFlood})`);
-  t.ok(JSON.parse(status.stdout).connections.dropped > 0, 'and datagrams were being taken meanwhile');
+  t.ok((JSON.parse(status.stdout) as StatusJSON).connections.dropped > 0, 'and datagrams were being taken meanwhile');
 });
 
 t.test('a listener kept readable by a flood gives the event loop back after a bounded number of batches', async (t) => {

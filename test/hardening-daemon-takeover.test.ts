@@ -5,7 +5,7 @@ import { type AddressInfo, createServer } from 'node:net';
 import { HandoverChannel } from '../src/daemon/handover.js';
 import { native } from '../src/native/index.js';
 import { passRights, settledFds } from './helpers/native.js';
-import { exitWithin, type RunningDaemon, startDaemon, startTakeover, tempDir } from './helpers/daemon.js';
+import { exitWithin, type RunningDaemon, startDaemon, startTakeover, type StatusJSON, tempDir } from './helpers/daemon.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 const QUEUE = ['--queue-size', '2000', '--queue-timeout', '120000'];
@@ -29,18 +29,18 @@ t.test('1,000 queued connections, then a takeover: each is served or reset, and 
     ),
   );
   for (let i = 0; i < 200; i++) {
-    const status = JSON.parse((await d.cli('status', '--json')).stdout);
+    const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
     if (status.queued.web === 1000) break;
     await sleep(100);
   }
-  t.equal(JSON.parse((await d.cli('status', '--json')).stdout).queued.web, 1000, 'all 1,000 wait in the old daemon');
+  t.equal((JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON).queued.web, 1000, 'all 1,000 wait in the old daemon');
 
   const next = startTakeover(d, QUEUE);
   t.teardown(() => next.stop('SIGKILL'));
   t.equal(await exitWithin(d.exited, 30_000), 0, `the old daemon exits by itself: ${d.stderr().slice(-500)}`);
   const worker = await startWorker('web', d.services);
   t.teardown(() => worker.stop());
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.pid, next.process.pid, 'the new daemon answers');
   const counts: Record<string, number> = {};
   for (const o of await Promise.all(outcomes)) counts[o] = (counts[o] ?? 0) + 1;
@@ -68,7 +68,7 @@ t.test('a takeover that fails after adopting the sockets leaves the old daemon s
   t.not(code, 'hung');
 
   for (const path of [d.control, d.services, `${d.control}.handover`]) t.ok(existsSync(path), `${path} is still there`);
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.pid, d.process.pid, 'the old daemon answers on its control socket');
   t.equal((await request('127.0.0.1', port)).pid, worker.pid, 'and serves new connections');
   const late = await startWorker('late', d.services);

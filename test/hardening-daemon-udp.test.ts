@@ -2,7 +2,7 @@ import t from 'tap';
 import { createSocket, type Socket } from 'node:dgram';
 import { FLOW_IDLE_MS, MAX_FLOWS, UdpFlows } from '../src/dispatch/udp-flows.js';
 import { MAX_FDS, native } from '../src/native/index.js';
-import { daemonIn } from './helpers/daemon.js';
+import { daemonIn, type StatusJSON } from './helpers/daemon.js';
 import { readable } from './helpers/native.js';
 import { randomPort, sleep } from './helpers/services.js';
 
@@ -14,7 +14,7 @@ async function rawWorker(services: string, label: string): Promise<{ reply(clien
   const next = async (): Promise<Record<string, unknown>> => {
     for (;;) {
       const n = native.recvMsg(sock, data, fds);
-      if (n > 0) return JSON.parse(Buffer.from(data.subarray(0, n)).toString().split('\n')[0]!);
+      if (n > 0) return JSON.parse(Buffer.from(data.subarray(0, n)).toString().split('\n')[0]!) as Record<string, unknown>;
       if (n === 0) throw new Error('the daemon closed');
       await readable(sock);
     }
@@ -51,7 +51,7 @@ t.test('a worker may reply only on a flow its label received, never from elsewhe
   worker.reply(me, { address: '127.0.0.53', port }, 'forged 1');
   worker.reply(me, { address: '127.0.0.54', port }, 'forged 2');
   worker.reply(me, { address: '2001:db8::66', port }, 'forged 3');
-  const refused = async (): Promise<number> => JSON.parse((await d.cli('status', '--json')).stdout).connections.replies_refused;
+  const refused = async (): Promise<number> => (JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON).connections.replies_refused;
   for (let i = 0; i < 100 && (await refused()) < 3; i++) await sleep(50);
   t.equal(await refused(), 3, 'three replies refused');
 
@@ -62,7 +62,7 @@ t.test('a worker may reply only on a flow its label received, never from elsewhe
   worker.reply(got['client'] as object, got['local'] as object, 'answer');
   worker.reply(got['client'] as object, { address: '127.0.0.54', port }, 'forged 4');
   for (let i = 0; i < 100 && (client.received.length === 0 || (await refused()) < 4); i++) await sleep(50);
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.connections.replies, 1, 'one reply sent');
   t.equal(status.connections.replies_refused, 4, 'the forged one on a real client is refused too');
   await sleep(200);

@@ -5,7 +5,7 @@ import { openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { constants } from 'node:os';
 import { MAX_FDS, native } from '../src/native/index.js';
-import { daemonIn, tempDir } from './helpers/daemon.js';
+import { daemonIn, type StatusJSON, tempDir } from './helpers/daemon.js';
 import { openFds, passRights } from './helpers/native.js';
 import { randomPort, sleep } from './helpers/services.js';
 
@@ -90,6 +90,6 @@ t.test('a second daemon on the same UDP port reports EADDRINUSE, as for TCP', as
   const add = await second.cli('bind', 'add', 'dns', 'udp', '127.0.0.1', String(port));
   t.equal(add.code, 0, 'the binding is made');
   t.match(add.stderr, new RegExp(`warning: cannot listen on udp :: port ${port}: EADDRINUSE`));
-  const status = JSON.parse((await second.cli('status', '--json')).stdout);
-  t.equal(status.listeners[0].state, 'failed');
+  const status = JSON.parse((await second.cli('status', '--json')).stdout) as StatusJSON;
+  t.equal(status.listeners[0]?.state, 'failed');
 });

@@ -31,7 +31,7 @@ async function receive(sock: number): Promise<{ messages: Record<string, unknown
   let n: number;
   while ((n = native.recvMsg(sock, data, fds)) > 0) {
     const text = Buffer.from(data.subarray(0, n)).toString();
-    out.messages.push(JSON.parse(text.split('\n')[0]!));
+    out.messages.push(JSON.parse(text.split('\n')[0]!) as Record<string, unknown>);
     out.fds.push(...fds.subarray(1, 1 + fds[0]!));
   }
   return out;
@@ -182,6 +182,6 @@ t.test('a descriptor sent with an empty message is closed too', async (t) => {
   t.match((await receive(sock)).messages[0]?.['message'], /workers never send descriptors/);
   native.close(sock);
   let now = 0;
-  for (let i = 0; i < 50 && (now = openFds(d.process.pid!)) !== baseline; i++) await sleep(100);
+  for (let i = 0; i < 50 && (now = openFds(d.process.pid)) !== baseline; i++) await sleep(100);
   t.equal(now, baseline, 'no descriptor kept');
 });

@@ -59,7 +59,7 @@ t.test('a full receiver gives -EAGAIN, the sender still owns the descriptor, and
   const [a, b] = seqpacketPair(dir);
   const fd = openSync(join(dir, 'x'), 'w');
   let sent = 0;
-  let rc = 0;
+  let rc: number;
   while ((rc = native.sendFd(a, Buffer.alloc(512), fd)) > 0) sent++;
   t.equal(rc, -EAGAIN, 'the full buffer says EAGAIN');
   t.ok(sent > 0, `${sent} messages fit before the buffer filled`);
@@ -204,7 +204,7 @@ t.test('datagrams: each with its real destination, and replies from the address 
   t.throws(() => native.sendDatagrams(-1, new Uint8Array(4), Int32Array.from([2, 4, 4, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), 1, true), RangeError, 'a record outside the data');
   const { createSocket } = await import('node:dgram');
   let fd = -1;
-  let port = 0;
+  let port: number;
   for (port = 20000 + Math.floor(Math.random() * 12000); fd < 0; port++) {
     try {
       fd = native.listenInet('::', port, 0, LISTEN_UDP);

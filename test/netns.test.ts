@@ -2,7 +2,7 @@ import t from 'tap';
 import { type TapTest } from './helpers/tap.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
+import { daemonIn, startDaemon, type StatusJSON, tempDir } from './helpers/daemon.js';
 import { createNamespaces, type Namespaces } from './helpers/netns.js';
 import { randomPort, sleep, startWorker } from './helpers/services.js';
 
@@ -127,6 +127,6 @@ t.test('dig against two DNS services on one prefix', { skip: !isRoot && 'needs r
   t.equal(await dig('198.51.100.1'), '203.0.113.1', 'the /24 answers with dns-a');
   t.equal(await dig('198.51.100.53'), '203.0.113.2', 'the /32 answers with dns-b');
   t.equal(await dig('2001:db8:1::99'), '203.0.113.1', 'over IPv6 too');
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.connections.replies, 3, 'three replies sent');
 });

@@ -7,7 +7,7 @@ import { createSocket } from 'node:dgram';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { native } from '../src/native/index.js';
-import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
+import { daemonIn, startDaemon, type StatusJSON, tempDir, type UpstreamsJSON } from './helpers/daemon.js';
 import { openFds, settledFds } from './helpers/native.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 
@@ -21,7 +21,7 @@ function curl(url: string): Promise<{ code: number; body: string }> {
 async function startServer(t: TapTest, command: string[], socket: string): Promise<void> {
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
-  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
   t.teardown(() => void child.kill('SIGTERM'));
   for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(50);
   if (!existsSync(socket)) throw new Error(`${command[0]} did not create ${socket}: ${err}`);
@@ -90,7 +90,7 @@ t.test('nginx and HAProxy see the real client and the dialled address, PROXY v1 
   t.match((await curl(`http://127.0.0.6:${port}/`)).body, new RegExp(`^haproxy 127\\.0\\.0\\.1 \\d+ 127\\.0\\.0\\.6 ${port}\\n$`), 'HAProxy, v2, IPv4');
   t.match((await curl(`http://[::1]:${port + 1}/`)).body, new RegExp(`^haproxy ::1 \\d+ ::1 ${port + 1}\\n$`), 'HAProxy, v2, IPv6');
 
-  const list = JSON.parse((await d.cli('upstream', 'list', '--json')).stdout);
+  const list = JSON.parse((await d.cli('upstream', 'list', '--json')).stdout) as UpstreamsJSON;
   t.same(list.upstreams, [
     { label: 'hap', address: `unix:${haproxy}`, proxy_protocol: 'v2' },
     { label: 'web', address: `unix:${nginx}`, proxy_protocol: 'v2' },
@@ -107,7 +107,7 @@ t.test('nginx and HAProxy see the real client and the dialled address, PROXY v1 
   await d.stop();
   const d2 = await startDaemon(dir, ['--upstream-dir', dir]);
   t.teardown(() => d2.stop());
-  t.same(JSON.parse((await d2.cli('upstream', 'list', '--json')).stdout).upstreams, list.upstreams, 'a restarted daemon has its upstreams');
+  t.same((JSON.parse((await d2.cli('upstream', 'list', '--json')).stdout) as UpstreamsJSON).upstreams, list.upstreams, 'a restarted daemon has its upstreams');
   t.equal((await d2.cli('upstream', 'rm', 'hap')).code, 0);
   t.equal((await d2.cli('upstream', 'rm', 'hap')).code, 2, 'removing it twice fails');
 
@@ -161,12 +161,12 @@ t.test('an upstream that refuses, hangs or closes mid-stream: reset or close, an
   );
   t.equal(got, 'line partial', 'what the upstream sent arrives before its reset');
 
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.connections.upstream_failures, 2);
   let now = 0;
-  for (let i = 0; i < 50 && (now = openFds(d.process.pid!)) !== baseline; i++) await sleep(100);
+  for (let i = 0; i < 50 && (now = openFds(d.process.pid)) !== baseline; i++) await sleep(100);
   t.equal(now, baseline, "the daemon's descriptors are back at their baseline");
-  t.equal(JSON.parse((await d.cli('status', '--json')).stdout).connections.proxy_active, 0, 'no relay left open');
+  t.equal((JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON).connections.proxy_active, 0, 'no relay left open');
 });
 
 t.test('bad upstreams are refused and change nothing', async (t) => {
@@ -185,7 +185,7 @@ t.test('bad upstreams are refused and change nothing', async (t) => {
     t.equal(r.code, 2);
     t.match(r.stderr, message);
   }
-  t.same(JSON.parse((await d.cli('upstream', 'list', '--json')).stdout).upstreams, [], 'nothing was added');
+  t.same((JSON.parse((await d.cli('upstream', 'list', '--json')).stdout) as UpstreamsJSON).upstreams, [], 'nothing was added');
 });
 
 t.test('UDP through an upstream: per client flow, PROXY v2 on each datagram, answers from the dialled address', async (t) => {

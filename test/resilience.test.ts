@@ -1,6 +1,6 @@
 import t from 'tap';
 import { connect, type Socket } from 'node:net';
-import { startDaemon, tempDir } from './helpers/daemon.js';
+import { type ServicesJSON, startDaemon, tempDir } from './helpers/daemon.js';
 import { openFds, settledFds } from './helpers/native.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 
@@ -34,8 +34,8 @@ t.test('SIGKILL under load: a restart has the same bindings, and the workers com
   running = false;
   await clients;
   t.equal((await d2.cli('bind', 'export')).stdout, before, 'the bindings are exactly the ones before the crash');
-  const services = JSON.parse((await d2.cli('services', '--json')).stdout);
-  t.same(services.workers.map((w: { pid: number }) => w.pid), [worker.pid], 'the worker re-registered without a restart');
+  const services = JSON.parse((await d2.cli('services', '--json')).stdout) as ServicesJSON;
+  t.same(services.workers.map((w) => w.pid), [worker.pid], 'the worker re-registered without a restart');
   t.equal((await request('127.0.0.9', port)).pid, worker.pid, 'and serves');
   t.ok(served > 0, `${served} connections served`);
   t.comment(`connections that failed while no daemon ran: ${failed}`);
@@ -71,6 +71,6 @@ t.test('a flood of more connections than the descriptor limit: the daemon surviv
   t.teardown(() => w.stop());
   t.equal((await request('127.0.0.1', port)).pid, w.pid, 'it serves again after the flood');
   let now = 0;
-  for (let i = 0; i < 50 && (now = openFds(d.process.pid!)) > baseline + 2; i++) await sleep(100);
+  for (let i = 0; i < 50 && (now = openFds(d.process.pid)) > baseline + 2; i++) await sleep(100);
   t.ok(now <= baseline + 2, `descriptors back to baseline (${baseline} before, ${now} after, the worker's connection included)`);
 });

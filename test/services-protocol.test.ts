@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { EAGAIN, MAX_FDS, native } from '../src/native/index.js';
-import { daemonIn, startDaemon, tempDir } from './helpers/daemon.js';
+import { daemonIn, type ServicesJSON, startDaemon, type StatusJSON, tempDir } from './helpers/daemon.js';
 import { openFds, passRights, readable, settledFds } from './helpers/native.js';
 import { PYTHON_SERVICE, randomPort, request, sleep, startWorker } from './helpers/services.js';
 
@@ -22,14 +22,14 @@ async function exchange(services: string, payloads: (Buffer | string)[], fd = -1
     // For exchanges that must not end: give the daemon time, then take what it said.
     await sleep(settleMs);
     let n: number;
-    while ((n = native.recvMsg(sock, data, fds)) > 0) answers.push(JSON.parse(Buffer.from(data.subarray(0, n)).toString()));
+    while ((n = native.recvMsg(sock, data, fds)) > 0) answers.push(JSON.parse(Buffer.from(data.subarray(0, n)).toString()) as Record<string, unknown>);
     native.close(sock);
     return { answers, closed: n === 0 };
   }
   for (;;) {
     await readable(sock);
     let n: number;
-    while ((n = native.recvMsg(sock, data, fds)) > 0) answers.push(JSON.parse(Buffer.from(data.subarray(0, n)).toString()));
+    while ((n = native.recvMsg(sock, data, fds)) > 0) answers.push(JSON.parse(Buffer.from(data.subarray(0, n)).toString()) as Record<string, unknown>);
     if (n === 0 || n !== -EAGAIN) {
       native.close(sock);
       return { answers, closed: n === 0 };
@@ -85,7 +85,7 @@ t.test('garbage on the services socket gets an error and a close, never a crash 
 
   t.equal((await d.cli('status')).code, 0, 'the daemon still answers');
   let now = 0;
-  for (let i = 0; i < 30 && (now = openFds(d.process.pid!)) !== baseline; i++) await sleep(100);
+  for (let i = 0; i < 30 && (now = openFds(d.process.pid)) !== baseline; i++) await sleep(100);
   t.equal(now, baseline, 'no descriptor leaked');
 });
 
@@ -102,7 +102,7 @@ t.test('a worker may only reply from addresses its label is bound to', async (t)
   const { answers, closed } = await exchange(d.services, [register('dns'), reply('127.0.0.54'), reply('127.0.0.99'), reply('not an address')], -1, 300);
   t.same(answers.map((a) => a['type']), ['registered'], 'no error: a reply racing a rebinding must not kill the worker');
   t.notOk(closed);
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.connections.replies_refused, 3, 'each refused reply is counted');
   t.equal(status.connections.replies, 0, 'and none was sent');
 });
@@ -138,8 +138,8 @@ t.test('the Python example speaks the protocol', async (t) => {
     t.same(served.local, { address: '127.0.0.5', port });
     t.same(served.client, served.self);
   }
-  const services = JSON.parse((await d.cli('services', '--json')).stdout);
-  t.equal(services.workers[0].inflight, 0, 'it acknowledged every hand-off');
+  const services = JSON.parse((await d.cli('services', '--json')).stdout) as ServicesJSON;
+  t.equal(services.workers[0]?.inflight, 0, 'it acknowledged every hand-off');
 
   await d.cli('bind', 'add', 'py', 'udp', '127.0.0.0/8', String(port));
   const sock = createSocket('udp4');

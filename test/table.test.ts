@@ -147,10 +147,10 @@ t.test('randomized: the table agrees with the reference on nested IPv4 and IPv6 
       const got = table.lookup(protocol, ip, port);
       if (got !== want) {
         mismatches++;
-        if (mismatches < 5) t.fail(`seed ${seed}: ${protocol} ${ip} ${port}: got ${got}, want ${want}`);
+        if (mismatches < 5) t.fail(`seed ${seed}: ${protocol} ${ip} ${port}: got ${String(got)}, want ${String(want)}`);
       }
       const words = parseAddress(ip);
-      t.equal(table.lookupLabel(protocol, words.family, words.words, port), want?.label, 'lookupLabel agrees', { diagnostic: false, silent: true } as object);
+      t.equal(table.lookupLabel(protocol, words.family, words.words, port), want?.label, 'lookupLabel agrees', { diagnostic: false, silent: true });
     }
     t.equal(mismatches, 0, `seed ${seed}: ${bindings.length} bindings, 4000 lookups`);
 

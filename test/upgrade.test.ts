@@ -1,5 +1,5 @@
 import t from 'tap';
-import { startDaemon, tempDir } from './helpers/daemon.js';
+import { startDaemon, type StatusJSON, tempDir } from './helpers/daemon.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 t.test('dispatcher upgrade three times under load: no connection refused or lost', async (t) => {
@@ -14,7 +14,7 @@ t.test('dispatcher upgrade three times under load: no connection refused or lost
   t.teardown(async () => {
     // The last daemon was started by `upgrade`, not by the test: stop it by its pid.
     const status = await d.cli('status', '--json');
-    if (status.code === 0) process.kill(JSON.parse(status.stdout).pid, 'SIGTERM');
+    if (status.code === 0) process.kill((JSON.parse(status.stdout) as StatusJSON).pid, 'SIGTERM');
     await sleep(300);
   });
 
@@ -48,7 +48,7 @@ t.test('dispatcher upgrade three times under load: no connection refused or lost
   t.ok(served > 100, `${served} connections served throughout`);
   t.equal(new Set(pids).size, 4, 'four daemons, one after another');
   t.equal(await d.stop(), 0, 'the first daemon exited cleanly after handing over');
-  const status = JSON.parse((await d.cli('status', '--json')).stdout);
+  const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.pid, pids[3]);
   t.equal(status.bindings.total, 1, 'the bindings carried over');
   t.equal(status.upstreams, 1, 'the upstreams too');

@@ -3,8 +3,50 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { BindingJSON } from '../../src/index.js';
+import type { ListenerStatus } from '../../src/listener/listeners.js';
+import type { LabelCounts, Metrics } from '../../src/metrics/metrics.js';
+import type { Upstream } from '../../src/proxy/upstream.js';
+import type { Worker } from '../../src/registry/registry.js';
 
 export const CLI = fileURLToPath(new URL('../../bin/dispatcher', import.meta.url));
+
+/** `dispatcher status --json`: what the daemon's status handler returns (src/daemon/daemon.ts), as JSON. */
+export interface StatusJSON {
+  version: string;
+  pid: number;
+  uptime_seconds: number;
+  mode: string;
+  control: string;
+  services: string;
+  state_file: string;
+  bindings: { total: number; tcp: number; udp: number; labels: number };
+  listeners: ListenerStatus[];
+  upstreams: number;
+  workers: { total: number; labels: number };
+  /** Waiting connections per label. */
+  queued: Record<string, number>;
+  connections: Metrics['totals'] & { by_label: Record<string, LabelCounts> };
+  queue: { timeout_ms: number; size: number };
+  allow: Record<string, number[]>;
+  flags: Record<string, string>;
+}
+
+/** `dispatcher services --json`. */
+export interface ServicesJSON {
+  workers: Pick<Worker, 'id' | 'label' | 'pid' | 'uid' | 'handoffs' | 'inflight' | 'window'>[];
+  queued: Record<string, number>;
+}
+
+/** `dispatcher upstream list --json`. */
+export interface UpstreamsJSON {
+  upstreams: Upstream[];
+}
+
+/** `dispatcher bind list --json` and `dispatcher bind export`. */
+export interface BindingsJSON {
+  bindings: BindingJSON[];
+}
 
 export interface Run {
   code: number;
@@ -49,7 +91,7 @@ export async function startDaemon(dir: string, extra: string[] = [], options: { 
   const command = [...(options.prefix ?? []), process.execPath, CLI, 'daemon', '--control', control, '--state-dir', stateDir, '--services', services, ...extra];
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const cli = (...args: string[]): Promise<Run> => dispatcher(['--control', control, ...args]);
   const deadline = Date.now() + 15_000;
@@ -97,7 +139,7 @@ export function startTakeover(d: RunningDaemon, extra: string[] = []): Takeover 
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
-  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return {
     process: child,

@@ -13,6 +13,14 @@ function run(cmd: string, args: string[], input?: string): Promise<{ code: numbe
   });
 }
 
+/** What test/fixtures/probe.mjs prints for each target, in one JSON array. */
+export interface ProbeResult {
+  target: string;
+  line?: string;
+  error?: string;
+  from?: string;
+}
+
 /** Two network namespaces joined by a veth pair, made by scripts/netns.sh (which draws them). */
 export interface Namespaces {
   host: string;
@@ -20,7 +28,7 @@ export interface Namespaces {
   /** Runs a command in the host namespace. */
   inHost(...args: string[]): string[];
   /** Probes targets (`tcp ADDRESS PORT`, `udp ADDRESS PORT`, ...) from the client namespace. */
-  probe(...targets: (string | number)[]): Promise<{ target: string; line?: string; error?: string; from?: string }[]>;
+  probe(...targets: (string | number)[]): Promise<ProbeResult[]>;
   /** Runs a command in the client namespace. */
   client_(cmd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   /** Runs nft in the host namespace. */
@@ -42,7 +50,7 @@ export async function createNamespaces(): Promise<Namespaces> {
     probe: async (...targets) => {
       const r = await run('ip', ['netns', 'exec', client, process.execPath, PROBE, ...targets.map(String)]);
       if (r.code !== 0) throw new Error(`probe failed: ${r.stderr}`);
-      return JSON.parse(r.stdout);
+      return JSON.parse(r.stdout) as ProbeResult[];
     },
     client_: (cmd, ...args) => run('ip', ['netns', 'exec', client, cmd, ...args]),
     nft: (...args) => run('ip', ['netns', 'exec', host, 'nft', ...args]),
