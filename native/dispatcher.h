@@ -9,6 +9,7 @@
 #ifndef DISPATCHER_H
 #define DISPATCHER_H
 
+#include <errno.h>
 #include <netinet/in.h>
 #include <node_api.h>
 #include <stdint.h>
@@ -28,6 +29,23 @@ void put_address(const struct sockaddr_storage *ss, int32_t *block);
 socklen_t make_address(const int32_t *block, int v6_socket, struct sockaddr_storage *ss);
 
 static inline int set_int(int fd, int level, int name, int value) { return setsockopt(fd, level, name, &value, sizeof value); }
+
+// Linux 6.16 lets a Unix socket refuse descriptors (a sender's SCM_RIGHTS then fails with EPERM); older
+// headers lack the name. 83 is asm-generic's value; alpha, mips, parisc and sparc number it otherwise.
+#if !defined(SO_PASSRIGHTS) && !defined(__alpha__) && !defined(__mips__) && !defined(__hppa__) && !defined(__sparc__)
+#define SO_PASSRIGHTS 83
+#endif
+
+// 0, or -1 with errno; an old kernel (ENOPROTOOPT) or an architecture whose number is unknown passes.
+static inline int refuse_rights(int fd) {
+#ifdef SO_PASSRIGHTS
+  if (set_int(fd, SOL_SOCKET, SO_PASSRIGHTS, 0) < 0 && errno != ENOPROTOOPT) return -1;
+#else
+  (void)fd;
+#endif
+  return 0;
+}
+
 
 // watch.c
 void call_js(napi_env env, napi_ref callback, size_t argc, const double *values);

@@ -17,22 +17,6 @@
 #include "napi_helpers.h"
 #include "records.h"
 
-// Linux 6.16 lets a Unix socket refuse descriptors (a sender's SCM_RIGHTS then fails with EPERM); older
-// headers lack the name. 83 is asm-generic's value; alpha, mips, parisc and sparc number it otherwise.
-#if !defined(SO_PASSRIGHTS) && !defined(__alpha__) && !defined(__mips__) && !defined(__hppa__) && !defined(__sparc__)
-#define SO_PASSRIGHTS 83
-#endif
-
-// 0, or -1 with errno; an old kernel (ENOPROTOOPT) or an architecture whose number is unknown passes.
-static int refuse_rights(int fd) {
-#ifdef SO_PASSRIGHTS
-  if (set_int(fd, SOL_SOCKET, SO_PASSRIGHTS, 0) < 0 && errno != ENOPROTOOPT) return -1;
-#else
-  (void)fd;
-#endif
-  return 0;
-}
-
 // acceptUnix(listenFd, out: Int32Array(4)): 1 with [fd, pid, uid, gid] (SO_PEERCRED), 0 on EAGAIN, or -errno.
 // The accepted socket refuses descriptors (SO_PASSRIGHTS 0) where the kernel can: the daemon only sends on
 // its accepted ends, and a descriptor a peer slips in would otherwise be the daemon's to close, on the

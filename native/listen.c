@@ -82,6 +82,9 @@ static napi_value unix_socket(napi_env env, napi_callback_info info, int listeni
   int fd = socket(AF_UNIX, (stream ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC | (listening ? SOCK_NONBLOCK : 0), 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
   int rc = listening ? bind(fd, (struct sockaddr *)&sun, sizeof sun) : connect(fd, (struct sockaddr *)&sun, sizeof sun);
+  // Set before listen: a connection inherits it at connect time, so no message sent before the accept
+  // (acceptUnix sets it again, for kernels that do not inherit) can carry a descriptor in.
+  if (rc == 0 && listening) rc = refuse_rights(fd);
   if (rc == 0 && listening) rc = listen(fd, backlog);
   if (rc == 0 && !listening) rc = set_nonblocking(fd);
   if (rc < 0) return fail_socket(env, fd, path);

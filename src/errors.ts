@@ -37,3 +37,8 @@ export class DispatcherError extends Error {
     this.code = code;
   }
 }
+
+/** What a `catch` caught, as an Error (anything thrown that is not one is wrapped). */
+export function asError(caught: unknown): Error {
+  return caught instanceof Error ? caught : new Error(String(caught));
+}

@@ -18,7 +18,7 @@ t.test('a symlink planted at a temporary path is not followed, and stale tempora
   await state.save({ bindings: [], upstreams: [] });
   t.equal(await readFile(target, 'utf8'), 'precious\n', 'the link target is untouched');
   t.ok((await lstat(state.path)).isFile(), 'the state file is a file of its own, not the link');
-  t.same(await state.load(), { bindings: [], upstreams: [] });
+  t.same(await state.load(), { bindings: [], upstreams: [], refused: [] });
   t.same((await readdir(stateDir)).sort(), ['state.json'], 'the stale temporaries are gone (links removed, not followed)');
   t.equal(await readFile(target, 'utf8'), 'precious\n', 'and the target still is untouched');
 });

@@ -39,6 +39,19 @@ t.test('an accepted Unix socket refuses descriptors (SO_PASSRIGHTS): none arrive
   for (const fd of [peer, accepted, listener]) native.close(fd);
 });
 
+t.test('a descriptor sent before the listener accepts is refused too: the connection inherits the refusal', { skip: !passRights && 'needs Linux 6.16 or later' }, async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'l.sock');
+  const listener = native.listenSeqpacket(path, 4);
+  const peer = native.connectSeqpacket(path);
+  const file = openSync(join(dir, 'x'), 'w');
+  t.equal(native.sendFd(peer, Buffer.from('early'), file), -constants.errno.EPERM, 'refused while the connection waits to be accepted');
+  closeSync(file);
+  const cred = new Int32Array(4);
+  t.equal(native.acceptUnix(listener, cred), 1);
+  for (const fd of [peer, cred[0]!, listener]) native.close(fd);
+});
+
 t.test('reset closes a descriptor that is not a socket, without blocking', async (t) => {
   const dir = await tempDir(t);
   const baseline = openFds();

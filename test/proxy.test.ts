@@ -115,7 +115,7 @@ t.test('nginx and HAProxy see the real client and the dialled address, PROXY v1 
   await d2.stop();
   const d3 = await startDaemon(dir);
   t.teardown(() => d3.stop());
-  t.same(JSON.parse((await d3.cli('upstream', 'list', '--json')).stdout).upstreams, [], 'an upstream outside --upstream-dir is left out');
+  t.same((JSON.parse((await d3.cli('upstream', 'list', '--json')).stdout) as UpstreamsJSON).upstreams, [], 'an upstream outside --upstream-dir is left out');
   t.match(d3.stderr(), /upstream left out: .*must be a socket in \/run\/dispatcher\/upstreams\//, 'and the log says why');
 });
 

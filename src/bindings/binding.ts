@@ -161,7 +161,8 @@ export function show(value: unknown): string {
   if (value === undefined) return '(missing)';
   let text: string;
   try {
-    text = JSON.stringify(value) ?? String(value);
+    // undefined for a function or symbol: their type says enough.
+    text = JSON.stringify(value) ?? typeof value;
   } catch {
     // Nested deeper than JSON.stringify's stack (a hostile request): say what it is, not what it holds.
     text = Array.isArray(value) ? '[...] (nested too deeply to show)' : '{...} (nested too deeply to show)';

@@ -183,7 +183,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
 function toValue(node: ValueNode, source: string): unknown {
   switch (node.type) {
     case 'Object': {
-      const out: Record<string, unknown> = Object.create(null);
+      const out = Object.create(null) as Record<string, unknown>;
       for (const m of node.members) {
         const key = m.name.type === 'String' ? m.name.value : m.name.name;
         if (Object.hasOwn(out, key)) {

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { type Binding, parseBinding, parseLabel, parsePortText, parseProtocol } from '../bindings/binding.js';
 import { parseBindingsText } from '../bindings/file.js';
 import { type Filter } from '../bindings/order.js';
-import { DispatcherError, type ErrorCode } from '../errors.js';
+import { asError, DispatcherError, type ErrorCode } from '../errors.js';
 import { type Diff } from '../table/table.js';
 import { parseUpstream, type Upstream } from '../proxy/upstream.js';
 import { API_PREFIX, type Endpoint, type Endpoints, type ErrorBody, type ServicesResponse, type StatusResponse } from './protocol.js';
@@ -200,7 +200,7 @@ function readBody(req: IncomingMessage, body: BodyLimits, max = body.max): Promi
     body.hold(declared);
   } catch (err) {
     req.resume();
-    return Promise.reject(err);
+    return Promise.reject(asError(err));
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -215,7 +215,7 @@ function readBody(req: IncomingMessage, body: BodyLimits, max = body.max): Promi
         req.off('end', onEnd);
         req.resume();
         chunks.length = 0;
-        reject(err);
+        reject(asError(err));
         return;
       }
       chunks.push(chunk);

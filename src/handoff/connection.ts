@@ -1,7 +1,6 @@
 import { type Protocol } from '../bindings/binding.js';
 import { ACCEPT_RECORD, native } from '../native/index.js';
-import { ACCEPT, acceptFd, addressText, portAt, recordIn } from '../native/records.js';
-import { encodeConnection, MAX_MESSAGE } from '../services/protocol.js';
+import { acceptFd, recordIn } from '../native/records.js';
 
 /**
  * An accepted connection on its way to a worker: the addon's accept record (descriptor, local and peer
@@ -31,16 +30,6 @@ export class Connection {
     return acceptFd(this.record);
   }
 
-  get localPort(): number {
-    return portAt(this.record, ACCEPT.LOCAL);
-  }
-
-  /** The header a worker receives with the descriptor, in `out`'s memory. */
-  header(out: Uint8Array, label: string): Uint8Array {
-    const r = this.record;
-    return encodeConnection(out, label, this.protocol, addressText(r, ACCEPT.PEER), portAt(r, ACCEPT.PEER), addressText(r, ACCEPT.LOCAL), this.localPort);
-  }
-
   /** Closes the daemon's copy after a hand-off: the worker's copy keeps the connection. */
   release(): void {
     native.close(this.fd);
@@ -51,6 +40,3 @@ export class Connection {
     native.reset(this.fd);
   }
 }
-
-/** A buffer for one header at a time: headers are encoded and sent synchronously. */
-export const headerBuffer = new Uint8Array(MAX_MESSAGE);

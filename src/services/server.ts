@@ -1,8 +1,9 @@
 import { unlinkSync } from 'node:fs';
 import { type Logger } from 'pino';
 import { DispatcherError } from '../errors.js';
-import { type Connection, headerBuffer } from '../handoff/connection.js';
-import { decodeWorkerMessage, encode, MAX_DATAGRAM_MESSAGE, PROTOCOL_VERSION, type DaemonMessage, type ReplyHeader } from './protocol.js';
+import { type Connection } from '../handoff/connection.js';
+import { ACCEPT, addressText, portAt } from '../native/records.js';
+import { decodeWorkerMessage, encode, encodeConnection, MAX_DATAGRAM_MESSAGE, MAX_MESSAGE, PROTOCOL_VERSION, type DaemonMessage, type ReplyHeader } from './protocol.js';
 import { type Metrics, type RefusalReason } from '../metrics/metrics.js';
 import { EAGAIN, EMSGSIZE, errnoName, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
 import { listenUnixPath } from '../native/unix-path.js';
@@ -201,7 +202,7 @@ class Peer implements Worker {
   }
 
   send(conn: Connection): number {
-    const rc = native.sendFd(this.#fd, conn.header(headerBuffer, this.label), conn.fd);
+    const rc = native.sendFd(this.#fd, connectionHeader(this.label, conn), conn.fd);
     if (rc >= 0) {
       this.inflight++;
       this.handoffs++;
@@ -333,4 +334,13 @@ class Peer implements Worker {
     this.#send({ type: 'error', code, message });
     this.close();
   }
+}
+
+// One header at a time: headers are encoded and sent synchronously.
+const headerBuffer = new Uint8Array(MAX_MESSAGE);
+
+/** The header a worker receives with a connection's descriptor. */
+function connectionHeader(label: string, conn: Connection): Uint8Array {
+  const r = conn.record;
+  return encodeConnection(headerBuffer, label, conn.protocol, addressText(r, ACCEPT.PEER), portAt(r, ACCEPT.PEER), addressText(r, ACCEPT.LOCAL), portAt(r, ACCEPT.LOCAL));
 }
