@@ -32,7 +32,13 @@ export function summary(xs) {
 
 export function machine() {
   const c = cpus();
-  return { cpus: c.length, cpu: c[0]?.model ?? 'unknown', kernel: release(), node: process.version, memory_gib: Math.round(totalmem() / 2 ** 30) };
+  return {
+    cpus: c.length,
+    cpu: c[0]?.model ?? 'unknown',
+    kernel: release(),
+    node: process.version,
+    memory_gib: Math.round(totalmem() / 2 ** 30),
+  };
 }
 
 /**

@@ -73,7 +73,11 @@ try {
   let ok = 0;
   let failed = 0;
   const clients = Array.from({ length: 4 }, async () => {
-    while (running) await served('127.0.0.1', PORT).then(() => ok++, () => failed++);
+    while (running)
+      await served('127.0.0.1', PORT).then(
+        () => ok++,
+        () => failed++,
+      );
   });
   /** @type {number[]} */
   const replaceMs = [];

@@ -45,7 +45,14 @@ function toMs(text) {
  * @returns {WrkRound}
  */
 function wrk(port, close) {
-  const args = ['-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', ...(close ? ['-H', 'Connection: close'] : []), `http://127.0.0.1:${port}/`];
+  const args = [
+    '-t1',
+    `-c${CONNECTIONS}`,
+    `-d${SECONDS}s`,
+    '--latency',
+    ...(close ? ['-H', 'Connection: close'] : []),
+    `http://127.0.0.1:${port}/`,
+  ];
   const out = execFileSync('wrk', args, { encoding: 'utf8' });
   const rps = Number(capture(/Requests\/sec:\s+([\d.]+)/, out));
   const p50 = toMs(capture(/^\s+50%\s+(\S+)/m, out));
@@ -112,7 +119,17 @@ requireTool('haproxy', 'haproxy');
 const dir = await mkdtemp(join(tmpdir(), 'dispatcher-bench-'));
 try {
   const d = await daemon(dir);
-  const ports = { direct: 24080, http: 24081, sink: 24082, bulkDirect: 24083, bulk: 24084, proxy: 24087, bulkProxy: 24088, haproxy: 24085, bulkHaproxy: 24086 };
+  const ports = {
+    direct: 24080,
+    http: 24081,
+    sink: 24082,
+    bulkDirect: 24083,
+    bulk: 24084,
+    proxy: 24087,
+    bulkProxy: 24088,
+    haproxy: 24085,
+    bulkHaproxy: 24086,
+  };
   await bind(d.client, 'http', 'tcp', '127.0.0.1', ports.http);
   await bind(d.client, 'sink', 'tcp', '127.0.0.1', ports.sink);
   await bind(d.client, 'bulk', 'tcp', '127.0.0.1', ports.bulk);
@@ -120,7 +137,9 @@ try {
   await bind(d.client, 'proxied', 'tcp', '127.0.0.1', ports.proxy);
   await bind(d.client, 'bulk-proxied', 'tcp', '127.0.0.1', ports.bulkProxy);
   await d.client.call('POST', '/upstreams', { body: JSON.stringify({ label: 'proxied', address: `tcp:127.0.0.1:${ports.direct}` }) });
-  await d.client.call('POST', '/upstreams', { body: JSON.stringify({ label: 'bulk-proxied', address: `tcp:127.0.0.1:${ports.bulkDirect}` }) });
+  await d.client.call('POST', '/upstreams', {
+    body: JSON.stringify({ label: 'bulk-proxied', address: `tcp:127.0.0.1:${ports.bulkDirect}` }),
+  });
   await writeFile(
     join(dir, 'haproxy.cfg'),
     [
@@ -194,30 +213,46 @@ try {
       .sort((a, b) => a - b);
     return xs[xs.length >> 1];
   };
-  const figures = /** @type {Record<CaseName, Summary & { p50_ms?: number, p99_ms?: number, daemon_us_per_handoff?: number, proxy_us_per_connection?: number, handoffs_per_second?: number, rounds_raw: Round[] }>} */ (
-    Object.fromEntries(
-      names.map((name) => [
-        name,
-        {
-          ...summary[name],
-          p50_ms: med(name, 'p50'),
-          p99_ms: med(name, 'p99'),
-          daemon_us_per_handoff: med(name, 'daemon_us_per_handoff'),
-          proxy_us_per_connection: med(name, 'proxy_us_per_connection'),
-          handoffs_per_second: med(name, 'handoffs_per_second'),
-          rounds_raw: raw[name],
-        },
-      ]),
-    )
-  );
+  const figures =
+    /** @type {Record<CaseName, Summary & { p50_ms?: number, p99_ms?: number, daemon_us_per_handoff?: number, proxy_us_per_connection?: number, handoffs_per_second?: number, rounds_raw: Round[] }>} */ (
+      Object.fromEntries(
+        names.map((name) => [
+          name,
+          {
+            ...summary[name],
+            p50_ms: med(name, 'p50'),
+            p99_ms: med(name, 'p99'),
+            daemon_us_per_handoff: med(name, 'daemon_us_per_handoff'),
+            proxy_us_per_connection: med(name, 'proxy_us_per_connection'),
+            handoffs_per_second: med(name, 'handoffs_per_second'),
+            rounds_raw: raw[name],
+          },
+        ]),
+      )
+    );
 
   /** @param {CaseName} a @param {CaseName} b */
   const ratio = (a, b) => (figures[a].median / figures[b].median).toFixed(2);
-  console.log(`\nMedians of ${ROUNDS} interleaved rounds, ${SECONDS} s each, wrk -t1 -c${CONNECTIONS}; ratio to direct from the same rounds\n`);
+  console.log(
+    `\nMedians of ${ROUNDS} interleaved rounds, ${SECONDS} s each, wrk -t1 -c${CONNECTIONS}; ratio to direct from the same rounds\n`,
+  );
   for (const [name, f] of Object.entries(figures)) {
-    const unit = name.startsWith('bulk') ? `${f.median.toFixed(1)} Gbit/s` : name.startsWith('dispatch only') ? `${si(f.median)} hand-offs/s` : `${si(f.median)} req/s`;
-    const { p50_ms: p50, p99_ms: p99, daemon_us_per_handoff: perHandoff, handoffs_per_second: handoffsPerSecond, proxy_us_per_connection: perConnection } = f;
-    const lat = name.startsWith('bulk') || name.startsWith('dispatch only') || p50 === undefined || p99 === undefined ? '' : `  p50 ${p50.toFixed(2)} ms  p99 ${p99.toFixed(2)} ms`;
+    const unit = name.startsWith('bulk')
+      ? `${f.median.toFixed(1)} Gbit/s`
+      : name.startsWith('dispatch only')
+        ? `${si(f.median)} hand-offs/s`
+        : `${si(f.median)} req/s`;
+    const {
+      p50_ms: p50,
+      p99_ms: p99,
+      daemon_us_per_handoff: perHandoff,
+      handoffs_per_second: handoffsPerSecond,
+      proxy_us_per_connection: perConnection,
+    } = f;
+    const lat =
+      name.startsWith('bulk') || name.startsWith('dispatch only') || p50 === undefined || p99 === undefined
+        ? ''
+        : `  p50 ${p50.toFixed(2)} ms  p99 ${p99.toFixed(2)} ms`;
     const cpu =
       perHandoff !== undefined && handoffsPerSecond !== undefined && Number.isFinite(perHandoff)
         ? `  daemon ${perHandoff.toFixed(1)} µs CPU/hand-off, ${si(handoffsPerSecond)} hand-offs/s`
@@ -229,7 +264,9 @@ try {
   console.log(`\n  new connections: dispatcher / direct = ${ratio('new connections, dispatcher', 'new connections, direct')}`);
   console.log(`  keep-alive:      dispatcher / direct = ${ratio('keep-alive, dispatcher', 'keep-alive, direct')}`);
   console.log(`  bulk:            dispatcher / direct = ${ratio('bulk, dispatcher', 'bulk, direct')}`);
-  console.log(`  proxy mode:      connections / HAProxy = ${ratio('new connections, proxy mode', 'new connections, HAProxy')}, bulk / direct = ${ratio('bulk, proxy mode', 'bulk, direct')}`);
+  console.log(
+    `  proxy mode:      connections / HAProxy = ${ratio('new connections, proxy mode', 'new connections, HAProxy')}, bulk / direct = ${ratio('bulk, proxy mode', 'bulk, direct')}`,
+  );
   console.log(`\n${await writeResult('handoff', { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, figures })}`);
 } finally {
   stopAll();

@@ -73,13 +73,15 @@ export async function startServer(args, port) {
   const child = spawn(...fileAndArgs(args), { stdio: 'ignore' });
   children.push(child);
   for (let i = 0; i < 100; i++) {
-    const ok = await new Promise(/** @param {(connected: boolean) => void} resolve */ (resolve) => {
-      const s = connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
+    const ok = await new Promise(
+      /** @param {(connected: boolean) => void} resolve */ (resolve) => {
+        const s = connect(port, '127.0.0.1', () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.on('error', () => resolve(false));
+      },
+    );
     if (ok) return child;
     if (child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 50));
@@ -98,7 +100,19 @@ export async function startServer(args, port) {
 export async function daemon(dir, extra = [], prefix = []) {
   const control = join(dir, 'control.sock');
   const services = join(dir, 'services.sock');
-  const command = [...prefix, process.execPath, CLI, 'daemon', '--control', control, '--services', services, '--state-dir', join(dir, 'state'), ...extra];
+  const command = [
+    ...prefix,
+    process.execPath,
+    CLI,
+    'daemon',
+    '--control',
+    control,
+    '--services',
+    services,
+    '--state-dir',
+    join(dir, 'state'),
+    ...extra,
+  ];
   const child = spawn(...fileAndArgs(command), { stdio: 'ignore' });
   children.push(child);
   const client = new ControlClient(control);

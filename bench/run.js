@@ -48,11 +48,26 @@ const has = (cmd) => {
 /** @type {{ name: keyof Results, script: string, node?: string[], needs: [cmd: string, pkg: string][], root?: boolean }[]} */
 const suites = [
   { name: 'table', script: 'table.js', node: ['--expose-gc'], needs: [] },
-  { name: 'handoff', script: 'handoff.js', needs: [['wrk', 'wrk'], ['haproxy', 'haproxy']] },
+  {
+    name: 'handoff',
+    script: 'handoff.js',
+    needs: [
+      ['wrk', 'wrk'],
+      ['haproxy', 'haproxy'],
+    ],
+  },
   { name: 'udp', script: 'udp.js', needs: [] },
   { name: 'control', script: 'control.js', needs: [] },
   { name: 'scaling', script: 'scaling.js', needs: [['wrk', 'wrk']] },
-  { name: 'tproxy', script: 'tproxy.js', needs: [['wrk', 'wrk'], ['nft', 'nftables']], root: true },
+  {
+    name: 'tproxy',
+    script: 'tproxy.js',
+    needs: [
+      ['wrk', 'wrk'],
+      ['nft', 'nftables'],
+    ],
+    root: true,
+  },
 ];
 
 /** @type {Results} */
@@ -70,10 +85,14 @@ for (const [i, suite] of suites.entries()) {
   }
   const elapsed = Math.round((Date.now() - started) / 1000);
   process.stderr.write(`[${i + 1}/${suites.length}] ${suite.name} (${elapsed} s so far)\n`);
-  const code = await new Promise(/** @param {(code: number | null) => void} resolve */ (resolve) => {
-    const child = spawn(process.execPath, [...(suite.node ?? []), join(HERE, suite.script), ...(QUICK ? ['--quick'] : [])], { stdio: ['ignore', 'inherit', 'inherit'] });
-    child.on('exit', resolve);
-  });
+  const code = await new Promise(
+    /** @param {(code: number | null) => void} resolve */ (resolve) => {
+      const child = spawn(process.execPath, [...(suite.node ?? []), join(HERE, suite.script), ...(QUICK ? ['--quick'] : [])], {
+        stdio: ['ignore', 'inherit', 'inherit'],
+      });
+      child.on('exit', resolve);
+    },
+  );
   if (code !== 0) {
     skipped.push(`${suite.name}: failed with exit code ${code}`);
     continue;
@@ -105,19 +124,38 @@ function comparisons() {
       });
       out.push({ title, bars });
     };
-    group('New TCP connections/s (wrk, Connection: close)', 'new connections, direct', ['new connections, direct', 'new connections, dispatcher', 'new connections, proxy mode', 'new connections, HAProxy']);
+    group('New TCP connections/s (wrk, Connection: close)', 'new connections, direct', [
+      'new connections, direct',
+      'new connections, dispatcher',
+      'new connections, proxy mode',
+      'new connections, HAProxy',
+    ]);
     group('Keep-alive requests/s', 'keep-alive, direct', ['keep-alive, direct', 'keep-alive, dispatcher']);
     group('Bulk transfer, Gbit/s', 'bulk, direct', ['bulk, direct', 'bulk, dispatcher', 'bulk, proxy mode', 'bulk, HAProxy']);
   }
   const u = results.udp;
-  if (u) out.push({ title: 'UDP echoes/s', bars: [{ name: 'direct', value: u.direct.median, ratio: 1 }, { name: 'dispatcher', value: u.dispatched.median, ratio: u.dispatched.median / u.direct.median }] });
+  if (u)
+    out.push({
+      title: 'UDP echoes/s',
+      bars: [
+        { name: 'direct', value: u.direct.median, ratio: 1 },
+        { name: 'dispatcher', value: u.dispatched.median, ratio: u.dispatched.median / u.direct.median },
+      ],
+    });
   const sc = results.scaling?.summary;
   if (sc) {
     const base = sc['1 worker per label'].median;
-    out.push({ title: 'New connections/s as the registry grows (ratio to 1 worker)', bars: Object.entries(sc).map(([name, s]) => ({ name, value: s.median, ratio: s.median / base })) });
+    out.push({
+      title: 'New connections/s as the registry grows (ratio to 1 worker)',
+      bars: Object.entries(sc).map(([name, s]) => ({ name, value: s.median, ratio: s.median / base })),
+    });
   }
   const tp = results.tproxy?.summary;
-  if (tp) out.push({ title: 'New connections/s from another namespace', bars: Object.entries(tp).map(([name, s]) => ({ name, value: s.median, ratio: s.median / tp.direct.median })) });
+  if (tp)
+    out.push({
+      title: 'New connections/s from another namespace',
+      bars: Object.entries(tp).map(([name, s]) => ({ name, value: s.median, ratio: s.median / tp.direct.median })),
+    });
   return out;
 }
 
@@ -135,11 +173,17 @@ function svg(groups) {
     for (const b of g.bars) {
       const w = Math.max(1, b.ratio * scale);
       parts.push(`<text x="${left - 8}" y="${y + 15}" text-anchor="end">${b.name}</text>`);
-      parts.push(`<rect x="${left}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${b.name === 'direct' ? '#888' : '#3b7dd8'}"/>`);
-      parts.push(`<text x="${(left + w + 6).toFixed(1)}" y="${y + 15}">${b.ratio.toFixed(2)}x (${b.value >= 1000 ? `${(b.value / 1000).toFixed(1)}k` : b.value.toFixed(1)})</text>`);
+      parts.push(
+        `<rect x="${left}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${b.name === 'direct' ? '#888' : '#3b7dd8'}"/>`,
+      );
+      parts.push(
+        `<text x="${(left + w + 6).toFixed(1)}" y="${y + 15}">${b.ratio.toFixed(2)}x (${b.value >= 1000 ? `${(b.value / 1000).toFixed(1)}k` : b.value.toFixed(1)})</text>`,
+      );
       y += rowH;
     }
-    parts.push(`<line x1="${left + scale}" y1="${y - rowH * g.bars.length}" x2="${left + scale}" y2="${y}" stroke="#c00" stroke-dasharray="4 3"/>`);
+    parts.push(
+      `<line x1="${left + scale}" y1="${y - rowH * g.bars.length}" x2="${left + scale}" y2="${y}" stroke="#c00" stroke-dasharray="4 3"/>`,
+    );
     y += 18;
   }
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" font-family="sans-serif" font-size="13">
@@ -152,7 +196,12 @@ ${parts.join('\n')}
 
 /** @param {Group[]} groups */
 function markdown(groups) {
-  const lines = [`# Benchmarks, ${date}${QUICK ? ' (quick smoke run: not for judging speed)' : ''}`, '', `Machine: ${JSON.stringify(machine())}`, ''];
+  const lines = [
+    `# Benchmarks, ${date}${QUICK ? ' (quick smoke run: not for judging speed)' : ''}`,
+    '',
+    `Machine: ${JSON.stringify(machine())}`,
+    '',
+  ];
   for (const g of groups) {
     lines.push(`## ${g.title}`, '', '| case | median | ratio to direct |', '| --- | --- | --- |');
     for (const b of g.bars) lines.push(`| ${b.name} | ${b.value.toFixed(b.value >= 100 ? 0 : 2)} | ${b.ratio.toFixed(2)} |`);
@@ -163,9 +212,15 @@ function markdown(groups) {
     lines.push('## Binding table', '', '| bindings | table lookups/s | vs arkime-iptrie | build ms |', '| --- | --- | --- | --- |');
     for (const r of table.lookups) {
       const l = r.lookups_per_second;
-      lines.push(`| ${r.size} | ${l['table (numeric address)'].median.toFixed(0)} | ${(l['table (numeric address)'].median / l['arkime-iptrie'].median).toFixed(2)}x | ${r.build_ms.toFixed(0)} |`);
+      lines.push(
+        `| ${r.size} | ${l['table (numeric address)'].median.toFixed(0)} | ${(l['table (numeric address)'].median / l['arkime-iptrie'].median).toFixed(2)}x | ${r.build_ms.toFixed(0)} |`,
+      );
     }
-    lines.push('', `Daemon: replace 100k bindings ${table.daemon.replace_100k_ms.toFixed(0)} ms${table.daemon.rss_1m_mib ? `, resident at 1M ${table.daemon.rss_1m_mib.toFixed(0)} MiB` : ''}.`, '');
+    lines.push(
+      '',
+      `Daemon: replace 100k bindings ${table.daemon.replace_100k_ms.toFixed(0)} ms${table.daemon.rss_1m_mib ? `, resident at 1M ${table.daemon.rss_1m_mib.toFixed(0)} MiB` : ''}.`,
+      '',
+    );
   }
   const c = results.control;
   if (c) {
@@ -188,4 +243,6 @@ const files = /** @type {const} */ ([`${date}${suffix}.json`, `summary${suffix}.
 await writeFile(join(RESULTS_DIR, files[0]), `${JSON.stringify({ date, quick: QUICK, machine: machine(), results, skipped }, null, 2)}\n`);
 await writeFile(join(RESULTS_DIR, files[1]), markdown(groups));
 await writeFile(join(RESULTS_DIR, files[2]), svg(groups));
-process.stderr.write(`done in ${Math.round((Date.now() - started) / 1000)} s: bench/results/${files.join(', ')}${skipped.length ? `; not run: ${skipped.join('; ')}` : ''}\n`);
+process.stderr.write(
+  `done in ${Math.round((Date.now() - started) / 1000)} s: bench/results/${files.join(', ')}${skipped.length ? `; not run: ${skipped.join('; ')}` : ''}\n`,
+);

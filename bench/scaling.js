@@ -26,7 +26,9 @@ requireTool('wrk', 'wrk');
  * @param {number} port
  */
 function wrk(address, port) {
-  const out = execFileSync('wrk', ['-t1', '-c32', `-d${SECONDS}s`, '-H', 'Connection: close', `http://${address}:${port}/`], { encoding: 'utf8' });
+  const out = execFileSync('wrk', ['-t1', '-c32', `-d${SECONDS}s`, '-H', 'Connection: close', `http://${address}:${port}/`], {
+    encoding: 'utf8',
+  });
   return Number(capture(/Requests\/sec:\s+([\d.]+)/, out));
 }
 
@@ -58,7 +60,8 @@ try {
   }
   const summary = await interleaved(cases, ROUNDS);
   console.log(`\nNew connections/s through the dispatcher, medians of ${ROUNDS} interleaved rounds, ${SECONDS} s each\n`);
-  for (const [name, s] of Object.entries(summary)) console.log(`  ${name.padEnd(24)} ${si(s.median).padStart(7)}/s  (${si(s.min)}-${si(s.max)})`);
+  for (const [name, s] of Object.entries(summary))
+    console.log(`  ${name.padEnd(24)} ${si(s.median).padStart(7)}/s  (${si(s.min)}-${si(s.max)})`);
   console.log(`\n${await writeResult('scaling', { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, summary })}`);
 } finally {
   stopAll();

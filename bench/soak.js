@@ -52,7 +52,10 @@ const dir = await mkdtemp(join(tmpdir(), 'dispatcher-soak-'));
 try {
   const d = await daemon(dir);
   await bind(d.client, 'a', 'tcp', '127.0.0.0/8', PORT);
-  const workers = { a: await start([process.execPath, ECHO, 'a', d.services], /registered/), b: await start([process.execPath, ECHO, 'b', d.services], /registered/) };
+  const workers = {
+    a: await start([process.execPath, ECHO, 'a', d.services], /registered/),
+    b: await start([process.execPath, ECHO, 'b', d.services], /registered/),
+  };
   const first = await sample(d.pid);
   /** @type {Record<string, number>} results of the clients' connections, by kind */
   const counts = {};
@@ -68,7 +71,9 @@ try {
     // Move 127.0.0.2-3 to b and back; restart one worker now and then.
     await bind(d.client, 'b', 'tcp', '127.0.0.2/31', PORT);
     await new Promise((r) => setTimeout(r, 200));
-    await d.client.call('DELETE', '/bindings', { body: JSON.stringify({ label: 'b', protocol: 'tcp', prefix: '127.0.0.2/31', port: PORT }) });
+    await d.client.call('DELETE', '/bindings', {
+      body: JSON.stringify({ label: 'b', protocol: 'tcp', prefix: '127.0.0.2/31', port: PORT }),
+    });
     if (++moves % 10 === 0) {
       const label = moves % 20 === 0 ? 'a' : 'b';
       workers[label].kill('SIGTERM');

@@ -115,7 +115,11 @@ function randomQueries(bindings, n, seed) {
     q.protocol.push(b.protocol);
     q.family[i] = b.family;
     q.port[i] = r() < 0.8 ? anyPort(r) : 1 + Math.floor(r() * 65535);
-    const text = b.family === 4 ? [24, 16, 8, 0].map((s) => (/** @type {number} */ (words[0]) >>> s) & 255).join('.') : Array.from(words, (x) => `${(x >>> 16).toString(16)}:${(x & 0xffff).toString(16)}`).join(':');
+    const w0 = /** @type {number} */ (words[0]);
+    const text =
+      b.family === 4
+        ? [24, 16, 8, 0].map((s) => (w0 >>> s) & 255).join('.')
+        : Array.from(words, (x) => `${(x >>> 16).toString(16)}:${(x & 0xffff).toString(16)}`).join(':');
     q.text.push(text);
     q.cidr.push(`${text}/${b.family === 4 ? 32 : 128}`);
   }
@@ -238,7 +242,8 @@ function linear(bindings, q) {
       for (let w = 0; w < (family === 4 ? 1 : 4) && ok; w++) {
         const keep = Math.max(0, Math.min(32, length - 32 * w));
         const k = keep === 0 ? 0 : (0xffffffff << (32 - keep)) >>> 0;
-        ok = ((/** @type {number} */ (q.words[i * 4 + w]) & k) >>> 0) === words[m + w];
+        const word = /** @type {number} */ (q.words[i * 4 + w]);
+        ok = (word & k) >>> 0 === words[m + w];
       }
       const score = length * 2 + (meta[m + 3] !== 0 ? 1 : 0);
       if (ok && score > bestScore) {
@@ -264,7 +269,11 @@ function heapBytes() {
 function check(table, cases, q) {
   // Every case must give the table's own answers, or its figure means nothing.
   for (let i = 0; i < 2000; i++) {
-    const want = table.lookup(/** @type {Protocol} */ (q.protocol[i]), /** @type {string} */ (q.text[i]), /** @type {number} */ (q.port[i]))?.label;
+    const want = table.lookup(
+      /** @type {Protocol} */ (q.protocol[i]),
+      /** @type {string} */ (q.text[i]),
+      /** @type {number} */ (q.port[i]),
+    )?.label;
     for (const [name, fn] of Object.entries(cases)) {
       const got = fn(i);
       if (got !== want) throw new Error(`${name} answered ${got} for ${q.protocol[i]} ${q.text[i]} port ${q.port[i]}, the table ${want}`);
@@ -293,9 +302,15 @@ async function lookups(size) {
       key[1] = /** @type {number} */ (w[o + 1]);
       key[2] = /** @type {number} */ (w[o + 2]);
       key[3] = /** @type {number} */ (w[o + 3]);
-      return table.lookupLabel(/** @type {Protocol} */ (q.protocol[i]), /** @type {Family} */ (q.family[i]), key, /** @type {number} */ (q.port[i]));
+      return table.lookupLabel(
+        /** @type {Protocol} */ (q.protocol[i]),
+        /** @type {Family} */ (q.family[i]),
+        key,
+        /** @type {number} */ (q.port[i]),
+      );
     },
-    'table (address string)': (i) => table.lookup(/** @type {Protocol} */ (q.protocol[i]), /** @type {string} */ (q.text[i]), /** @type {number} */ (q.port[i]))?.label,
+    'table (address string)': (i) =>
+      table.lookup(/** @type {Protocol} */ (q.protocol[i]), /** @type {string} */ (q.text[i]), /** @type {number} */ (q.port[i]))?.label,
     'arkime-iptrie': arkime(bindings, q),
   };
   if (size <= 100_000) cases['longest-prefix-match'] = lpm(bindings, q);
@@ -313,7 +328,11 @@ async function lookups(size) {
 async function daemon() {
   const dir = await mkdtemp(join(tmpdir(), 'dispatcher-bench-'));
   const control = join(dir, 'control.sock');
-  const child = spawn(process.execPath, [fileURLToPath(new URL('../bin/dispatcher', import.meta.url)), 'daemon', '--control', control, '--state-dir', join(dir, 'state')], { stdio: 'ignore' });
+  const child = spawn(
+    process.execPath,
+    [fileURLToPath(new URL('../bin/dispatcher', import.meta.url)), 'daemon', '--control', control, '--state-dir', join(dir, 'state')],
+    { stdio: 'ignore' },
+  );
   try {
     const client = new ControlClient(control);
     for (let i = 0; ; i++) {
@@ -362,7 +381,9 @@ for (const r of results) {
   console.log(`\n${si(r.size)} bindings: built in ${r.build_ms.toFixed(0)} ms, ${r.table_heap_mib.toFixed(1)} MiB of heap`);
   const ark = r.lookups_per_second['arkime-iptrie']?.median ?? NaN;
   for (const [name, s] of Object.entries(r.lookups_per_second)) {
-    console.log(`  ${name.padEnd(26)} ${si(s.median).padStart(7)}/s  (${si(s.min)}-${si(s.max)})  ${(s.median / ark).toFixed(2)}x arkime-iptrie`);
+    console.log(
+      `  ${name.padEnd(26)} ${si(s.median).padStart(7)}/s  (${si(s.min)}-${si(s.max)})  ${(s.median / ark).toFixed(2)}x arkime-iptrie`,
+    );
   }
 }
 console.log('\nThe daemon (control API, persisted):');
@@ -371,6 +392,8 @@ console.log(`  replace 100k by 100k      ${daemonFigures.replace_100k_ms.toFixed
 const { load_1m_ms: load1m, rss_1m_mib: rss1m, rss_1m_after_load_mib: rss1mAfterLoad } = daemonFigures;
 if (load1m !== undefined && rss1m !== undefined && rss1mAfterLoad !== undefined) {
   console.log(`  load 1M bindings          ${load1m.toFixed(0)} ms`);
-  console.log(`  resident memory at 1M     ${rss1m.toFixed(0)} MiB settled, ${rss1mAfterLoad.toFixed(0)} MiB right after the load (empty daemon ${daemonFigures.rss_idle_mib.toFixed(0)} MiB; target < 300 MB)`);
+  console.log(
+    `  resident memory at 1M     ${rss1m.toFixed(0)} MiB settled, ${rss1mAfterLoad.toFixed(0)} MiB right after the load (empty daemon ${daemonFigures.rss_idle_mib.toFixed(0)} MiB; target < 300 MB)`,
+  );
 }
 console.log(`\n${await writeResult('table', { quick: QUICK, lookups: results, daemon: daemonFigures })}`);

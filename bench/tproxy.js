@@ -33,11 +33,16 @@ const inClient = /** @type {const} */ (['ip', 'netns', 'exec', `disp-c-${id}`]);
  * @param {string} url
  */
 function wrk(url) {
-  const out = execFileSync(inClient[0], [...inClient.slice(1), 'wrk', '-t1', '-c32', `-d${SECONDS}s`, '-H', 'Connection: close', url], { encoding: 'utf8' });
+  const out = execFileSync(inClient[0], [...inClient.slice(1), 'wrk', '-t1', '-c32', `-d${SECONDS}s`, '-H', 'Connection: close', url], {
+    encoding: 'utf8',
+  });
   return Number(capture(/Requests\/sec:\s+([\d.]+)/, out));
 }
 
-const dirs = /** @type {const} */ ([await mkdtemp(join(tmpdir(), 'dispatcher-bench-')), await mkdtemp(join(tmpdir(), 'dispatcher-bench-'))]);
+const dirs = /** @type {const} */ ([
+  await mkdtemp(join(tmpdir(), 'dispatcher-bench-')),
+  await mkdtemp(join(tmpdir(), 'dispatcher-bench-')),
+]);
 execFileSync(NETNS, ['up', id]);
 try {
   const ports = await daemon(dirs[0], [], inHost);
@@ -63,7 +68,9 @@ try {
   );
   console.log(`\nNew connections/s from a client namespace, medians of ${ROUNDS} interleaved rounds, ${SECONDS} s each\n`);
   for (const [name, s] of Object.entries(summary)) {
-    console.log(`  ${name.padEnd(12)} ${si(s.median).padStart(7)}/s  (${si(s.min)}-${si(s.max)})  ${(s.median / summary.direct.median).toFixed(2)}x direct`);
+    console.log(
+      `  ${name.padEnd(12)} ${si(s.median).padStart(7)}/s  (${si(s.min)}-${si(s.max)})  ${(s.median / summary.direct.median).toFixed(2)}x direct`,
+    );
   }
   console.log(`\n  tproxy / ports = ${(summary['tproxy mode'].median / summary['ports mode'].median).toFixed(2)}`);
   console.log(`\n${await writeResult('tproxy', { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, summary })}`);

@@ -53,7 +53,10 @@ try {
   const d = await daemon(dir);
   const ports = { direct: 25353, dispatched: 25354 };
   await bind(d.client, 'echo', 'udp', '127.0.0.1', ports.dispatched);
-  await Promise.all([start([process.execPath, ECHO, 'direct', ports.direct]), start([process.execPath, ECHO, 'attach', 'echo', d.services])]);
+  await Promise.all([
+    start([process.execPath, ECHO, 'direct', ports.direct]),
+    start([process.execPath, ECHO, 'attach', 'echo', d.services]),
+  ]);
   /** @type {number[]} daemon CPU seconds per datagram, a round each */
   const cpu = [];
   const summary = await interleaved(
@@ -75,9 +78,13 @@ try {
   const usPerDatagram = median(cpu) * 1e6;
   console.log(`\nMedians of ${ROUNDS} interleaved rounds, ${SECONDS} s each, ${IN_FLIGHT} datagrams in flight\n`);
   console.log(`  UDP echo, direct       ${si(direct.median).padStart(7)}/s  (${si(direct.min)}-${si(direct.max)})`);
-  console.log(`  UDP echo, dispatcher   ${si(dispatched.median).padStart(7)}/s  (${si(dispatched.min)}-${si(dispatched.max)})  daemon ${usPerDatagram.toFixed(1)} µs CPU per datagram and its reply`);
+  console.log(
+    `  UDP echo, dispatcher   ${si(dispatched.median).padStart(7)}/s  (${si(dispatched.min)}-${si(dispatched.max)})  daemon ${usPerDatagram.toFixed(1)} µs CPU per datagram and its reply`,
+  );
   console.log(`\n  dispatcher / direct = ${(dispatched.median / direct.median).toFixed(2)}  (target at least 0.50)`);
-  console.log(`\n${await writeResult('udp', { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, in_flight: IN_FLIGHT, direct, dispatched, daemon_us_per_datagram: usPerDatagram })}`);
+  console.log(
+    `\n${await writeResult('udp', { quick: QUICK, rounds: ROUNDS, seconds: SECONDS, in_flight: IN_FLIGHT, direct, dispatched, daemon_us_per_datagram: usPerDatagram })}`,
+  );
 } finally {
   stopAll();
   await rm(dir, { recursive: true, force: true });

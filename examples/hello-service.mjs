@@ -10,7 +10,9 @@ if (!label) {
 }
 const server = createServer((req, res) => {
   const s = req.socket;
-  res.end(`hello from ${label} (pid ${process.pid}): you are ${s.remoteAddress}:${s.remotePort}, you dialled ${s.localAddress}:${s.localPort}\n`);
+  res.end(
+    `hello from ${label} (pid ${process.pid}): you are ${s.remoteAddress}:${s.remotePort}, you dialled ${s.localAddress}:${s.localPort}\n`,
+  );
 });
 const service = attach(server, { label, socket });
 service.on('registered', () => console.log(`${label}: registered`));

@@ -1,5 +1,15 @@
 // The library the CLI is a thin layer over.
-export { Binding, type BindingJSON, type Protocol, parseBinding, parsePrefix, parsePort, parsePortText, parseProtocol, parseLabel } from './bindings/binding.js';
+export {
+  Binding,
+  type BindingJSON,
+  type Protocol,
+  parseBinding,
+  parsePrefix,
+  parsePort,
+  parsePortText,
+  parseProtocol,
+  parseLabel,
+} from './bindings/binding.js';
 export { parseAddress, formatAddress, type Address, type Family } from './bindings/address.js';
 export { parseBindingsText, parseBindingsDocument, formatBindingsFile, type BindingsFile } from './bindings/file.js';
 export { compareForList, bindingFilter, type Filter } from './bindings/order.js';

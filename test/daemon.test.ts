@@ -30,7 +30,9 @@ t.test('add, replace, list, lookup and remove through the real CLI', async (t) =
       '',
     ].join('\n'),
   );
-  const filtered = JSON.parse((await d.cli('bind', 'list', '--json', '--protocol', 'tcp', '--port', '443', '--prefix', '192.0.2.128/25')).stdout) as BindingsJSON;
+  const filtered = JSON.parse(
+    (await d.cli('bind', 'list', '--json', '--protocol', 'tcp', '--port', '443', '--prefix', '192.0.2.128/25')).stdout,
+  ) as BindingsJSON;
   t.same(filtered, { bindings: [{ label: 'cdn', protocol: 'tcp', prefix: '192.0.2.200/32', port: 443 }] });
 
   const hit = await d.cli('lookup', 'tcp', '192.0.2.200', '443', '--json');
@@ -77,8 +79,14 @@ t.test('bad input is refused, names the problem, and changes nothing', async (t)
   const files: [string, RegExp][] = [
     ['{"bindings": [{"label": "a", "label": "b", "prefix": "192.0.2.0/24", "port": 1}]}', /duplicate key "label"/],
     ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": 1, "colour": "red"}]}', /unknown field "colour"/],
-    ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": 1}, {"label": "b", "prefix": "192.0.2.0/24", "port": 1}]}', /already bound by bindings\[0\]/],
-    ['{"bindings": [{"label": "ok", "prefix": "192.0.2.0/24", "port": 1}, {"label": "bad!", "prefix": "192.0.2.0/24", "port": 2}]}', /bindings\[1\]: label "bad!"/],
+    [
+      '{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": 1}, {"label": "b", "prefix": "192.0.2.0/24", "port": 1}]}',
+      /already bound by bindings\[0\]/,
+    ],
+    [
+      '{"bindings": [{"label": "ok", "prefix": "192.0.2.0/24", "port": 1}, {"label": "bad!", "prefix": "192.0.2.0/24", "port": 2}]}',
+      /bindings\[1\]: label "bad!"/,
+    ],
     ['not json', /not valid JSON/],
   ];
   for (const [text, re] of files) {
@@ -102,17 +110,31 @@ t.test('load: atomic replace, dry run, Tubular files, export | load is a no-op',
   t.teardown(() => d.stop());
   await d.cli('bind', 'add', 'old', 'tcp', '198.51.100.0/24', '80');
   const file = join(dir, 'tubular.json');
-  await writeFile(file, JSON.stringify({ bindings: [{ label: 'foo', prefix: '127.0.0.1/32', port: 8080 }, { label: 'bar', prefix: '2001:db8::/48', port: 0, protocol: 'udp' }] }));
+  await writeFile(
+    file,
+    JSON.stringify({
+      bindings: [
+        { label: 'foo', prefix: '127.0.0.1/32', port: 8080 },
+        { label: 'bar', prefix: '2001:db8::/48', port: 0, protocol: 'udp' },
+      ],
+    }),
+  );
 
   const dry = await d.cli('bind', 'load', file, '--dry-run');
   t.equal(dry.code, 0, dry.stderr);
-  t.match(dry.stdout, /- tcp 198\.51\.100\.0\/24 port 80 -> old\n\+ tcp 127\.0\.0\.1\/32 port 8080 -> foo\n\+ udp 127\.0\.0\.1\/32 port 8080 -> foo\n\+ udp 2001:db8::\/48 port 0 -> bar\nwould add 3, would remove 1/);
+  t.match(
+    dry.stdout,
+    /- tcp 198\.51\.100\.0\/24 port 80 -> old\n\+ tcp 127\.0\.0\.1\/32 port 8080 -> foo\n\+ udp 127\.0\.0\.1\/32 port 8080 -> foo\n\+ udp 2001:db8::\/48 port 0 -> bar\nwould add 3, would remove 1/,
+  );
   t.match((await d.cli('bind', 'list')).stdout, /old/, 'a dry run changes nothing');
 
   const load = await d.cli('bind', 'load', file);
   t.match(load.stdout, /added 3, removed 1/);
   const exported = await d.cli('bind', 'export');
-  t.same((JSON.parse(exported.stdout) as BindingsJSON).bindings.map((b) => b.label), ['foo', 'foo', 'bar']);
+  t.same(
+    (JSON.parse(exported.stdout) as BindingsJSON).bindings.map((b) => b.label),
+    ['foo', 'foo', 'bar'],
+  );
 
   const exportFile = join(dir, 'export.json');
   await writeFile(exportFile, exported.stdout);
@@ -123,7 +145,12 @@ t.test('load: atomic replace, dry run, Tubular files, export | load is a no-op',
 t.test('restart keeps exactly the bindings; corrupt state stops start-up untouched', async (t) => {
   const dir = await tempDir(t);
   const d1 = await startDaemon(dir);
-  for (const args of [['a', 'tcp', '192.0.2.0/24', '0'], ['b', 'udp', '2001:db8::1', '53'], ['c', 'tcp', '0.0.0.0/0', '22']]) await d1.cli('bind', 'add', ...args);
+  for (const args of [
+    ['a', 'tcp', '192.0.2.0/24', '0'],
+    ['b', 'udp', '2001:db8::1', '53'],
+    ['c', 'tcp', '0.0.0.0/0', '22'],
+  ])
+    await d1.cli('bind', 'add', ...args);
   const before = (await d1.cli('bind', 'export')).stdout;
   t.equal(await d1.stop('SIGTERM'), 0, 'SIGTERM shuts down cleanly');
   await t.rejects(stat(d1.control), 'the control socket is removed on shutdown');
@@ -168,20 +195,44 @@ t.test('the CLI says in one line when the daemon is not running', async (t) => {
 t.test('curl can drive the control API; garbage gets an error, not a crash', async (t) => {
   const d = await startDaemon(await tempDir(t));
   t.teardown(() => d.stop());
-  const add = await curl(d.control, ['-X', 'POST', '-d', '{"label":"web","protocol":"tcp","prefix":"192.0.2.0/24","port":443}', 'http://d/v1/bindings']);
+  const add = await curl(d.control, [
+    '-X',
+    'POST',
+    '-d',
+    '{"label":"web","protocol":"tcp","prefix":"192.0.2.0/24","port":443}',
+    'http://d/v1/bindings',
+  ]);
   t.match(add, { status: 200, body: { binding: { label: 'web', prefix: '192.0.2.0/24', port: 443 }, replaced: null } });
   t.match(await curl(d.control, ['http://d/v1/lookup?protocol=tcp&address=192.0.2.9&port=443']), { status: 200, body: { label: 'web' } });
-  t.match(await curl(d.control, ['http://d/v1/lookup?protocol=tcp&address=192.0.2.9&port=80']), { status: 404, body: { error: { code: 'ERR_NO_MATCH' } } });
-  t.match(await curl(d.control, ['-X', 'POST', '-d', '{"label":"web","protocol":"tcp","prefix":"192.0.2.0/24","port":"443"}', 'http://d/v1/bindings']), {
-    status: 400,
-    body: { error: { code: 'ERR_PORT' } },
+  t.match(await curl(d.control, ['http://d/v1/lookup?protocol=tcp&address=192.0.2.9&port=80']), {
+    status: 404,
+    body: { error: { code: 'ERR_NO_MATCH' } },
   });
-  t.match(await curl(d.control, ['-X', 'POST', '-d', '{"label":"web"', 'http://d/v1/bindings']), { status: 400, body: { error: { code: 'ERR_REQUEST' } } });
+  t.match(
+    await curl(d.control, [
+      '-X',
+      'POST',
+      '-d',
+      '{"label":"web","protocol":"tcp","prefix":"192.0.2.0/24","port":"443"}',
+      'http://d/v1/bindings',
+    ]),
+    {
+      status: 400,
+      body: { error: { code: 'ERR_PORT' } },
+    },
+  );
+  t.match(await curl(d.control, ['-X', 'POST', '-d', '{"label":"web"', 'http://d/v1/bindings']), {
+    status: 400,
+    body: { error: { code: 'ERR_REQUEST' } },
+  });
   t.match(await curl(d.control, ['-X', 'PATCH', 'http://d/v1/bindings']), { status: 405 });
   t.match(await curl(d.control, ['http://d/v2/nothing']), { status: 404, body: { error: { code: 'ERR_NOT_FOUND' } } });
 
   // Raw garbage and a truncated request on the socket itself.
-  for (const junk of [Buffer.from([0, 1, 2, 255, 254, 13, 10, 13, 10]), Buffer.from('POST /v1/bindings HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"lab')]) {
+  for (const junk of [
+    Buffer.from([0, 1, 2, 255, 254, 13, 10, 13, 10]),
+    Buffer.from('POST /v1/bindings HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"lab'),
+  ]) {
     await new Promise<void>((resolve) => {
       const s = connect(d.control, () => s.end(junk));
       s.on('error', () => resolve());

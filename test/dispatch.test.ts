@@ -37,7 +37,11 @@ t.test('connections land where the bindings say, and the service sees the real c
   const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.connections.misses, 1);
   t.equal(status.connections.handoffs, 6);
-  t.same(status.connections.by_label, { 'tcp web': { lookups: 3, handoffs: 3, resets: 0 }, 'tcp api': { lookups: 3, handoffs: 3, resets: 0 } }, 'per label at a glance');
+  t.same(
+    status.connections.by_label,
+    { 'tcp web': { lookups: 3, handoffs: 3, resets: 0 }, 'tcp api': { lookups: 3, handoffs: 3, resets: 0 } },
+    'per label at a glance',
+  );
   t.same(
     status.listeners.map((l) => [l.port, l.state]),
     [
@@ -143,7 +147,9 @@ t.test('a worker killed with hand-offs in flight: descriptors return to baseline
   const baseline = await settledFds(d.process.pid!);
   const stuck = await startWorker('stuck', d.services, { window: 8 });
   stuck.process.kill('SIGSTOP'); // it takes nothing from its socket now
-  const attempts = Array.from({ length: 20 }, () => request('127.0.0.1', port, { timeoutMs: 3000 }).catch((err: NodeJS.ErrnoException) => err.code));
+  const attempts = Array.from({ length: 20 }, () =>
+    request('127.0.0.1', port, { timeoutMs: 3000 }).catch((err: NodeJS.ErrnoException) => err.code),
+  );
   await sleep(500);
   const services = JSON.parse((await d.cli('services', '--json')).stdout) as ServicesJSON;
   const worker = services.workers.find((w) => w.label === 'stuck');

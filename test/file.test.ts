@@ -2,8 +2,19 @@ import t from 'tap';
 import { formatBindingsFile, parseBindingsText } from '../src/bindings/file.js';
 
 t.test('an entry without protocol applies to tcp and udp (Tubular files load unchanged)', async (t) => {
-  const bindings = parseBindingsText(JSON.stringify({ bindings: [{ label: 'foo', prefix: '127.0.0.1/32', port: 8080 }, { label: 'bar', prefix: '::1', port: 0, protocol: 'udp' }] }));
-  t.same(bindings.map(String), ['tcp 127.0.0.1/32 port 8080 -> foo', 'udp 127.0.0.1/32 port 8080 -> foo', 'udp ::1/128 port 0 (every port) -> bar']);
+  const bindings = parseBindingsText(
+    JSON.stringify({
+      bindings: [
+        { label: 'foo', prefix: '127.0.0.1/32', port: 8080 },
+        { label: 'bar', prefix: '::1', port: 0, protocol: 'udp' },
+      ],
+    }),
+  );
+  t.same(bindings.map(String), [
+    'tcp 127.0.0.1/32 port 8080 -> foo',
+    'udp 127.0.0.1/32 port 8080 -> foo',
+    'udp ::1/128 port 0 (every port) -> bar',
+  ]);
   t.same(parseBindingsText(JSON.stringify(formatBindingsFile(bindings))).map(String), bindings.map(String), 'format | parse round trip');
 });
 
@@ -19,7 +30,10 @@ t.test('every kind of bad file is refused with what and where', async (t) => {
     ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": "80"}]}', /bindings\[0\]: port "80"/],
     ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": 1, "protocol": "sctp"}]}', /bindings\[0\]: protocol "sctp"/],
     ['{"bindings": [{"label": "a", "label": "b", "prefix": "192.0.2.0/24", "port": 1}]}', /duplicate key "label" at line 1, column 30/],
-    ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": 1}, {"label": "b", "prefix": "192.0.2.9/24", "port": 1, "protocol": "udp"}]}', /bindings\[1\]: udp 192.0.2.0\/24 port 1 is already bound by bindings\[0\]/],
+    [
+      '{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": 1}, {"label": "b", "prefix": "192.0.2.9/24", "port": 1, "protocol": "udp"}]}',
+      /bindings\[1\]: udp 192.0.2.0\/24 port 1 is already bound by bindings\[0\]/,
+    ],
     ['{"bindings": [{"label": "a", "prefix": "::ffff:1.2.3.4", "port": 1}]}', /IPv4-mapped/],
     ['{"bindings": [{"label": "a", "prefix": "192.0.2.0/24", "port": NaN}]}', /not valid JSON/],
   ];
@@ -28,10 +42,23 @@ t.test('every kind of bad file is refused with what and where', async (t) => {
 });
 
 t.test('an IPv4 and an IPv6 prefix with equal words and length are not duplicates', async (t) => {
-  const pairs = [['0.0.0.0/0', '::/0'], ['10.0.0.0/8', 'a00::/8']];
+  const pairs = [
+    ['0.0.0.0/0', '::/0'],
+    ['10.0.0.0/8', 'a00::/8'],
+  ];
   for (const [four, six] of pairs) {
-    const text = JSON.stringify({ bindings: [{ label: 'a', prefix: six, port: 0 }, { label: 'b', prefix: four, port: 0 }] });
-    t.same(parseBindingsText(text).map(String), [`tcp ${six} port 0 (every port) -> a`, `udp ${six} port 0 (every port) -> a`, `tcp ${four} port 0 (every port) -> b`, `udp ${four} port 0 (every port) -> b`]);
+    const text = JSON.stringify({
+      bindings: [
+        { label: 'a', prefix: six, port: 0 },
+        { label: 'b', prefix: four, port: 0 },
+      ],
+    });
+    t.same(parseBindingsText(text).map(String), [
+      `tcp ${six} port 0 (every port) -> a`,
+      `udp ${six} port 0 (every port) -> a`,
+      `tcp ${four} port 0 (every port) -> b`,
+      `udp ${four} port 0 (every port) -> b`,
+    ]);
   }
 });
 
@@ -43,5 +70,8 @@ t.test('JSON nested deeper than the stack is refused with a clear error, not a R
     message: /bindings\[0\]: label \[\.\.\.\] \(nested too deeply to show\)/,
   });
   // A duplicate key makes the file parse a second time, with a tree: too deep for it, it still says why.
-  t.throws(() => parseBindingsText(`{"bindings": [], "bindings": ${deep(200_000)}}`), { code: 'ERR_BINDINGS_FILE', message: /nested too deeply/ });
+  t.throws(() => parseBindingsText(`{"bindings": [], "bindings": ${deep(200_000)}}`), {
+    code: 'ERR_BINDINGS_FILE',
+    message: /nested too deeply/,
+  });
 });

@@ -33,8 +33,32 @@ const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
 const PORTS = [0, 0, 0, 40400, 40401];
 const PREFIXES = ['192.0.2.0/24', '192.0.2.200', '10.0.0.0/8', 'a00::/8', '::/0', '0.0.0.0/0', '2001:db8::/32', '2001:db8::1'];
 const WEIRD: unknown[] = [
-  null, true, 1.5, -1, 65536, 1e308, -0, 2 ** 53 + 1, '', ' ', 'a'.repeat(65), 'wéb', 'a\u0000b', '80', [], {}, [1, 2],
-  '1.2.3.4/33', '::ffff:1.2.3.4', '1.2.3.4/', '999.1.1.1', 'fe80::1%eth0', '1.2.3.4/-1', 'x'.repeat(5000), 'sctp', 'TCP',
+  null,
+  true,
+  1.5,
+  -1,
+  65536,
+  1e308,
+  -0,
+  2 ** 53 + 1,
+  '',
+  ' ',
+  'a'.repeat(65),
+  'wéb',
+  'a\u0000b',
+  '80',
+  [],
+  {},
+  [1, 2],
+  '1.2.3.4/33',
+  '::ffff:1.2.3.4',
+  '1.2.3.4/',
+  '999.1.1.1',
+  'fe80::1%eth0',
+  '1.2.3.4/-1',
+  'x'.repeat(5000),
+  'sctp',
+  'TCP',
 ];
 
 function binding(): Record<string, unknown> {
@@ -42,7 +66,8 @@ function binding(): Record<string, unknown> {
 }
 
 /** A value nested `depth` deep in arrays or objects. */
-const deep = (depth: number): string => (rand() < 0.5 ? `${'['.repeat(depth)}${']'.repeat(depth)}` : `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`);
+const deep = (depth: number): string =>
+  rand() < 0.5 ? `${'['.repeat(depth)}${']'.repeat(depth)}` : `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
 
 /** A JSON body that is valid, or wrong in one of the ways a hostile client would try. */
 function body(valid: Record<string, unknown>): string {
@@ -75,7 +100,10 @@ const field = (o: Record<string, unknown>): string => pick(Object.keys(o));
 function validRequest(): { method: string; path: string; body?: string } {
   switch (int(10)) {
     case 0:
-      return { method: 'GET', path: pick(['/v1/bindings', '/v1/bindings?protocol=tcp', '/v1/bindings?prefix=10.0.0.0/8&port=0', '/v1/bindings?port=x']) };
+      return {
+        method: 'GET',
+        path: pick(['/v1/bindings', '/v1/bindings?protocol=tcp', '/v1/bindings?prefix=10.0.0.0/8&port=0', '/v1/bindings?port=x']),
+      };
     case 1:
     case 2:
     case 3:
@@ -87,19 +115,42 @@ function validRequest(): { method: string; path: string; body?: string } {
       return { method: 'PUT', path: pick(['/v1/bindings', '/v1/bindings?dry_run=true']), body: body(file) };
     }
     case 6:
-      return { method: 'GET', path: `/v1/lookup?protocol=${pick(['tcp', 'udp', 'x'])}&address=${pick(['192.0.2.9', '::1', '10.1.2.3', 'zz', ''])}&port=${pick(['80', '0', '65536', '-1'])}` };
+      return {
+        method: 'GET',
+        path: `/v1/lookup?protocol=${pick(['tcp', 'udp', 'x'])}&address=${pick(['192.0.2.9', '::1', '10.1.2.3', 'zz', ''])}&port=${pick(['80', '0', '65536', '-1'])}`,
+      };
     case 7:
-      return { method: 'GET', path: pick(['/v1/status', '/v1/services', '/v1/upstreams', '/v2/status', '/', '/v1/../v1/status', '/v1/%zz']) };
+      return {
+        method: 'GET',
+        path: pick(['/v1/status', '/v1/services', '/v1/upstreams', '/v2/status', '/', '/v1/../v1/status', '/v1/%zz']),
+      };
     case 8:
-      return { method: 'POST', path: '/v1/upstreams', body: body({ label: 'web', address: pick(['tcp:127.0.0.1:1', 'tcp:[::1]:2', 'udp:1.2.3.4:5', 'tcp:x']), proxy_protocol: pick(['none', 'v1', 'v2', 'v3']) }) };
+      return {
+        method: 'POST',
+        path: '/v1/upstreams',
+        body: body({
+          label: 'web',
+          address: pick(['tcp:127.0.0.1:1', 'tcp:[::1]:2', 'udp:1.2.3.4:5', 'tcp:x']),
+          proxy_protocol: pick(['none', 'v1', 'v2', 'v3']),
+        }),
+      };
     default:
-      return { method: pick(['DELETE', 'PATCH', 'OPTIONS']), path: pick(['/v1/upstreams', '/v1/bindings']), body: body({ label: pick(['web', 'nope']) }) };
+      return {
+        method: pick(['DELETE', 'PATCH', 'OPTIONS']),
+        path: pick(['/v1/upstreams', '/v1/bindings']),
+        body: body({ label: pick(['web', 'nope']) }),
+      };
   }
 }
 
 function raw(r: { method: string; path: string; body?: string }, headers: string[] = []): Buffer {
   const b = r.body === undefined ? Buffer.alloc(0) : Buffer.from(r.body);
-  const lines = [`${r.method} ${r.path} HTTP/1.1`, 'Host: dispatcher', ...(r.body === undefined ? [] : [`Content-Length: ${b.length}`, 'Content-Type: application/json']), ...headers];
+  const lines = [
+    `${r.method} ${r.path} HTTP/1.1`,
+    'Host: dispatcher',
+    ...(r.body === undefined ? [] : [`Content-Length: ${b.length}`, 'Content-Type: application/json']),
+    ...headers,
+  ];
   return Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`), b]);
 }
 
@@ -119,9 +170,23 @@ function request(): [Buffer, number | 'incomplete'] {
     case 2:
       return [raw(r, [`X-Big: ${'a'.repeat(pick([100, 20_000, 200_000]))}`]), 1];
     case 3:
-      return [raw(r, Array.from({ length: pick([10, 3000]) }, (_, i) => `X-H${i}: ${i}`)), 1];
+      return [
+        raw(
+          r,
+          Array.from({ length: pick([10, 3000]) }, (_, i) => `X-H${i}: ${i}`),
+        ),
+        1,
+      ];
     case 4: {
-      const header = pick(['Content-Length: -1', 'Content-Length: 99999999999', 'Content-Length: 1, 2', 'Transfer-Encoding: chunked', 'Content-Length: 1e3', 'Expect: 100-continue', 'Connection: close']);
+      const header = pick([
+        'Content-Length: -1',
+        'Content-Length: 99999999999',
+        'Content-Length: 1, 2',
+        'Transfer-Encoding: chunked',
+        'Content-Length: 1e3',
+        'Expect: 100-continue',
+        'Connection: close',
+      ]);
       return [raw(r, [header]), 1];
     }
     case 5:
@@ -227,7 +292,12 @@ t.test('fuzzing the control socket: errors change nothing, the daemon serves, de
     const a = await send(d.control, raw({ method: 'GET', path: '/v1/bindings' }));
     return (a![0]!.body as { bindings: BindingJSON[] }).bindings;
   };
-  const initial = { bindings: [{ label: 'seed', protocol: 'tcp', prefix: '198.51.100.0/24', port: 0 }, { label: 'seed6', protocol: 'udp', prefix: '::/0', port: 0 }] };
+  const initial = {
+    bindings: [
+      { label: 'seed', protocol: 'tcp', prefix: '198.51.100.0/24', port: 0 },
+      { label: 'seed6', protocol: 'udp', prefix: '::/0', port: 0 },
+    ],
+  };
   t.equal((await send(d.control, raw({ method: 'PUT', path: '/v1/bindings', body: JSON.stringify(initial) })))![0]!.status, 200);
   const fdsBefore = await settledFds(pid);
   const rssBefore = rss();
@@ -272,8 +342,12 @@ t.test('fuzzing the control socket: errors change nothing, the daemon serves, de
         apply(a);
         // The daemon's own answers are JSON, and an error names its code; a 500 is a bug it did not expect.
         const error = (a.body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
-        if (a.status !== 200 && a.body !== undefined && (typeof error?.code !== 'string' || typeof error.message !== 'string')) problems.push(`#${i}: ${a.status} without an error code`);
-        if (a.status >= 500 && a.status !== 503) problems.push(`#${i}: ${a.status} ${JSON.stringify(a.body).slice(0, 200)} for ${JSON.stringify(bytes.subarray(0, 200).toString('latin1'))}`);
+        if (a.status !== 200 && a.body !== undefined && (typeof error?.code !== 'string' || typeof error.message !== 'string'))
+          problems.push(`#${i}: ${a.status} without an error code`);
+        if (a.status >= 500 && a.status !== 503)
+          problems.push(
+            `#${i}: ${a.status} ${JSON.stringify(a.body).slice(0, 200)} for ${JSON.stringify(bytes.subarray(0, 200).toString('latin1'))}`,
+          );
       }
     }
   };
@@ -282,7 +356,10 @@ t.test('fuzzing the control socket: errors change nothing, the daemon serves, de
   await Promise.all(Array.from({ length: CONCURRENCY }, () => worker(ITERATIONS)));
   t.comment(`statuses: ${JSON.stringify(Object.fromEntries([...statuses].sort()))}, unanswered: ${unanswered}`);
   t.same(problems, [], 'no answer is a 5xx (but 503) or an error without a code');
-  t.ok((statuses.get(200) ?? 0) > ITERATIONS / 10 && (statuses.get(400) ?? 0) > ITERATIONS / 10, 'both successes and refusals were exercised');
+  t.ok(
+    (statuses.get(200) ?? 0) > ITERATIONS / 10 && (statuses.get(400) ?? 0) > ITERATIONS / 10,
+    'both successes and refusals were exercised',
+  );
   t.equal(unanswered, 0, 'every connection was answered or closed within 5 s');
 
   const after = await list();
@@ -302,5 +379,8 @@ t.test('fuzzing the control socket: errors change nothing, the daemon serves, de
   const rssAfter = rss();
   const mb = (n: number): number => Math.round(n / MiB);
   t.ok(rssAfter - rssBefore < RSS_GROWTH_MAX, `RSS grew by ${mb(rssAfter - rssBefore)} MiB, under ${mb(RSS_GROWTH_MAX)} MiB`);
-  t.ok(rssAfter - rssHalfway < RSS_SECOND_HALF_MAX, `RSS grew by ${mb(rssAfter - rssHalfway)} MiB in the second half, under ${mb(RSS_SECOND_HALF_MAX)} MiB`);
+  t.ok(
+    rssAfter - rssHalfway < RSS_SECOND_HALF_MAX,
+    `RSS grew by ${mb(rssAfter - rssHalfway)} MiB in the second half, under ${mb(RSS_SECOND_HALF_MAX)} MiB`,
+  );
 });

@@ -1,7 +1,14 @@
 import t from 'tap';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
-import { encode, encodeConnection, encodeDatagram, encodeReply, MAX_DATAGRAM_MESSAGE, type WorkerMessage } from '../src/services/protocol.js';
+import {
+  encode,
+  encodeConnection,
+  encodeDatagram,
+  encodeReply,
+  MAX_DATAGRAM_MESSAGE,
+  type WorkerMessage,
+} from '../src/services/protocol.js';
 import { MAX_FDS, native } from '../src/native/index.js';
 import { rng } from './helpers/bindings.js';
 import { daemonIn } from './helpers/daemon.js';
@@ -132,7 +139,8 @@ t.test(`fuzzing the services socket leaves the daemon serving, with no leak (see
     }
     const sock = native.connectSeqpacket(d.services);
     open.push(sock);
-    if (random() < 0.5) native.sendFd(sock, encode({ type: 'register', version: 1, label: pick(['web', 'fuzz']), window: 1 + int(64) }), -1);
+    if (random() < 0.5)
+      native.sendFd(sock, encode({ type: 'register', version: 1, label: pick(['web', 'fuzz']), window: 1 + int(64) }), -1);
     for (let m = 0, n = 1 + int(5); m < n; m++) {
       if (random() < 0.15) {
         const a = attachment(sock);

@@ -28,7 +28,10 @@ t.test('a state file from a newer version says so, and how to get out', async (t
   const stateDir = join(dir, 'state');
   await mkdir(stateDir);
   await writeFile(join(stateDir, 'state.json'), JSON.stringify({ version: STATE_VERSION + 1, bindings: [] }));
-  await t.rejects(new StateFile(stateDir).load(), { code: 'ERR_STATE', message: new RegExp(`written by a newer version \\(${STATE_VERSION + 1}\\); this daemon reads version ${STATE_VERSION}: upgrade`) });
+  await t.rejects(new StateFile(stateDir).load(), {
+    code: 'ERR_STATE',
+    message: new RegExp(`written by a newer version \\(${STATE_VERSION + 1}\\); this daemon reads version ${STATE_VERSION}: upgrade`),
+  });
   await t.rejects(startDaemon(dir), /written by a newer version/, 'the daemon refuses to start with that message');
   await writeFile(join(stateDir, 'state.json'), JSON.stringify({ version: 'x', bindings: [] }));
   await t.rejects(new StateFile(stateDir).load(), { message: /is corrupt/ }, 'anything else is still corrupt');

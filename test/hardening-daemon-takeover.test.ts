@@ -44,7 +44,11 @@ t.test('1,000 queued connections, then a takeover: each is served or reset, and 
   t.equal(status.pid, next.process.pid, 'the new daemon answers');
   const counts: Record<string, number> = {};
   for (const o of await Promise.all(outcomes)) counts[o] = (counts[o] ?? 0) + 1;
-  t.same(Object.keys(counts).filter((k) => k !== 'served' && k !== 'reset'), [], `none hangs: ${JSON.stringify(counts)}`);
+  t.same(
+    Object.keys(counts).filter((k) => k !== 'served' && k !== 'reset'),
+    [],
+    `none hangs: ${JSON.stringify(counts)}`,
+  );
   t.ok((counts['served'] ?? 0) > 0, `served: ${JSON.stringify(counts)}`);
 });
 

@@ -7,7 +7,10 @@ import { readable } from './helpers/native.js';
 import { randomPort, sleep } from './helpers/services.js';
 
 /** A bare worker on the services socket: registers `label`, and sends whatever reply it is told to. */
-async function rawWorker(services: string, label: string): Promise<{ reply(client: object, local: object, payload: string): void; datagram(): Promise<Record<string, unknown>>; close(): void }> {
+async function rawWorker(
+  services: string,
+  label: string,
+): Promise<{ reply(client: object, local: object, payload: string): void; datagram(): Promise<Record<string, unknown>>; close(): void }> {
   const sock = native.connectSeqpacket(services);
   const data = new Uint8Array(70_000);
   const fds = new Int32Array(MAX_FDS + 1);
@@ -23,7 +26,8 @@ async function rawWorker(services: string, label: string): Promise<{ reply(clien
   const registered = await next();
   if (registered['type'] !== 'registered') throw new Error(JSON.stringify(registered));
   return {
-    reply: (client, local, payload) => void native.sendFd(sock, Buffer.from(`${JSON.stringify({ type: 'reply', client, local })}\n${payload}`), -1),
+    reply: (client, local, payload) =>
+      void native.sendFd(sock, Buffer.from(`${JSON.stringify({ type: 'reply', client, local })}\n${payload}`), -1),
     datagram: next,
     close: () => native.close(sock),
   };
@@ -51,7 +55,8 @@ t.test('a worker may reply only on a flow its label received, never from elsewhe
   worker.reply(me, { address: '127.0.0.53', port }, 'forged 1');
   worker.reply(me, { address: '127.0.0.54', port }, 'forged 2');
   worker.reply(me, { address: '2001:db8::66', port }, 'forged 3');
-  const refused = async (): Promise<number> => (JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON).connections.replies_refused;
+  const refused = async (): Promise<number> =>
+    (JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON).connections.replies_refused;
   for (let i = 0; i < 100 && (await refused()) < 3; i++) await sleep(50);
   t.equal(await refused(), 3, 'three replies refused');
 

@@ -59,8 +59,12 @@ t.test('concurrent large bodies are bounded: the extra ones get 503 naming the l
   const read = answers.filter((a) => a.status === 400);
   t.equal(busy.length + read.length, n, `every upload is answered 400 or 503: ${answers.map((a) => a.status).join(' ')}`);
   t.ok(read.length >= 1, 'at least one body is read');
-  t.ok(read.length <= Math.floor(MAX_BUFFERED / size), `at most ${Math.floor(MAX_BUFFERED / size)} bodies of ${size} are held at once (${read.length})`);
-  for (const a of busy) t.match(a.body.error, { code: 'ERR_BUSY', message: new RegExp(`of the ${MAX_BUFFERED} bytes the daemon buffers at once`) });
+  t.ok(
+    read.length <= Math.floor(MAX_BUFFERED / size),
+    `at most ${Math.floor(MAX_BUFFERED / size)} bodies of ${size} are held at once (${read.length})`,
+  );
+  for (const a of busy)
+    t.match(a.body.error, { code: 'ERR_BUSY', message: new RegExp(`of the ${MAX_BUFFERED} bytes the daemon buffers at once`) });
   for (const a of read) t.match(a.body.error, { code: 'ERR_BINDINGS_FILE', message: /not valid JSON/ });
 
   // A held body is a buffer, then a string: 2x the budget at the peak, plus the allocator's and heap's slack.
@@ -92,13 +96,19 @@ t.test('a 50 MB malformed body gets a prompt error naming where', async (t) => {
   // The last entry lacks its comma: V8's error gives the position.
   const missingComma = await put(`{"bindings": [\n${entries}{"label": "b"} {}]}`);
   t.equal(missingComma.status, 400);
-  t.match(missingComma.body.error, { code: 'ERR_BINDINGS_FILE', message: new RegExp(`not valid JSON: Expected ',' or ']' after array element at line ${count + 2}, column 16`) });
+  t.match(missingComma.body.error, {
+    code: 'ERR_BINDINGS_FILE',
+    message: new RegExp(`not valid JSON: Expected ',' or ']' after array element at line ${count + 2}, column 16`),
+  });
   t.ok(missingComma.ms < 10_000, `answered in ${missingComma.ms} ms`);
 
   // A trailing comma: V8 gives no position but quotes the text around it.
   const token = await put(`{"bindings": [\n${entries}]}`);
   t.equal(token.status, 400);
-  t.match(token.body.error, { code: 'ERR_BINDINGS_FILE', message: /not valid JSON: Unexpected token '\]', \.\.\.".*\\n\]}" is not valid JSON/ });
+  t.match(token.body.error, {
+    code: 'ERR_BINDINGS_FILE',
+    message: /not valid JSON: Unexpected token '\]', \.\.\.".*\\n\]}" is not valid JSON/,
+  });
   t.ok(token.ms < 10_000, `answered in ${token.ms} ms`);
   t.match((await d.cli('bind', 'export')).stdout, /"bindings": \[\]/, 'nothing changed');
 });

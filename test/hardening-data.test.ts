@@ -43,8 +43,17 @@ t.test('an IPv4 and an IPv6 prefix with equal words and length are different bin
 
 t.test('the duplicate check still refuses a key given twice, in either family', async (t) => {
   for (const prefix of ['10.0.0.0/8', 'a00::/8', '::/0', '0.0.0.0/0']) {
-    const text = JSON.stringify({ bindings: [{ label: 'a', prefix, port: 1 }, { label: 'b', prefix, port: 1, protocol: 'udp' }] });
-    t.throws(() => parseBindingsText(text, 'f.json'), { code: 'ERR_BINDINGS_FILE', message: /bindings\[1\]: udp .* port 1 is already bound by bindings\[0\]/ }, prefix);
+    const text = JSON.stringify({
+      bindings: [
+        { label: 'a', prefix, port: 1 },
+        { label: 'b', prefix, port: 1, protocol: 'udp' },
+      ],
+    });
+    t.throws(
+      () => parseBindingsText(text, 'f.json'),
+      { code: 'ERR_BINDINGS_FILE', message: /bindings\[1\]: udp .* port 1 is already bound by bindings\[0\]/ },
+      prefix,
+    );
   }
 });
 
@@ -85,7 +94,10 @@ t.test('property: random tables survive export | load and a restart unchanged, e
     const bindings = randomBindings(rng(seed), 400, [0, 0, 0, 40000 + seed]).sort(compareForList);
     const want = bindings.map((b) => b.toJSON());
     t.ok(
-      bindings.some((a) => a.family === 4 && bindings.some((b) => b.family === 6 && b.length === a.length && b.word(0) === a.word(0) && b.word(1) === 0)),
+      bindings.some(
+        (a) =>
+          a.family === 4 && bindings.some((b) => b.family === 6 && b.length === a.length && b.word(0) === a.word(0) && b.word(1) === 0),
+      ),
       `seed ${seed}: has an IPv4/IPv6 pair with equal words and length`,
     );
     await writeFile(file, JSON.stringify(formatBindingsFile(bindings)));

@@ -158,7 +158,12 @@ t.test('UDP relay flows are capped and close when idle', async (t) => {
   const relayed = new UdpRelay(() => undefined, { idleMs: 200, maxFlows: 2 });
   t.teardown(() => relayed.close());
   const to = { label: 'dns', address: `udp:127.0.0.1:${upstreamPort}`, proxy_protocol: 'none' as const };
-  const endpoint = (port: number): { address: string; port: number; family: 4; words: number[] } => ({ address: '127.0.0.1', port, family: 4, words: [0x7f000001] });
+  const endpoint = (port: number): { address: string; port: number; family: 4; words: number[] } => ({
+    address: '127.0.0.1',
+    port,
+    family: 4,
+    words: [0x7f000001],
+  });
   const local = endpoint(53);
   const client = endpoint;
   t.ok(relayed.send(to, client(1001), local, Buffer.from('a')));

@@ -9,48 +9,55 @@ import { daemonIn, type StatusJSON, tempDir } from './helpers/daemon.js';
 import { openFds, passRights } from './helpers/native.js';
 import { randomPort, sleep } from './helpers/services.js';
 
+t.test(
+  'an accepted Unix socket refuses descriptors (SO_PASSRIGHTS): none arrives, none leaks',
+  { skip: !passRights && 'needs Linux 6.16 or later' },
+  async (t) => {
+    const dir = await tempDir(t);
+    const path = join(dir, 'l.sock');
+    const listener = native.listenSeqpacket(path, 4);
+    const peer = native.connectSeqpacket(path);
+    const cred = new Int32Array(4);
+    t.equal(native.acceptUnix(listener, cred), 1);
+    const accepted = cred[0]!;
+    const baseline = openFds();
+    const file = openSync(join(dir, 'x'), 'w');
+    // The kernel refuses the send itself.
+    const sent = native.sendFd(peer, Buffer.from('hello'), file);
+    t.equal(sent, -constants.errno.EPERM, 'the send of a descriptor is refused');
+    t.equal(native.sendFd(peer, Buffer.from('hello'), -1), 5, 'a message without one still goes');
+    const fds = new Int32Array(MAX_FDS + 1);
+    t.equal(native.recvMsg(accepted, new Uint8Array(64), fds), 5);
+    t.equal(fds[0], 0, 'no descriptor arrived');
+    closeSync(file);
+    t.equal(openFds(), baseline, 'the process holds no more descriptors than before');
+    // The connecting end (a worker's, the new daemon's in a hand-over) still takes them.
+    const again = openSync(join(dir, 'x'), 'r');
+    t.equal(native.sendFd(accepted, Buffer.from('fd'), again), 2, 'the accepted end can send one');
+    t.equal(native.recvMsg(peer, new Uint8Array(64), fds), 2);
+    t.equal(fds[0], 1, 'and the connecting end receives it');
+    closeSync(fds[1]!);
+    closeSync(again);
+    for (const fd of [peer, accepted, listener]) native.close(fd);
+  },
+);
 
-t.test('an accepted Unix socket refuses descriptors (SO_PASSRIGHTS): none arrives, none leaks', { skip: !passRights && 'needs Linux 6.16 or later' }, async (t) => {
-  const dir = await tempDir(t);
-  const path = join(dir, 'l.sock');
-  const listener = native.listenSeqpacket(path, 4);
-  const peer = native.connectSeqpacket(path);
-  const cred = new Int32Array(4);
-  t.equal(native.acceptUnix(listener, cred), 1);
-  const accepted = cred[0]!;
-  const baseline = openFds();
-  const file = openSync(join(dir, 'x'), 'w');
-  // The kernel refuses the send itself.
-  const sent = native.sendFd(peer, Buffer.from('hello'), file);
-  t.equal(sent, -constants.errno.EPERM, 'the send of a descriptor is refused');
-  t.equal(native.sendFd(peer, Buffer.from('hello'), -1), 5, 'a message without one still goes');
-  const fds = new Int32Array(MAX_FDS + 1);
-  t.equal(native.recvMsg(accepted, new Uint8Array(64), fds), 5);
-  t.equal(fds[0], 0, 'no descriptor arrived');
-  closeSync(file);
-  t.equal(openFds(), baseline, 'the process holds no more descriptors than before');
-  // The connecting end (a worker's, the new daemon's in a hand-over) still takes them.
-  const again = openSync(join(dir, 'x'), 'r');
-  t.equal(native.sendFd(accepted, Buffer.from('fd'), again), 2, 'the accepted end can send one');
-  t.equal(native.recvMsg(peer, new Uint8Array(64), fds), 2);
-  t.equal(fds[0], 1, 'and the connecting end receives it');
-  closeSync(fds[1]!);
-  closeSync(again);
-  for (const fd of [peer, accepted, listener]) native.close(fd);
-});
-
-t.test('a descriptor sent before the listener accepts is refused too: the connection inherits the refusal', { skip: !passRights && 'needs Linux 6.16 or later' }, async (t) => {
-  const dir = await tempDir(t);
-  const path = join(dir, 'l.sock');
-  const listener = native.listenSeqpacket(path, 4);
-  const peer = native.connectSeqpacket(path);
-  const file = openSync(join(dir, 'x'), 'w');
-  t.equal(native.sendFd(peer, Buffer.from('early'), file), -constants.errno.EPERM, 'refused while the connection waits to be accepted');
-  closeSync(file);
-  const cred = new Int32Array(4);
-  t.equal(native.acceptUnix(listener, cred), 1);
-  for (const fd of [peer, cred[0]!, listener]) native.close(fd);
-});
+t.test(
+  'a descriptor sent before the listener accepts is refused too: the connection inherits the refusal',
+  { skip: !passRights && 'needs Linux 6.16 or later' },
+  async (t) => {
+    const dir = await tempDir(t);
+    const path = join(dir, 'l.sock');
+    const listener = native.listenSeqpacket(path, 4);
+    const peer = native.connectSeqpacket(path);
+    const file = openSync(join(dir, 'x'), 'w');
+    t.equal(native.sendFd(peer, Buffer.from('early'), file), -constants.errno.EPERM, 'refused while the connection waits to be accepted');
+    closeSync(file);
+    const cred = new Int32Array(4);
+    t.equal(native.acceptUnix(listener, cred), 1);
+    for (const fd of [peer, cred[0]!, listener]) native.close(fd);
+  },
+);
 
 t.test('reset closes a descriptor that is not a socket, without blocking', async (t) => {
   const dir = await tempDir(t);
@@ -75,25 +82,29 @@ function bound(socket: Socket, port: number): Promise<void> {
   return new Promise((resolve) => socket.bind(port, '127.0.0.1', resolve));
 }
 
-t.test('a local user cannot bind the daemon UDP port with SO_REUSEADDR and take its datagrams', { skip: process.getuid?.() !== 0 && 'needs root' }, async (t) => {
-  const d = await daemonIn(t);
-  const port = randomPort();
-  const upstream = createSocket('udp4');
-  const upstreamPort = randomPort();
-  await bound(upstream, upstreamPort);
-  t.teardown(() => upstream.close());
-  await d.cli('bind', 'add', 'dns', 'udp', '127.0.0.1', String(port));
-  t.equal((await d.cli('upstream', 'add', 'dns', `udp:127.0.0.1:${upstreamPort}`)).code, 0);
-  t.equal(await squatAsNobody(port), 'EADDRINUSE', 'nobody cannot bind the port');
-  const client = createSocket('udp4');
-  t.teardown(() => client.close());
-  const got = new Promise<string>((resolve) => {
-    upstream.once('message', (m) => resolve(m.toString()));
-    setTimeout(() => resolve('nothing within 3 s'), 3000).unref();
-  });
-  client.send('query', port, '127.0.0.1');
-  t.equal(await got, 'query', 'the daemon still receives the datagrams');
-});
+t.test(
+  'a local user cannot bind the daemon UDP port with SO_REUSEADDR and take its datagrams',
+  { skip: process.getuid?.() !== 0 && 'needs root' },
+  async (t) => {
+    const d = await daemonIn(t);
+    const port = randomPort();
+    const upstream = createSocket('udp4');
+    const upstreamPort = randomPort();
+    await bound(upstream, upstreamPort);
+    t.teardown(() => upstream.close());
+    await d.cli('bind', 'add', 'dns', 'udp', '127.0.0.1', String(port));
+    t.equal((await d.cli('upstream', 'add', 'dns', `udp:127.0.0.1:${upstreamPort}`)).code, 0);
+    t.equal(await squatAsNobody(port), 'EADDRINUSE', 'nobody cannot bind the port');
+    const client = createSocket('udp4');
+    t.teardown(() => client.close());
+    const got = new Promise<string>((resolve) => {
+      upstream.once('message', (m) => resolve(m.toString()));
+      setTimeout(() => resolve('nothing within 3 s'), 3000).unref();
+    });
+    client.send('query', port, '127.0.0.1');
+    t.equal(await got, 'query', 'the daemon still receives the datagrams');
+  },
+);
 
 t.test('a second daemon on the same UDP port reports EADDRINUSE, as for TCP', async (t) => {
   const first = await daemonIn(t);

@@ -69,7 +69,11 @@ t.test('unregistered connections of a local user do not lock out root', async (t
   const raw = native.connectSeqpacket(d.services);
   t.teardown(() => native.close(raw));
   native.sendFd(raw, Buffer.from(JSON.stringify({ type: 'register', version: 1, label: 'web' })), -1);
-  t.same((await receive(raw)).messages.map((m) => m['type']), ['registered'], "root's first connection is taken and registers");
+  t.same(
+    (await receive(raw)).messages.map((m) => m['type']),
+    ['registered'],
+    "root's first connection is taken and registers",
+  );
   const web = await startWorker('web', d.services);
   t.teardown(() => web.stop());
   t.match(web.output(), /registered web/, "root's worker registers while nobody holds all it may");
@@ -113,7 +117,8 @@ t.test('a worker flooding the daemon does not starve another worker or the contr
   t.teardown(() => flood.stop());
   await flood.line(/^registered flood/);
   await sleep(300); // let the flood fill the daemon's side of the socket
-  for (let i = 0; i < 5; i++) t.equal((await request('127.0.0.1', port, { timeoutMs: 15_000 })).label, 'web', `hand-off ${i} during the flood`);
+  for (let i = 0; i < 5; i++)
+    t.equal((await request('127.0.0.1', port, { timeoutMs: 15_000 })).label, 'web', `hand-off ${i} during the flood`);
   const during = await status(d);
   t.equal(flood.process.exitCode, null, 'all of that while the flood went on');
   t.ok(during.connections['replies_refused']! > 0, 'and the flood was being read');
@@ -167,7 +172,8 @@ t.test('the documented session: O_NONBLOCK descriptors, the window as asked, the
   t.equal(await peer.line(/^drained/), 'drained open', 'after "drained" the daemon keeps the connection open');
   t.equal(await peer.exit, 0, 'the worker closes it');
   await client;
-  const workers = async (): Promise<unknown[]> => (await new ControlClient(d.control).call<{ workers: unknown[] }>('GET', '/services')).workers;
+  const workers = async (): Promise<unknown[]> =>
+    (await new ControlClient(d.control).call<{ workers: unknown[] }>('GET', '/services')).workers;
   for (let i = 0; i < 50 && (await workers()).length > 0; i++) await sleep(100);
   t.same(await workers(), [], 'and the daemon forgets it');
 });

@@ -162,7 +162,11 @@ t.test('acceptBatch reports each connection with the address the client dialled'
   }
   t.equal(n, 3, 'one batch call can take several connections');
   const records = Array.from({ length: n }, (_, i) => out.subarray(i * ACCEPT_RECORD, (i + 1) * ACCEPT_RECORD));
-  const locals = records.map((r) => (r[1] === 4 ? `4:${(r[2]! >>> 0).toString(16)}` : `6:${Array.from(r.subarray(2, 6), (w) => (w >>> 0).toString(16)).join(',')}`)).sort();
+  const locals = records
+    .map((r) =>
+      r[1] === 4 ? `4:${(r[2]! >>> 0).toString(16)}` : `6:${Array.from(r.subarray(2, 6), (w) => (w >>> 0).toString(16)).join(',')}`,
+    )
+    .sort();
   t.same(locals, ['4:7f000007', '4:7f000008', '6:0,0,0,1'], 'IPv4 on a dual-stack socket comes back as IPv4');
   for (const r of records) {
     t.equal(r[6], port, 'the local port');
@@ -201,7 +205,11 @@ t.test('set-up calls throw errors with codes; bad arguments are type errors', as
 
 t.test('datagrams: each with its real destination, and replies from the address the client sent to', async (t) => {
   const { DATAGRAM_RECORD, DATAGRAM_SLOT, LISTEN_UDP } = await import('../src/native/index.js');
-  t.throws(() => native.sendDatagrams(-1, new Uint8Array(4), Int32Array.from([2, 4, 4, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), 1, true), RangeError, 'a record outside the data');
+  t.throws(
+    () => native.sendDatagrams(-1, new Uint8Array(4), Int32Array.from([2, 4, 4, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), 1, true),
+    RangeError,
+    'a record outside the data',
+  );
   const { createSocket } = await import('node:dgram');
   let fd = -1;
   let port: number;
@@ -230,17 +238,26 @@ t.test('datagrams: each with its real destination, and replies from the address 
     const n = native.recvDatagrams(fd, data, meta, 4);
     for (let k = 0; k < n; k++) {
       const r = meta.subarray(k * DATAGRAM_RECORD, (k + 1) * DATAGRAM_RECORD);
-      got.push({ text: Buffer.from(data.subarray(k * DATAGRAM_SLOT, k * DATAGRAM_SLOT + r[0]!)).toString(), src: Array.from(r.subarray(1, 7)), dst: Array.from(r.subarray(7, 13)) });
+      got.push({
+        text: Buffer.from(data.subarray(k * DATAGRAM_SLOT, k * DATAGRAM_SLOT + r[0]!)).toString(),
+        src: Array.from(r.subarray(1, 7)),
+        dst: Array.from(r.subarray(7, 13)),
+      });
     }
   }
   got = got.sort((a, b) => a.text.localeCompare(b.text));
-  t.same(got.map((g) => g.text), ['to ::1', 'to .7']);
+  t.same(
+    got.map((g) => g.text),
+    ['to ::1', 'to .7'],
+  );
   t.same(got[1]!.dst, [4, 0x7f000007, 0, 0, 0, port], 'an IPv4 datagram on a dual-stack socket: its IPv4 destination');
   t.same(got[0]!.dst, [6, 0, 0, 0, 1, port], 'an IPv6 datagram: its IPv6 destination');
   t.equal(got[1]!.src[5], v4.address().port, 'the source port');
 
   // The reply leaves from 127.0.0.7, the address the client sent to, not from the wildcard's choice.
-  const reply = new Promise<{ msg: string; from: string; port: number }>((resolve) => v4.once('message', (m, rinfo) => resolve({ msg: m.toString(), from: rinfo.address, port: rinfo.port })));
+  const reply = new Promise<{ msg: string; from: string; port: number }>((resolve) =>
+    v4.once('message', (m, rinfo) => resolve({ msg: m.toString(), from: rinfo.address, port: rinfo.port })),
+  );
   const records = Int32Array.from([0, 4, ...got[1]!.src, ...got[1]!.dst]);
   t.equal(native.sendDatagrams(fd, Buffer.from('pong'), records, 1, true), 1, 'one datagram sent (sendmmsg)');
   t.same(await reply, { msg: 'pong', from: '127.0.0.7', port });
@@ -291,8 +308,16 @@ for (const [name, run] of Object.entries(cases)) {
 t.test('hostile arguments give a TypeError, a RangeError or -errno, never a crash', async (t) => {
   const addon = fileURLToPath(new URL('../native/build/Release/dispatcher.node', import.meta.url));
   let out = '';
-  t.doesNotThrow(() => (out = execFileSync(process.execPath, ['-e', HOSTILE, addon], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })), 'the child survives every call');
-  const got = Object.fromEntries(out.trim().split('\n').map((line) => line.split(' ') as [string, string]));
+  t.doesNotThrow(
+    () => (out = execFileSync(process.execPath, ['-e', HOSTILE, addon], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })),
+    'the child survives every call',
+  );
+  const got = Object.fromEntries(
+    out
+      .trim()
+      .split('\n')
+      .map((line) => line.split(' ') as [string, string]),
+  );
   const { errno } = constants;
   t.same(got, {
     recvNegative: '0',
@@ -322,9 +347,26 @@ t.test('hostile arguments give a TypeError, a RangeError or -errno, never a cras
 });
 
 t.test('records.ts reads what the addon writes and writes what it reads', async (t) => {
-  const { ACCEPT, DATAGRAM, SEND, acceptFd, addressAt, addressText, checkRecordSizes, datagramLength, portAt, putAddress, putSendData, recordIn } = await import('../src/native/records.js');
+  const {
+    ACCEPT,
+    DATAGRAM,
+    SEND,
+    acceptFd,
+    addressAt,
+    addressText,
+    checkRecordSizes,
+    datagramLength,
+    portAt,
+    putAddress,
+    putSendData,
+    recordIn,
+  } = await import('../src/native/records.js');
   const { DATAGRAM_RECORD, DATAGRAM_SLOT, LISTEN_UDP, SEND_RECORD } = await import('../src/native/index.js');
-  t.throws(() => checkRecordSizes({ ACCEPT_RECORD, DATAGRAM_RECORD, SEND_RECORD: SEND_RECORD + 1 }), /SEND_RECORD/, 'a size that disagrees stops the start');
+  t.throws(
+    () => checkRecordSizes({ ACCEPT_RECORD, DATAGRAM_RECORD, SEND_RECORD: SEND_RECORD + 1 }),
+    /SEND_RECORD/,
+    'a size that disagrees stops the start',
+  );
 
   const { fd, port } = listenAnywhere('127.0.0.1');
   const client = await connected('127.0.0.1', port);
@@ -333,7 +375,11 @@ t.test('records.ts reads what the addon writes and writes what it reads', async 
   t.equal(native.acceptBatch(fd, batch, 2), 1);
   const accepted = recordIn(batch, 0, ACCEPT_RECORD);
   t.same([addressText(accepted, ACCEPT.LOCAL), portAt(accepted, ACCEPT.LOCAL)], ['127.0.0.1', port], 'the local address');
-  t.same(addressAt(accepted, ACCEPT.PEER), { family: 4, words: Int32Array.from([0x7f000001, 0, 0, 0]), port: client.localPort }, 'the peer address');
+  t.same(
+    addressAt(accepted, ACCEPT.PEER),
+    { family: 4, words: Int32Array.from([0x7f000001, 0, 0, 0]), port: client.localPort },
+    'the peer address',
+  );
   native.close(acceptFd(batch, 0));
   client.destroy();
   native.close(fd);

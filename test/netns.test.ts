@@ -50,9 +50,17 @@ t.test('tproxy mode: every port of a bound prefix, TCP and UDP, IPv4 and IPv6', 
     ...['udp', '2001:db8:1::7', 5353],
     ...['udp', '2001:db8:1::7', p2],
   );
-  t.same(results.map(labelOf), ['web', 'web', 'vip', 'ssh', 'vip', 'web', 'vip', 'web', 'vip', 'ETIMEDOUT'], 'every port of the prefixes, by precedence');
+  t.same(
+    results.map(labelOf),
+    ['web', 'web', 'vip', 'ssh', 'vip', 'web', 'vip', 'web', 'vip', 'ETIMEDOUT'],
+    'every port of the prefixes, by precedence',
+  );
   const first = results[0]!.line!.split(' ');
-  t.same([first[2], first[4], first[5]], ['192.0.2.2', '198.51.100.1', String(p1)], 'the service sees the client and the address and port it dialled');
+  t.same(
+    [first[2], first[4], first[5]],
+    ['192.0.2.2', '198.51.100.1', String(p1)],
+    'the service sees the client and the address and port it dialled',
+  );
   const v6 = results[6]!.line!.split(' ');
   t.same([v6[2], v6[4], v6[5]], ['2001:db8::2', '2001:db8:1::7', String(p2)]);
   t.equal(results[7]!.from, `198.51.100.3 ${p1}`, 'a UDP reply comes from the address and port the client sent to');
@@ -78,7 +86,11 @@ t.test('tproxy mode leaves unbound traffic to the host, and its table goes with 
   await d.cli('bind', 'add', 'web', 'tcp', '198.51.100.0/24', '443');
   const w = await startWorker('web', d.services);
   t.teardown(() => w.stop());
-  t.same((await ns.probe('tcp', '198.51.100.1', 443, 'tcp', '198.51.100.1', 8080, 'tcp', '203.0.113.1', 8080)).map(labelOf), ['web', 'ordinary', 'ordinary']);
+  t.same((await ns.probe('tcp', '198.51.100.1', 443, 'tcp', '198.51.100.1', 8080, 'tcp', '203.0.113.1', 8080)).map(labelOf), [
+    'web',
+    'ordinary',
+    'ordinary',
+  ]);
 
   // A crash leaves the rules; the next daemon replaces them and serves.
   await d.stop('SIGKILL');
@@ -107,7 +119,23 @@ t.test('ports mode: dual-stack listeners serve IPv4 and IPv6 clients, TCP and UD
   await d.cli('bind', 'add', 'web', 'udp', '198.51.100.0/24', String(port));
   const workers = await Promise.all(['web', 'vip'].map((label) => startWorker(label, d.services)));
   t.teardown(() => Promise.all(workers.map((w) => w.stop())));
-  const results = await ns.probe('tcp', '198.51.100.4', port, 'tcp', '2001:db8:1::4', port, 'udp', '198.51.100.4', port, 'udp', '2001:db8:1::7', port, 'tcp', '198.51.100.4', port + 1);
+  const results = await ns.probe(
+    'tcp',
+    '198.51.100.4',
+    port,
+    'tcp',
+    '2001:db8:1::4',
+    port,
+    'udp',
+    '198.51.100.4',
+    port,
+    'udp',
+    '2001:db8:1::7',
+    port,
+    'tcp',
+    '198.51.100.4',
+    port + 1,
+  );
   t.same(results.map(labelOf), ['web', 'web', 'web', 'vip', 'ECONNREFUSED']);
   t.equal(results[3]!.from, `2001:db8:1::7 ${port}`, 'the reply leaves from the dialled IPv6 address');
 });
@@ -123,7 +151,8 @@ t.test('dig against two DNS services on one prefix', { skip: !isRoot && 'needs r
     startWorker('dns-b', d.services, { command: [process.execPath, DNS_SERVICE, 'dns-b', d.services, '203.0.113.2'] }),
   ]);
   t.teardown(() => Promise.all(services.map((s) => s.stop())));
-  const dig = async (server: string): Promise<string> => (await ns.client_('dig', `@${server}`, '+short', '+tries=1', '+time=3', 'www.example.test', 'A')).stdout.trim();
+  const dig = async (server: string): Promise<string> =>
+    (await ns.client_('dig', `@${server}`, '+short', '+tries=1', '+time=3', 'www.example.test', 'A')).stdout.trim();
   t.equal(await dig('198.51.100.1'), '203.0.113.1', 'the /24 answers with dns-a');
   t.equal(await dig('198.51.100.53'), '203.0.113.2', 'the /32 answers with dns-b');
   t.equal(await dig('2001:db8:1::99'), '203.0.113.1', 'over IPv6 too');

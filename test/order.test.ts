@@ -13,7 +13,10 @@ t.test('list order: tcp, IPv4, contained before container, address, port with 0 
     bind('other', 'tcp', '10.0.0.0/8', 0),
     bind('deep', 'tcp', '192.0.2.255', 0),
   ];
-  t.same(bindings.sort(compareForList).map((b) => b.label), ['other', 'low', 'host', 'deep', 'web', 'all', 'v6', 'z']);
+  t.same(
+    bindings.sort(compareForList).map((b) => b.label),
+    ['other', 'low', 'host', 'deep', 'web', 'all', 'v6', 'z'],
+  );
 });
 
 t.test('filters combine; --prefix keeps prefixes within it', async (t) => {
@@ -24,7 +27,8 @@ t.test('filters combine; --prefix keeps prefixes within it', async (t) => {
     bind('b', 'tcp', '198.51.100.0/24', 80),
     bind('c', 'tcp', '2001:db8::/48', 0),
   ];
-  const labels = (f: Parameters<typeof bindingFilter>[0]): string[] => bindings.filter(bindingFilter(f)).map((b) => `${b.label} ${b.prefix}`);
+  const labels = (f: Parameters<typeof bindingFilter>[0]): string[] =>
+    bindings.filter(bindingFilter(f)).map((b) => `${b.label} ${b.prefix}`);
   t.same(labels({ prefix: '192.0.2.0/24' }), ['a 192.0.2.0/24', 'a 192.0.2.0/25', 'b 192.0.2.128/25']);
   t.same(labels({ prefix: '192.0.2.128/25', label: 'b' }), ['b 192.0.2.128/25']);
   t.same(labels({ protocol: 'tcp', port: 80, label: 'b' }), ['b 192.0.2.128/25', 'b 198.51.100.0/24']);

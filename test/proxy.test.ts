@@ -15,7 +15,9 @@ import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 const has = (cmd: string): boolean => ['/usr/sbin', '/usr/bin'].some((d) => existsSync(join(d, cmd)));
 
 function curl(url: string): Promise<{ code: number; body: string }> {
-  return new Promise((resolve) => execFile('curl', ['-sS', '--max-time', '5', url], (err, stdout, stderr) => resolve({ code: err ? 1 : 0, body: stdout || stderr })));
+  return new Promise((resolve) =>
+    execFile('curl', ['-sS', '--max-time', '5', url], (err, stdout, stderr) => resolve({ code: err ? 1 : 0, body: stdout || stderr })),
+  );
 }
 
 async function startServer(t: TapTest, command: string[], socket: string): Promise<void> {
@@ -67,57 +69,73 @@ frontend f
   return socket;
 }
 
-t.test('nginx and HAProxy see the real client and the dialled address, PROXY v1 and v2, IPv4 and IPv6', { skip: !(has('nginx') && has('haproxy')) && 'needs nginx and haproxy (apt-get install nginx haproxy)' }, async (t) => {
-  const dir = await tempDir(t);
-  const d = await startDaemon(dir, ['--upstream-dir', dir]);
-  t.teardown(() => d.stop());
-  const port = randomPort();
-  const nginx = await startNginx(t, dir);
-  const haproxy = await startHaproxy(t, dir);
-  await d.cli('bind', 'add', 'web', 'tcp', '127.0.0.0/8', String(port));
-  await d.cli('bind', 'add', 'web', 'tcp', '::1', String(port));
-  await d.cli('bind', 'add', 'hap', 'tcp', '127.0.0.6', String(port));
-  await d.cli('bind', 'add', 'hap', 'tcp', '::1', String(port + 1));
-  t.equal((await d.cli('upstream', 'add', 'hap', `unix:${haproxy}`, '--proxy-protocol', 'v2')).code, 0);
-  for (const version of ['v1', 'v2']) {
-    const add = await d.cli('upstream', 'add', 'web', `unix:${nginx}`, '--proxy-protocol', version);
-    t.match(add.stdout, new RegExp(`upstream web -> unix:${nginx} \\(PROXY protocol ${version}\\)`));
-    const v4 = await curl(`http://127.0.0.5:${port}/`);
-    t.match(v4.body, new RegExp(`^nginx 127\\.0\\.0\\.1 \\d+ 127\\.0\\.0\\.5 ${port}\\n$`), `nginx, ${version}, IPv4`);
-    const v6 = await curl(`http://[::1]:${port}/`);
-    t.match(v6.body, new RegExp(`^nginx ::1 \\d+ ::1 ${port}\\n$`), `nginx, ${version}, IPv6`);
-  }
-  t.match((await curl(`http://127.0.0.6:${port}/`)).body, new RegExp(`^haproxy 127\\.0\\.0\\.1 \\d+ 127\\.0\\.0\\.6 ${port}\\n$`), 'HAProxy, v2, IPv4');
-  t.match((await curl(`http://[::1]:${port + 1}/`)).body, new RegExp(`^haproxy ::1 \\d+ ::1 ${port + 1}\\n$`), 'HAProxy, v2, IPv6');
+t.test(
+  'nginx and HAProxy see the real client and the dialled address, PROXY v1 and v2, IPv4 and IPv6',
+  { skip: !(has('nginx') && has('haproxy')) && 'needs nginx and haproxy (apt-get install nginx haproxy)' },
+  async (t) => {
+    const dir = await tempDir(t);
+    const d = await startDaemon(dir, ['--upstream-dir', dir]);
+    t.teardown(() => d.stop());
+    const port = randomPort();
+    const nginx = await startNginx(t, dir);
+    const haproxy = await startHaproxy(t, dir);
+    await d.cli('bind', 'add', 'web', 'tcp', '127.0.0.0/8', String(port));
+    await d.cli('bind', 'add', 'web', 'tcp', '::1', String(port));
+    await d.cli('bind', 'add', 'hap', 'tcp', '127.0.0.6', String(port));
+    await d.cli('bind', 'add', 'hap', 'tcp', '::1', String(port + 1));
+    t.equal((await d.cli('upstream', 'add', 'hap', `unix:${haproxy}`, '--proxy-protocol', 'v2')).code, 0);
+    for (const version of ['v1', 'v2']) {
+      const add = await d.cli('upstream', 'add', 'web', `unix:${nginx}`, '--proxy-protocol', version);
+      t.match(add.stdout, new RegExp(`upstream web -> unix:${nginx} \\(PROXY protocol ${version}\\)`));
+      const v4 = await curl(`http://127.0.0.5:${port}/`);
+      t.match(v4.body, new RegExp(`^nginx 127\\.0\\.0\\.1 \\d+ 127\\.0\\.0\\.5 ${port}\\n$`), `nginx, ${version}, IPv4`);
+      const v6 = await curl(`http://[::1]:${port}/`);
+      t.match(v6.body, new RegExp(`^nginx ::1 \\d+ ::1 ${port}\\n$`), `nginx, ${version}, IPv6`);
+    }
+    t.match(
+      (await curl(`http://127.0.0.6:${port}/`)).body,
+      new RegExp(`^haproxy 127\\.0\\.0\\.1 \\d+ 127\\.0\\.0\\.6 ${port}\\n$`),
+      'HAProxy, v2, IPv4',
+    );
+    t.match((await curl(`http://[::1]:${port + 1}/`)).body, new RegExp(`^haproxy ::1 \\d+ ::1 ${port + 1}\\n$`), 'HAProxy, v2, IPv6');
 
-  const list = JSON.parse((await d.cli('upstream', 'list', '--json')).stdout) as UpstreamsJSON;
-  t.same(list.upstreams, [
-    { label: 'hap', address: `unix:${haproxy}`, proxy_protocol: 'v2' },
-    { label: 'web', address: `unix:${nginx}`, proxy_protocol: 'v2' },
-  ]);
+    const list = JSON.parse((await d.cli('upstream', 'list', '--json')).stdout) as UpstreamsJSON;
+    t.same(list.upstreams, [
+      { label: 'hap', address: `unix:${haproxy}`, proxy_protocol: 'v2' },
+      { label: 'web', address: `unix:${nginx}`, proxy_protocol: 'v2' },
+    ]);
 
-  // A worker, when registered, comes first; the upstream serves again when it leaves.
-  const worker = await startWorker('web', d.services);
-  t.equal((await request('127.0.0.5', port)).label, 'web', 'the registered worker serves');
-  await worker.stop();
-  await sleep(200);
-  t.match((await curl(`http://127.0.0.5:${port}/`)).body, /^nginx /, 'the upstream again');
+    // A worker, when registered, comes first; the upstream serves again when it leaves.
+    const worker = await startWorker('web', d.services);
+    t.equal((await request('127.0.0.5', port)).label, 'web', 'the registered worker serves');
+    await worker.stop();
+    await sleep(200);
+    t.match((await curl(`http://127.0.0.5:${port}/`)).body, /^nginx /, 'the upstream again');
 
-  // Upstreams persist with the bindings.
-  await d.stop();
-  const d2 = await startDaemon(dir, ['--upstream-dir', dir]);
-  t.teardown(() => d2.stop());
-  t.same((JSON.parse((await d2.cli('upstream', 'list', '--json')).stdout) as UpstreamsJSON).upstreams, list.upstreams, 'a restarted daemon has its upstreams');
-  t.equal((await d2.cli('upstream', 'rm', 'hap')).code, 0);
-  t.equal((await d2.cli('upstream', 'rm', 'hap')).code, 2, 'removing it twice fails');
+    // Upstreams persist with the bindings.
+    await d.stop();
+    const d2 = await startDaemon(dir, ['--upstream-dir', dir]);
+    t.teardown(() => d2.stop());
+    t.same(
+      (JSON.parse((await d2.cli('upstream', 'list', '--json')).stdout) as UpstreamsJSON).upstreams,
+      list.upstreams,
+      'a restarted daemon has its upstreams',
+    );
+    t.equal((await d2.cli('upstream', 'rm', 'hap')).code, 0);
+    t.equal((await d2.cli('upstream', 'rm', 'hap')).code, 2, 'removing it twice fails');
 
-  // Restarted without the directory its unix: upstreams lie in: it starts, leaves them out and says so.
-  await d2.stop();
-  const d3 = await startDaemon(dir);
-  t.teardown(() => d3.stop());
-  t.same((JSON.parse((await d3.cli('upstream', 'list', '--json')).stdout) as UpstreamsJSON).upstreams, [], 'an upstream outside --upstream-dir is left out');
-  t.match(d3.stderr(), /upstream left out: .*must be a socket in \/run\/dispatcher\/upstreams\//, 'and the log says why');
-});
+    // Restarted without the directory its unix: upstreams lie in: it starts, leaves them out and says so.
+    await d2.stop();
+    const d3 = await startDaemon(dir);
+    t.teardown(() => d3.stop());
+    t.same(
+      (JSON.parse((await d3.cli('upstream', 'list', '--json')).stdout) as UpstreamsJSON).upstreams,
+      [],
+      'an upstream outside --upstream-dir is left out',
+    );
+    t.match(d3.stderr(), /upstream left out: .*must be a socket in \/run\/dispatcher\/upstreams\//, 'and the log says why');
+  },
+);
 
 t.test('an upstream that refuses, hangs or closes mid-stream: reset or close, and nothing leaks', async (t) => {
   const d = await daemonIn(t, ['--upstream-timeout', '500']);
@@ -196,7 +214,11 @@ t.test('UDP through an upstream: per client flow, PROXY v2 on each datagram, ans
   upstream.on('message', (m, rinfo) => {
     const ok = m.subarray(0, 12).equals(Buffer.from('0d0a0d0a000d0a515549540a', 'hex')) && m[12] === 0x21 && m[13] === 0x12;
     const ip = (o: number): string => [...m.subarray(o, o + 4)].join('.');
-    upstream.send(`${ok ? 'v2' : 'bad'} ${ip(16)} ${m.readUInt16BE(24)} ${ip(20)} ${m.readUInt16BE(26)} ${m.subarray(28).toString()}`, rinfo.port, rinfo.address);
+    upstream.send(
+      `${ok ? 'v2' : 'bad'} ${ip(16)} ${m.readUInt16BE(24)} ${ip(20)} ${m.readUInt16BE(26)} ${m.subarray(28).toString()}`,
+      rinfo.port,
+      rinfo.address,
+    );
   });
   const upstreamPort = randomPort();
   await new Promise<void>((r) => upstream.bind(upstreamPort, '127.0.0.1', r));
@@ -206,10 +228,15 @@ t.test('UDP through an upstream: per client flow, PROXY v2 on each datagram, ans
   const client = createSocket('udp4');
   t.teardown(() => client.close());
   await new Promise<void>((r) => client.bind(0, '127.0.0.1', r));
-  const answer = (): Promise<{ text: string; from: string }> => new Promise((resolve) => client.once('message', (m, r) => resolve({ text: m.toString(), from: `${r.address}:${r.port}` })));
+  const answer = (): Promise<{ text: string; from: string }> =>
+    new Promise((resolve) => client.once('message', (m, r) => resolve({ text: m.toString(), from: `${r.address}:${r.port}` })));
   for (const text of ['one', 'two']) {
     const got = answer();
     client.send(text, port, '127.0.0.8');
-    t.same(await got, { text: `v2 127.0.0.1 ${client.address().port} 127.0.0.8 ${port} ${text}`, from: `127.0.0.8:${port}` }, `datagram "${text}" relayed and answered`);
+    t.same(
+      await got,
+      { text: `v2 127.0.0.1 ${client.address().port} 127.0.0.8 ${port} ${text}`, from: `127.0.0.8:${port}` },
+      `datagram "${text}" relayed and answered`,
+    );
   }
 });

@@ -35,7 +35,11 @@ t.test('SIGKILL under load: a restart has the same bindings, and the workers com
   await clients;
   t.equal((await d2.cli('bind', 'export')).stdout, before, 'the bindings are exactly the ones before the crash');
   const services = JSON.parse((await d2.cli('services', '--json')).stdout) as ServicesJSON;
-  t.same(services.workers.map((w) => w.pid), [worker.pid], 'the worker re-registered without a restart');
+  t.same(
+    services.workers.map((w) => w.pid),
+    [worker.pid],
+    'the worker re-registered without a restart',
+  );
   t.equal((await request('127.0.0.9', port)).pid, worker.pid, 'and serves');
   t.ok(served > 0, `${served} connections served`);
   t.comment(`connections that failed while no daemon ran: ${failed}`);
@@ -64,7 +68,10 @@ t.test('a flood of more connections than the descriptor limit: the daemon surviv
     ),
   );
   sockets.forEach((s) => s.destroy());
-  t.ok(outcomes.every((o) => o === 'ECONNRESET' || o === 'closed'), `every flooded connection ended cleanly (${[...new Set(outcomes)].join(', ')})`);
+  t.ok(
+    outcomes.every((o) => o === 'ECONNRESET' || o === 'closed'),
+    `every flooded connection ended cleanly (${[...new Set(outcomes)].join(', ')})`,
+  );
   t.equal(d.process.exitCode, null, 'the daemon is alive');
   t.match(d.stderr(), /out of descriptors/, 'and said it ran out');
   const w = await startWorker('web', d.services);

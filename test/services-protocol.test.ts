@@ -11,7 +11,12 @@ import { openFds, passRights, readable, settledFds } from './helpers/native.js';
 import { PYTHON_SERVICE, randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 /** Sends `payload` on a fresh services connection; returns the daemon's answer and whether it then closed. */
-async function exchange(services: string, payloads: (Buffer | string)[], fd = -1, settleMs = 0): Promise<{ answers: Record<string, unknown>[]; closed: boolean }> {
+async function exchange(
+  services: string,
+  payloads: (Buffer | string)[],
+  fd = -1,
+  settleMs = 0,
+): Promise<{ answers: Record<string, unknown>[]; closed: boolean }> {
   const sock = native.connectSeqpacket(services);
   // A send may fail once the daemon has refused and closed; what it answered is what is checked.
   for (const p of payloads) native.sendFd(sock, Buffer.from(p), fd);
@@ -22,14 +27,16 @@ async function exchange(services: string, payloads: (Buffer | string)[], fd = -1
     // For exchanges that must not end: give the daemon time, then take what it said.
     await sleep(settleMs);
     let n: number;
-    while ((n = native.recvMsg(sock, data, fds)) > 0) answers.push(JSON.parse(Buffer.from(data.subarray(0, n)).toString()) as Record<string, unknown>);
+    while ((n = native.recvMsg(sock, data, fds)) > 0)
+      answers.push(JSON.parse(Buffer.from(data.subarray(0, n)).toString()) as Record<string, unknown>);
     native.close(sock);
     return { answers, closed: n === 0 };
   }
   for (;;) {
     await readable(sock);
     let n: number;
-    while ((n = native.recvMsg(sock, data, fds)) > 0) answers.push(JSON.parse(Buffer.from(data.subarray(0, n)).toString()) as Record<string, unknown>);
+    while ((n = native.recvMsg(sock, data, fds)) > 0)
+      answers.push(JSON.parse(Buffer.from(data.subarray(0, n)).toString()) as Record<string, unknown>);
     if (n === 0 || n !== -EAGAIN) {
       native.close(sock);
       return { answers, closed: n === 0 };
@@ -56,7 +63,11 @@ t.test('garbage on the services socket gets an error and a close, never a crash 
     ['a huge message', [Buffer.alloc(100_000, 'x')], /a message is longer than 69632 bytes/],
     ['a huge header', [Buffer.alloc(10_000, 'x')], /a message header is longer than 4096 bytes/],
     ['a payload on a message that takes none', [`${register()}\npayload`], /a "register" message has no payload/],
-    ['a reply without payload', [register(), '{"type":"reply","client":{"address":"192.0.2.1","port":1},"local":{"address":"192.0.2.2","port":2}}'], /a reply needs a newline/],
+    [
+      'a reply without payload',
+      [register(), '{"type":"reply","client":{"address":"192.0.2.1","port":1},"local":{"address":"192.0.2.2","port":2}}'],
+      /a reply needs a newline/,
+    ],
     ['an ack of more than was sent', [register(), '{"type":"ack","count":5}'], /ack of 5 with 0 hand-offs unacknowledged/],
     ['a register twice', [register(), register()], /"register" is only valid as the first message/],
   ];
@@ -69,7 +80,11 @@ t.test('garbage on the services socket gets an error and a close, never a crash 
   const file = openFileForTest(dir);
   if (passRights) {
     const sock = native.connectSeqpacket(d.services);
-    t.equal(native.sendFd(sock, Buffer.from(register()), file), -constants.errno.EPERM, 'the kernel refuses a descriptor sent to the daemon');
+    t.equal(
+      native.sendFd(sock, Buffer.from(register()), file),
+      -constants.errno.EPERM,
+      'the kernel refuses a descriptor sent to the daemon',
+    );
     native.close(sock);
   } else {
     const withFd = await exchange(d.services, [register()], file);
@@ -98,9 +113,19 @@ t.test('a worker may only reply from addresses its label is bound to', async (t)
   const port = randomPort();
   await d.cli('bind', 'add', 'dns', 'udp', '127.0.0.53', String(port));
   await d.cli('bind', 'add', 'other', 'udp', '127.0.0.54', String(port));
-  const reply = (local: string): string => `${JSON.stringify({ type: 'reply', client: { address: '127.0.0.1', port: 9 }, local: { address: local, port } })}\nspoof`;
-  const { answers, closed } = await exchange(d.services, [register('dns'), reply('127.0.0.54'), reply('127.0.0.99'), reply('not an address')], -1, 300);
-  t.same(answers.map((a) => a['type']), ['registered'], 'no error: a reply racing a rebinding must not kill the worker');
+  const reply = (local: string): string =>
+    `${JSON.stringify({ type: 'reply', client: { address: '127.0.0.1', port: 9 }, local: { address: local, port } })}\nspoof`;
+  const { answers, closed } = await exchange(
+    d.services,
+    [register('dns'), reply('127.0.0.54'), reply('127.0.0.99'), reply('not an address')],
+    -1,
+    300,
+  );
+  t.same(
+    answers.map((a) => a['type']),
+    ['registered'],
+    'no error: a reply racing a rebinding must not kill the worker',
+  );
   t.notOk(closed);
   const status = JSON.parse((await d.cli('status', '--json')).stdout) as StatusJSON;
   t.equal(status.connections.replies_refused, 3, 'each refused reply is counted');
@@ -121,7 +146,11 @@ t.test('garbage on the control socket gets an HTTP error or a close', async (t) 
   t.match(await send(randomBytes(2000)), /^HTTP\/1\.1 400/, 'random bytes');
   t.match(await send(`GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(100_000)}\r\n\r\n`), /^HTTP\/1\.1 431/, 'huge headers');
   t.match(await send('PUT /v1/bindings HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{"bind'), /^HTTP\/1\.1 400/, 'a truncated body');
-  t.match(await send('POST /v1/bindings HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n[1,2]'), /HTTP\/1\.1 400[\s\S]*ERR_REQUEST/, 'JSON of the wrong shape');
+  t.match(
+    await send('POST /v1/bindings HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n[1,2]'),
+    /HTTP\/1\.1 400[\s\S]*ERR_REQUEST/,
+    'JSON of the wrong shape',
+  );
   t.equal((await d.cli('status')).code, 0, 'the daemon still answers');
 });
 
@@ -145,9 +174,15 @@ t.test('the Python example speaks the protocol', async (t) => {
   const sock = createSocket('udp4');
   t.teardown(() => sock.close());
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  const reply = new Promise<{ text: string; from: string }>((resolve) => sock.once('message', (m, rinfo) => resolve({ text: m.toString(), from: `${rinfo.address}:${rinfo.port}` })));
+  const reply = new Promise<{ text: string; from: string }>((resolve) =>
+    sock.once('message', (m, rinfo) => resolve({ text: m.toString(), from: `${rinfo.address}:${rinfo.port}` })),
+  );
   sock.send('ping', port, '127.0.0.6');
   const got = await reply;
-  t.match(got.text, new RegExp(`^py ${py.pid} 127\\.0\\.0\\.1 ${sock.address().port} 127\\.0\\.0\\.6 ${port} udp -\nping$`), 'a datagram, answered');
+  t.match(
+    got.text,
+    new RegExp(`^py ${py.pid} 127\\.0\\.0\\.1 ${sock.address().port} 127\\.0\\.0\\.6 ${port} udp -\nping$`),
+    'a datagram, answered',
+  );
   t.equal(got.from, `127.0.0.6:${port}`, 'from the address and port the client sent to');
 });

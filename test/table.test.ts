@@ -4,7 +4,8 @@ import { type Binding } from '../src/bindings/binding.js';
 import { Table } from '../src/table/table.js';
 import { bind, rng } from './helpers/bindings.js';
 
-const label = (table: Table, protocol: 'tcp' | 'udp', ip: string, port: number): string | undefined => table.lookup(protocol, ip, port)?.label;
+const label = (table: Table, protocol: 'tcp' | 'udp', ip: string, port: number): string | undefined =>
+  table.lookup(protocol, ip, port)?.label;
 
 t.test("Tubular's precedence: longest prefix, then specific port over port 0", async (t) => {
   const table = Table.from([bind('a', 'tcp', '127.0.0.0/8', 80), bind('b', 'tcp', '127.0.0.1/32', 0)]);
@@ -91,8 +92,16 @@ t.test('from refuses the same (protocol, prefix, port) twice', async (t) => {
 });
 
 t.test('diff reports added, removed and relabelled bindings', async (t) => {
-  const before = Table.from([bind('a', 'tcp', '192.0.2.0/24', 0), bind('b', 'udp', '192.0.2.0/24', 53), bind('c', 'tcp', '2001:db8::/32', 0)]);
-  const after = Table.from([bind('a', 'tcp', '192.0.2.0/24', 0), bind('B', 'udp', '192.0.2.0/24', 53), bind('d', 'tcp', '2001:db8::/48', 0)]);
+  const before = Table.from([
+    bind('a', 'tcp', '192.0.2.0/24', 0),
+    bind('b', 'udp', '192.0.2.0/24', 53),
+    bind('c', 'tcp', '2001:db8::/32', 0),
+  ]);
+  const after = Table.from([
+    bind('a', 'tcp', '192.0.2.0/24', 0),
+    bind('B', 'udp', '192.0.2.0/24', 53),
+    bind('d', 'tcp', '2001:db8::/48', 0),
+  ]);
   const d = before.diff(after);
   t.same(d.added.map(String).sort(), ['tcp 2001:db8::/48 port 0 (every port) -> d', 'udp 192.0.2.0/24 port 53 -> B']);
   t.same(d.removed.map(String).sort(), ['tcp 2001:db8::/32 port 0 (every port) -> c', 'udp 192.0.2.0/24 port 53 -> b']);
@@ -100,7 +109,12 @@ t.test('diff reports added, removed and relabelled bindings', async (t) => {
 });
 
 t.test('ports lists the ports bindings name', async (t) => {
-  const table = Table.from([bind('a', 'tcp', '192.0.2.0/24', 443), bind('b', 'tcp', '2001:db8::/32', 80), bind('c', 'udp', '192.0.2.0/24', 53), bind('d', 'tcp', '198.51.100.0/24', 0)]);
+  const table = Table.from([
+    bind('a', 'tcp', '192.0.2.0/24', 443),
+    bind('b', 'tcp', '2001:db8::/32', 80),
+    bind('c', 'udp', '192.0.2.0/24', 53),
+    bind('d', 'tcp', '198.51.100.0/24', 0),
+  ]);
   t.same(table.ports('tcp'), [0, 80, 443]);
   t.same(table.ports('udp'), [53]);
 });
@@ -115,7 +129,7 @@ function reference(bindings: Binding[], protocol: string, ip: string, port: numb
     for (let i = 0; i < a.words.length; i++) {
       const bits = Math.min(Math.max(b.length - 32 * i, 0), 32);
       const mask = bits === 0 ? 0 : bits === 32 ? 0xffffffff : ~(0xffffffff >>> bits) >>> 0;
-      if (((a.words[i]! & mask) >>> 0) !== ((b.word(i) & mask) >>> 0)) inside = false;
+      if ((a.words[i]! & mask) >>> 0 !== (b.word(i) & mask) >>> 0) inside = false;
     }
     if (!inside) continue;
     if (best === undefined || b.length > best.length || (b.length === best.length && b.port !== 0)) best = b;
@@ -133,7 +147,12 @@ t.test('randomized: the table agrees with the reference on nested IPv4 and IPv6 
     const byKey = new Map<string, Binding>();
     for (let i = 0; i < 400; i++) {
       const six = rand() < 0.4;
-      const b = bind(`l${i}`, pick(['tcp', 'udp']), `${six ? v6() : v4()}/${six ? pick([0, 31, 32, 33, 63, 64, 65, 96, 126, 128]) : pick([0, 8, 16, 22, 23, 24, 25, 30, 31, 32])}`, pick([0, 0, 80, 443]));
+      const b = bind(
+        `l${i}`,
+        pick(['tcp', 'udp']),
+        `${six ? v6() : v4()}/${six ? pick([0, 31, 32, 33, 63, 64, 65, 96, 126, 128]) : pick([0, 8, 16, 22, 23, 24, 25, 30, 31, 32])}`,
+        pick([0, 0, 80, 443]),
+      );
       byKey.set(`${b.protocol} ${b.prefix} ${b.port}`, b);
     }
     const bindings = [...byKey.values()];
@@ -150,7 +169,10 @@ t.test('randomized: the table agrees with the reference on nested IPv4 and IPv6 
         if (mismatches < 5) t.fail(`seed ${seed}: ${protocol} ${ip} ${port}: got ${String(got)}, want ${String(want)}`);
       }
       const words = parseAddress(ip);
-      t.equal(table.lookupLabel(protocol, words.family, words.words, port), want?.label, 'lookupLabel agrees', { diagnostic: false, silent: true });
+      t.equal(table.lookupLabel(protocol, words.family, words.words, port), want?.label, 'lookupLabel agrees', {
+        diagnostic: false,
+        silent: true,
+      });
     }
     t.equal(mismatches, 0, `seed ${seed}: ${bindings.length} bindings, 4000 lookups`);
 

@@ -46,7 +46,8 @@ function preciseParse(text: string, source: string): unknown {
   } catch (err) {
     if (err instanceof DispatcherError) throw err;
     // momoa and toValue recurse: JSON nested deeper than the stack cannot be located, only refused.
-    if (err instanceof RangeError) throw fileError(source, 'nested too deeply to locate the error (no bindings file nests more than 3 deep)');
+    if (err instanceof RangeError)
+      throw fileError(source, 'nested too deeply to locate the error (no bindings file nests more than 3 deep)');
     throw notJSON(source, (err as Error).message);
   }
 }
@@ -129,7 +130,10 @@ export function parseBindingsDocument(doc: unknown, source = 'bindings file'): B
       }
       const first = seen.add(binding, i);
       if (first !== undefined) {
-        throw fileError(source, `${where}: ${binding.protocol} ${binding.prefix} port ${binding.port} is already bound by bindings[${first}]`);
+        throw fileError(
+          source,
+          `${where}: ${binding.protocol} ${binding.prefix} port ${binding.port} is already bound by bindings[${first}]`,
+        );
       }
       out.push(binding);
     }
@@ -149,7 +153,11 @@ class Seen {
   /** Records `binding` from `entry`; returns the earlier entry if its key was seen. */
   add(binding: Binding, entry: number): number | undefined {
     // The hash only spreads keys; equality is Binding.key's, so a field the hash missed costs speed, not correctness.
-    let h = Math.imul(binding.port + 1, 0x9e3779b1) ^ (binding.length << 2) ^ (binding.protocol === 'tcp' ? 0 : 1) ^ (binding.family === 4 ? 0 : 2);
+    let h =
+      Math.imul(binding.port + 1, 0x9e3779b1) ^
+      (binding.length << 2) ^
+      (binding.protocol === 'tcp' ? 0 : 1) ^
+      (binding.family === 4 ? 0 : 2);
     for (let i = 0; i < 4; i++) h = Math.imul(h ^ binding.word(i), 0x85ebca6b) ^ (h >>> 13);
     h &= 0x3fffffff;
     const other = this.#byHash.get(h);

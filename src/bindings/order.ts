@@ -51,7 +51,7 @@ function contains(outer: Prefix, b: Binding): boolean {
     const bits = Math.min(Math.max(outer.length - 32 * i, 0), 32);
     if (bits === 0) break;
     const mask = bits === 32 ? 0xffffffff : ~(0xffffffff >>> bits);
-    if (((b.word(i) & mask) >>> 0) !== ((outer.words[i]! & mask) >>> 0)) return false;
+    if ((b.word(i) & mask) >>> 0 !== (outer.words[i]! & mask) >>> 0) return false;
   }
   return true;
 }

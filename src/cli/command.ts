@@ -14,7 +14,12 @@ export const defineCommand = <U>(module: CommandModule<GlobalArgs, U>): CommandM
 export const controlClient = (argv: GlobalArgs): ControlClient => new ControlClient(argv.control);
 
 /** A command that shows what the daemon answers: as JSON with --json (for scripts), else as `format` writes it. */
-export function viewCommand<T>(command: string, describe: string, fetch: (client: ControlClient) => Promise<T>, format: (value: T) => string) {
+export function viewCommand<T>(
+  command: string,
+  describe: string,
+  fetch: (client: ControlClient) => Promise<T>,
+  format: (value: T) => string,
+) {
   return defineCommand({
     command,
     describe,

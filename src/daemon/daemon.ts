@@ -49,7 +49,13 @@ export class Daemon {
     this.log = o.logger;
     const { metrics, log } = this;
     for (const refusal of saved.refused) log.warn(`state file: ${refusal}; left out`);
-    const store = new ChangeStore({ state: new StateFile(o.stateDir), table: Table.from(saved.bindings), upstreams: saved.upstreams, upstreamDir: o.upstreamDir, log });
+    const store = new ChangeStore({
+      state: new StateFile(o.stateDir),
+      table: Table.from(saved.bindings),
+      upstreams: saved.upstreams,
+      upstreamDir: o.upstreamDir,
+      log,
+    });
     const registry = new Registry({ timeoutMs: o.queueTimeoutMs, size: o.queueSize }, metrics);
     const policy = new Policy(o.allow);
     const flows = new UdpFlows();
@@ -124,7 +130,8 @@ export class Daemon {
     }
     const d = new Daemon(o, saved);
     const parts = { store: d.#store, mode: d.#mode, endpoints: d.#endpoints, registry: d.#registry, log: d.log };
-    if (inherited !== undefined) await takeOver(inherited.channel, inherited.sockets, parts, (label, conn) => d.#route.connection(label, conn));
+    if (inherited !== undefined)
+      await takeOver(inherited.channel, inherited.sockets, parts, (label, conn) => d.#route.connection(label, conn));
     else {
       try {
         await d.#endpoints.open();
@@ -134,7 +141,10 @@ export class Daemon {
         throw err;
       }
     }
-    d.log.info({ control: o.controlPath, services: o.servicesPath, state: state.path, bindings: d.#store.table.size, version: VERSION }, 'daemon started');
+    d.log.info(
+      { control: o.controlPath, services: o.servicesPath, state: state.path, bindings: d.#store.table.size, version: VERSION },
+      'daemon started',
+    );
     return d;
   }
 

@@ -80,7 +80,8 @@ export class Endpoints {
 
   /** What a hand-over passes on. */
   sockets(): InheritedSocket[] {
-    const metrics = this.#metrics === undefined ? [] : [{ kind: 'metrics' as const, port: 0, fd: this.#metrics.fd, address: this.#o.metricsAddress! }];
+    const metrics =
+      this.#metrics === undefined ? [] : [{ kind: 'metrics' as const, port: 0, fd: this.#metrics.fd, address: this.#o.metricsAddress! }];
     return [
       { kind: 'control', port: 0, fd: this.#controlFd },
       { kind: 'services', port: 0, fd: this.#services!.fd },

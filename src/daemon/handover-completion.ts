@@ -15,7 +15,11 @@ export const HAND_ON_MS = 10_000;
  * room when the channel is full), resets what cannot be sent by `deadline`, says "done" and closes the
  * channel. Never rejects: whatever happens, the caller exits afterwards.
  */
-export async function handOnWaiting(channel: HandoverChannel, waiting: { label: string; conn: Connection }[], deadline: number): Promise<{ sent: number; reset: number; error?: string }> {
+export async function handOnWaiting(
+  channel: HandoverChannel,
+  waiting: { label: string; conn: Connection }[],
+  deadline: number,
+): Promise<{ sent: number; reset: number; error?: string }> {
   let sent = 0;
   let error: string | undefined;
   try {
@@ -37,9 +41,17 @@ export async function handOnWaiting(channel: HandoverChannel, waiting: { label: 
  * The new daemon's last part, after "ready": the old daemon's queued connections, in order, until it says
  * "done" (or hangs up, or stalls: it is leaving either way, and what it did not send it resets).
  */
-export async function receiveWaiting(channel: HandoverChannel, dispatch: (label: string, conn: Connection) => void, log: Logger): Promise<void> {
+export async function receiveWaiting(
+  channel: HandoverChannel,
+  dispatch: (label: string, conn: Connection) => void,
+  log: Logger,
+): Promise<void> {
   try {
-    for (let got = await channel.receive(30_000, true); got !== undefined && got.message['type'] !== 'done'; got = await channel.receive(30_000, true)) {
+    for (
+      let got = await channel.receive(30_000, true);
+      got !== undefined && got.message['type'] !== 'done';
+      got = await channel.receive(30_000, true)
+    ) {
       const { message, fd } = got;
       if (fd < 0) continue;
       if (message['type'] !== 'connection') {

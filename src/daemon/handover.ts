@@ -74,7 +74,8 @@ export class HandoverChannel {
   async receive(timeoutMs = 10_000, withFd = false): Promise<{ message: Record<string, unknown>; fd: number } | undefined> {
     const deadline = Date.now() + timeoutMs;
     let n = native.recvMsg(this.#fd, this.#data, this.#fds);
-    for (; n === -EAGAIN; n = native.recvMsg(this.#fd, this.#data, this.#fds)) await this.#wait(READABLE, deadline - Date.now(), 'an answer');
+    for (; n === -EAGAIN; n = native.recvMsg(this.#fd, this.#data, this.#fds))
+      await this.#wait(READABLE, deadline - Date.now(), 'an answer');
     const count = n > 0 ? this.#fds[0]! : 0;
     const fd = withFd && count > 0 ? this.#fds[1]! : -1;
     for (let i = fd < 0 ? 1 : 2; i <= count; i++) native.close(this.#fds[i]!);
@@ -100,10 +101,13 @@ export class HandoverChannel {
         clearTimeout(timer);
         native.unwatch(watch);
       };
-      const timer = setTimeout(() => {
-        done();
-        reject(new DispatcherError('ERR_STATE', `hand-over: no ${what} in time`));
-      }, Math.max(0, ms));
+      const timer = setTimeout(
+        () => {
+          done();
+          reject(new DispatcherError('ERR_STATE', `hand-over: no ${what} in time`));
+        },
+        Math.max(0, ms),
+      );
       const watch = native.watch(this.#fd, events, () => {
         done();
         resolve();
@@ -133,7 +137,10 @@ export async function requestHandover(controlPath: string): Promise<{ channel: H
   try {
     fd = native.connectSeqpacket(handoverPath(controlPath));
   } catch (err) {
-    throw new DispatcherError('ERR_DAEMON_UNREACHABLE', `--takeover: no daemon to take over from at ${handoverPath(controlPath)} (${(err as Error).message})`);
+    throw new DispatcherError(
+      'ERR_DAEMON_UNREACHABLE',
+      `--takeover: no daemon to take over from at ${handoverPath(controlPath)} (${(err as Error).message})`,
+    );
   }
   const channel = new HandoverChannel(fd);
   const sockets: InheritedSocket[] = [];
@@ -145,7 +152,12 @@ export async function requestHandover(controlPath: string): Promise<{ channel: H
       const { message, fd: socket } = got;
       if (message['type'] === 'socket' && socket >= 0) {
         const address = message['address'];
-        sockets.push({ kind: message['kind'] as SocketKind, port: Number(message['port']), fd: socket, ...(typeof address === 'string' ? { address } : {}) });
+        sockets.push({
+          kind: message['kind'] as SocketKind,
+          port: Number(message['port']),
+          fd: socket,
+          ...(typeof address === 'string' ? { address } : {}),
+        });
         continue;
       }
       if (socket >= 0) native.close(socket);

@@ -52,7 +52,9 @@ export function status(p: StatusParts): StatusResponse {
 /** GET /services: the registered workers and the connections waiting per label. */
 export function services(registry: Registry): ServicesResponse {
   return {
-    workers: registry.workers().map((w) => ({ id: w.id, label: w.label, pid: w.pid, uid: w.uid, handoffs: w.handoffs, inflight: w.inflight, window: w.window })),
+    workers: registry
+      .workers()
+      .map((w) => ({ id: w.id, label: w.label, pid: w.pid, uid: w.uid, handoffs: w.handoffs, inflight: w.inflight, window: w.window })),
     queued: registry.queued(),
   };
 }

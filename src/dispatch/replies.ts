@@ -50,7 +50,8 @@ export class UdpReplies {
     } catch {
       return label === undefined ? 'failed' : 'not_bound';
     }
-    if (label !== undefined && this.#current.table.lookupLabel('udp', local.family, local.words, localEnd.port) !== label) return 'not_bound';
+    if (label !== undefined && this.#current.table.lookupLabel('udp', local.family, local.words, localEnd.port) !== label)
+      return 'not_bound';
     try {
       client = parseAddress(clientEnd.address);
     } catch {

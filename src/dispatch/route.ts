@@ -45,7 +45,9 @@ export class Route {
     const upstream = result === 'no_worker' ? o.current.upstream(label) : undefined;
     if (upstream === undefined || upstreamProtocol(upstream) !== 'udp') return result;
     // Refused past the relay's flow cap: dropped like a datagram for a full worker.
-    return o.udpRelay.send(upstream, endpoint(record, DATAGRAM.SOURCE), endpoint(record, DATAGRAM.DESTINATION), payload) ? 'relayed' : 'full';
+    return o.udpRelay.send(upstream, endpoint(record, DATAGRAM.SOURCE), endpoint(record, DATAGRAM.DESTINATION), payload)
+      ? 'relayed'
+      : 'full';
   }
 }
 

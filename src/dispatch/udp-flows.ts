@@ -46,7 +46,14 @@ export class UdpFlows {
   }
 
   /** Whether `label` received a datagram from `client` to `local` within FLOW_IDLE_MS. */
-  allows(label: string, client: { family: number; words: Words }, clientPort: number, local: { family: number; words: Words }, localPort: number, now: number): boolean {
+  allows(
+    label: string,
+    client: { family: number; words: Words },
+    clientPort: number,
+    local: { family: number; words: Words },
+    localPort: number,
+    now: number,
+  ): boolean {
     const key = flowKey(client.family, client.words, 0, clientPort, local.family, local.words, 0, localPort);
     const flow = this.#current.get(key) ?? this.#previous.get(key);
     return flow !== undefined && flow.label === label && now - flow.seen <= FLOW_IDLE_MS;
@@ -60,6 +67,35 @@ export class UdpFlows {
  */
 function flowKey(cf: number, cw: Words, ci: number, cp: number, lf: number, lw: Words, li: number, lp: number): string {
   const w = (words: Words, i: number): number => (i < words.length ? words[i]! : 0);
-  const [a, b, c, d, e, f, g, h] = [w(cw, ci), w(cw, ci + 1), w(cw, ci + 2), w(cw, ci + 3), w(lw, li), w(lw, li + 1), w(lw, li + 2), w(lw, li + 3)];
-  return String.fromCharCode(cf | (lf << 4), a >>> 16, a & 0xffff, b >>> 16, b & 0xffff, c >>> 16, c & 0xffff, d >>> 16, d & 0xffff, cp, e >>> 16, e & 0xffff, f >>> 16, f & 0xffff, g >>> 16, g & 0xffff, h >>> 16, h & 0xffff, lp);
+  const [a, b, c, d, e, f, g, h] = [
+    w(cw, ci),
+    w(cw, ci + 1),
+    w(cw, ci + 2),
+    w(cw, ci + 3),
+    w(lw, li),
+    w(lw, li + 1),
+    w(lw, li + 2),
+    w(lw, li + 3),
+  ];
+  return String.fromCharCode(
+    cf | (lf << 4),
+    a >>> 16,
+    a & 0xffff,
+    b >>> 16,
+    b & 0xffff,
+    c >>> 16,
+    c & 0xffff,
+    d >>> 16,
+    d & 0xffff,
+    cp,
+    e >>> 16,
+    e & 0xffff,
+    f >>> 16,
+    f & 0xffff,
+    g >>> 16,
+    g & 0xffff,
+    h >>> 16,
+    h & 0xffff,
+    lp,
+  );
 }

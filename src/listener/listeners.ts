@@ -125,7 +125,13 @@ export class Listeners {
   status(): ListenerStatus[] {
     return [...this.#listeners.values()]
       .sort((a, b) => a.port - b.port)
-      .map((l) => ({ protocol: this.protocol, address: this.#address, port: l.bound, state: l.fd >= 0 ? 'listening' : 'failed', ...(l.error ? { error: l.error } : {}) }));
+      .map((l) => ({
+        protocol: this.protocol,
+        address: this.#address,
+        port: l.bound,
+        state: l.fd >= 0 ? 'listening' : 'failed',
+        ...(l.error ? { error: l.error } : {}),
+      }));
   }
 
   /** The socket for `port` (ports mode), or the transparent one (tproxy mode, port 0). */
@@ -165,7 +171,8 @@ export class Listeners {
 
   /** Starts accepting on the adopted sockets. */
   watchAdopted(): void {
-    for (const l of this.#listeners.values()) if (l.fd >= 0 && l.watch === undefined) l.watch = native.watch(l.fd, READABLE, () => this.#readable(l));
+    for (const l of this.#listeners.values())
+      if (l.fd >= 0 && l.watch === undefined) l.watch = native.watch(l.fd, READABLE, () => this.#readable(l));
   }
 
   /** After a hand-over, or a takeover that failed: stop accepting and close this daemon's copies, accepting nothing more. */
@@ -191,7 +198,10 @@ export class Listeners {
       if (native.sockName(l.fd, this.#self) === 0) l.bound = this.#self[5]!;
       delete l.error;
       l.watch = native.watch(l.fd, READABLE, () => this.#readable(l));
-      this.#log.info({ protocol: this.protocol, address: this.#address, port: l.bound, transparent: this.#options.transparent }, 'listening');
+      this.#log.info(
+        { protocol: this.protocol, address: this.#address, port: l.bound, transparent: this.#options.transparent },
+        'listening',
+      );
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const error = `cannot listen on ${this.protocol} ${this.#address} port ${l.port}: ${e.code ?? ''} ${e.message}; retrying every ${RETRY_MS / 1000} s`;

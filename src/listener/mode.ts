@@ -66,7 +66,10 @@ export abstract class ListeningMode {
   }
 
   sockets(): ModeSocket[] {
-    return [...this.tcp.sockets().map((s) => ({ kind: 'tcp' as const, ...s })), ...this.udp.sockets().map((s) => ({ kind: 'udp' as const, ...s }))];
+    return [
+      ...this.tcp.sockets().map((s) => ({ kind: 'tcp' as const, ...s })),
+      ...this.udp.sockets().map((s) => ({ kind: 'udp' as const, ...s })),
+    ];
   }
 
   /** A takeover: the previous daemon's socket, not watched until `watchAdopted`. */

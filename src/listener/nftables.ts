@@ -59,7 +59,9 @@ export function applyRuleset(ruleset: string, nft = 'nft'): Promise<void> {
       if (err === null) return resolve();
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'ENOENT') {
-        return reject(new DispatcherError('ERR_TPROXY', `tproxy mode needs the nft command, which is not installed (Debian: apt-get install nftables)`));
+        return reject(
+          new DispatcherError('ERR_TPROXY', `tproxy mode needs the nft command, which is not installed (Debian: apt-get install nftables)`),
+        );
       }
       const said = stderr.trim().split('\n').slice(0, 4).join(' / ');
       const hint = /Operation not permitted/i.test(said)

@@ -24,7 +24,10 @@ export class TproxyMode extends ListeningMode {
     this.udp.sync([0]);
     const failure = this.tcp.failure(0) ?? this.udp.failure(0);
     if (failure !== undefined) {
-      throw new DispatcherError('ERR_TPROXY', `tproxy mode: ${failure.replace(/; retrying.*$/, '')} (transparent sockets need CAP_NET_ADMIN)`);
+      throw new DispatcherError(
+        'ERR_TPROXY',
+        `tproxy mode: ${failure.replace(/; retrying.*$/, '')} (transparent sockets need CAP_NET_ADMIN)`,
+      );
     }
     await this.prepare(table);
   }

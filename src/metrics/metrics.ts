@@ -32,25 +32,72 @@ export type UpstreamFailure = 'connect' | 'timeout' | 'relay';
  */
 export class Metrics {
   readonly registry = new Registry();
-  readonly #lookups = counter(this.registry, 'dispatcher_lookups_total', 'Connections looked up that a binding received', ['protocol', 'label']);
+  readonly #lookups = counter(this.registry, 'dispatcher_lookups_total', 'Connections looked up that a binding received', [
+    'protocol',
+    'label',
+  ]);
   readonly #handoffs = counter(this.registry, 'dispatcher_handoffs_total', 'Connections handed to a worker', ['protocol', 'label']);
-  readonly #resets = counter(this.registry, 'dispatcher_resets_total', 'Connections reset for want of a worker (no_worker: none registered and the queue is off; queue_full; queue_timeout; proxy_full: proxy mode at its relay limit)', ['protocol', 'label', 'reason']);
+  readonly #resets = counter(
+    this.registry,
+    'dispatcher_resets_total',
+    'Connections reset for want of a worker (no_worker: none registered and the queue is off; queue_full; queue_timeout; proxy_full: proxy mode at its relay limit)',
+    ['protocol', 'label', 'reason'],
+  );
   readonly #misses = counter(this.registry, 'dispatcher_misses_total', 'Connections no binding received (reset)', ['protocol']);
   readonly #queued = gauge(this.registry, 'dispatcher_queue_depth', 'Connections waiting for a worker', ['label']);
-  readonly #latency = histogram(this.registry, 'dispatcher_handoff_latency_seconds', 'From accept to the hand-off', ['label'], [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5]);
+  readonly #latency = histogram(
+    this.registry,
+    'dispatcher_handoff_latency_seconds',
+    'From accept to the hand-off',
+    ['label'],
+    [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5],
+  );
   // By reason only: a label is whatever the refused peer asked for, and one series per label asked would
   // let any local user grow /metrics (and the daemon's memory) without bound.
-  readonly #refused = counter(this.registry, 'dispatcher_registrations_refused_total', 'Services connections refused (not_allowed; too_many: unregistered connections over the limit; protocol; version)', ['reason']);
+  readonly #refused = counter(
+    this.registry,
+    'dispatcher_registrations_refused_total',
+    'Services connections refused (not_allowed; too_many: unregistered connections over the limit; protocol; version)',
+    ['reason'],
+  );
   readonly #datagrams = counter(this.registry, 'dispatcher_datagrams_total', 'UDP datagrams handed to a worker', ['label']);
-  readonly #dropped = counter(this.registry, 'dispatcher_datagrams_dropped_total', 'UDP datagrams dropped (no_worker; full: the worker socket buffer was full; truncated)', ['label', 'reason']);
-  readonly #replies = counter(this.registry, 'dispatcher_replies_total', 'UDP replies from workers (result: sent; not_bound: from an address the label is not bound to; failed)', ['label', 'result']);
+  readonly #dropped = counter(
+    this.registry,
+    'dispatcher_datagrams_dropped_total',
+    'UDP datagrams dropped (no_worker; full: the worker socket buffer was full; truncated)',
+    ['label', 'reason'],
+  );
+  readonly #replies = counter(
+    this.registry,
+    'dispatcher_replies_total',
+    'UDP replies from workers (result: sent; not_bound: from an address the label is not bound to; failed)',
+    ['label', 'result'],
+  );
   readonly #proxied = counter(this.registry, 'dispatcher_proxied_total', 'Connections relayed to an upstream (proxy mode)', ['label']);
   readonly #proxyActive = gauge(this.registry, 'dispatcher_proxy_active', 'Relayed connections open now', ['label']);
-  readonly #upstreamFailures = counter(this.registry, 'dispatcher_upstream_failures_total', 'Connections reset because the upstream refused (connect), did not accept in time (timeout), or no relay could be made (relay: out of descriptors)', ['label', 'reason']);
+  readonly #upstreamFailures = counter(
+    this.registry,
+    'dispatcher_upstream_failures_total',
+    'Connections reset because the upstream refused (connect), did not accept in time (timeout), or no relay could be made (relay: out of descriptors)',
+    ['label', 'reason'],
+  );
   readonly #workers = gauge(this.registry, 'dispatcher_workers', 'Registered workers', ['label']);
 
   readonly #children = new Map<string, Children>();
-  readonly totals = { lookups: 0, handoffs: 0, misses: 0, resets: 0, refused: 0, datagrams: 0, dropped: 0, replies: 0, replies_refused: 0, proxied: 0, proxy_active: 0, upstream_failures: 0 };
+  readonly totals = {
+    lookups: 0,
+    handoffs: 0,
+    misses: 0,
+    resets: 0,
+    refused: 0,
+    datagrams: 0,
+    dropped: 0,
+    replies: 0,
+    replies_refused: 0,
+    proxied: 0,
+    proxy_active: 0,
+    upstream_failures: 0,
+  };
 
   #child(protocol: string, label: string): Children {
     const key = `${protocol} ${label}`;

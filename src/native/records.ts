@@ -38,7 +38,8 @@ export interface RecordSizes {
 export function checkRecordSizes(sizes: RecordSizes): void {
   const expected: RecordSizes = { ACCEPT_RECORD: ACCEPT.SIZE, DATAGRAM_RECORD: DATAGRAM.SIZE, SEND_RECORD: SEND.SIZE };
   for (const name of Object.keys(expected) as (keyof RecordSizes)[]) {
-    if (sizes[name] !== expected[name]) throw new Error(`native addon: ${name} is ${sizes[name]}, src/native/records.ts expects ${expected[name]}`);
+    if (sizes[name] !== expected[name])
+      throw new Error(`native addon: ${name} is ${sizes[name]}, src/native/records.ts expects ${expected[name]}`);
   }
 }
 

@@ -15,7 +15,8 @@ export function listenUnixPath(path: string, backlog: number, mode: number, type
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   const existing = lstatSync(path, { throwIfNoEntry: false });
   if (existing !== undefined) {
-    if (!existing.isSocket()) throw new DispatcherError('ERR_ALREADY_RUNNING', `${path} exists and is not a socket; refusing to replace it`);
+    if (!existing.isSocket())
+      throw new DispatcherError('ERR_ALREADY_RUNNING', `${path} exists and is not a socket; refusing to replace it`);
     let probe = -1;
     try {
       // The probe must be of the socket's own type: another type is refused as if nobody answered.

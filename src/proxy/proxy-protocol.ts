@@ -18,11 +18,22 @@ const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51
  * HAProxy sends) rather than a made-up 0.0.0.0: the server then uses the connection's own addresses.
  * v1 names TCP only; parseUpstream refuses it for `udp:` upstreams.
  */
-export function proxyHeader(version: ProxyProtocol, transport: 'tcp' | 'udp', client: RecordAddress, clientText: string, local: RecordAddress, localText: string): Buffer | undefined {
+export function proxyHeader(
+  version: ProxyProtocol,
+  transport: 'tcp' | 'udp',
+  client: RecordAddress,
+  clientText: string,
+  local: RecordAddress,
+  localText: string,
+): Buffer | undefined {
   if (version === 'none') return undefined;
   const known = client.family !== 0 && client.family === local.family;
   const v6 = client.family === 6;
-  if (version === 'v1') return Buffer.from(known ? `PROXY ${v6 ? 'TCP6' : 'TCP4'} ${clientText} ${localText} ${client.port} ${local.port}\r\n` : 'PROXY UNKNOWN\r\n', 'latin1');
+  if (version === 'v1')
+    return Buffer.from(
+      known ? `PROXY ${v6 ? 'TCP6' : 'TCP4'} ${clientText} ${localText} ${client.port} ${local.port}\r\n` : 'PROXY UNKNOWN\r\n',
+      'latin1',
+    );
   const length = !known ? 0 : v6 ? 36 : 12;
   const out = Buffer.alloc(16 + length);
   V2_SIGNATURE.copy(out, 0);

@@ -49,7 +49,8 @@ export function relay(conn: Connection, label: string, upstream: Upstream, optio
     conn.reset();
   };
   const to = target(upstream.address);
-  if ('path' in to || isIP(to.host) !== 0) return start(conn, upstream, 'path' in to ? to.path : to.host, 'path' in to ? 0 : to.port, options, fail, closed);
+  if ('path' in to || isIP(to.host) !== 0)
+    return start(conn, upstream, 'path' in to ? to.path : to.host, 'path' in to ? 0 : to.port, options, fail, closed);
   // A host name: resolved per connection (the resolver caches, not this daemon).
   lookup(to.host).then(
     ({ address }) => start(conn, upstream, address, to.port, options, fail, closed),
@@ -59,7 +60,15 @@ export function relay(conn: Connection, label: string, upstream: Upstream, optio
 
 type Fail = (reason: UpstreamFailure, detail: string) => void;
 
-function start(conn: Connection, upstream: Upstream, address: string, port: number, options: RelayOptions, fail: Fail, closed: () => void): void {
+function start(
+  conn: Connection,
+  upstream: Upstream,
+  address: string,
+  port: number,
+  options: RelayOptions,
+  fail: Fail,
+  closed: () => void,
+): void {
   let fd: number;
   try {
     fd = native.connectStream(address, port);
@@ -76,7 +85,14 @@ function start(conn: Connection, upstream: Upstream, address: string, port: numb
     clearTimeout(timer);
     native.unwatch(watch);
     const error = native.socketError(fd);
-    const header = proxyHeader(upstream.proxy_protocol, 'tcp', addressAt(r, ACCEPT.PEER), addressText(r, ACCEPT.PEER), addressAt(r, ACCEPT.LOCAL), addressText(r, ACCEPT.LOCAL));
+    const header = proxyHeader(
+      upstream.proxy_protocol,
+      'tcp',
+      addressAt(r, ACCEPT.PEER),
+      addressText(r, ACCEPT.PEER),
+      addressAt(r, ACCEPT.LOCAL),
+      addressText(r, ACCEPT.LOCAL),
+    );
     // A header is at most 52 bytes: a fresh connection's socket buffer takes it whole, or the upstream is gone.
     const sent = error !== 0 || header === undefined ? 0 : native.sendFd(fd, header, -1);
     if (error !== 0 || (header !== undefined && sent !== header.length)) {

@@ -35,7 +35,10 @@ export class UdpRelay {
   readonly #maxFlows: number;
 
   /** `answer` sends an upstream's reply to `client` from `local`. The limits default to FLOW_IDLE_MS and MAX_FLOWS. */
-  constructor(answer: (client: Endpoint, local: Endpoint, payload: Uint8Array) => void, limits: { idleMs?: number; maxFlows?: number } = {}) {
+  constructor(
+    answer: (client: Endpoint, local: Endpoint, payload: Uint8Array) => void,
+    limits: { idleMs?: number; maxFlows?: number } = {},
+  ) {
     this.#answer = answer;
     this.#idleMs = limits.idleMs ?? FLOW_IDLE_MS;
     this.#maxFlows = limits.maxFlows ?? MAX_FLOWS;
@@ -55,7 +58,9 @@ export class UdpRelay {
       const to = target(upstream.address);
       if (!('host' in to) || this.#flows.size >= this.#maxFlows) return false;
       const socket = createSocket(to.host.includes(':') ? 'udp6' : 'udp4');
-      socket.on('message', (reply) => this.#answer({ address: client.address, port: client.port }, { address: local.address, port: local.port }, reply));
+      socket.on('message', (reply) =>
+        this.#answer({ address: client.address, port: client.port }, { address: local.address, port: local.port }, reply),
+      );
       socket.on('error', () => this.#close(key));
       const created: Flow = { socket, used: 0, pending: [] };
       socket.connect(to.port, to.host, () => {

@@ -213,15 +213,18 @@ export class Registry {
       return;
     }
     if (waiting.timer !== undefined) return;
-    waiting.timer = setTimeout(() => {
-      waiting.timer = undefined;
-      const now = performance.now();
-      for (let c = waiting.peek(); c !== undefined && c.deadline <= now; c = waiting.peek()) {
-        waiting.shift();
-        c.reset();
-        this.#metrics.reset(c.protocol, label, 'queue_timeout');
-      }
-      this.#queueChanged(label, waiting);
-    }, Math.max(1, head.deadline - performance.now()));
+    waiting.timer = setTimeout(
+      () => {
+        waiting.timer = undefined;
+        const now = performance.now();
+        for (let c = waiting.peek(); c !== undefined && c.deadline <= now; c = waiting.peek()) {
+          waiting.shift();
+          c.reset();
+          this.#metrics.reset(c.protocol, label, 'queue_timeout');
+        }
+        this.#queueChanged(label, waiting);
+      },
+      Math.max(1, head.deadline - performance.now()),
+    );
   }
 }

@@ -1,7 +1,17 @@
 import { EventEmitter } from 'node:events';
 import { type Server, Socket } from 'node:net';
 import { DispatcherError, type ErrorCode } from '../errors.js';
-import { type ConnectionHeader, decodeDaemonMessage, DEFAULT_SERVICES_PATH, DEFAULT_WINDOW, encode, encodeReply, MAX_DATAGRAM_MESSAGE, PROTOCOL_VERSION, type WorkerMessage } from './protocol.js';
+import {
+  type ConnectionHeader,
+  decodeDaemonMessage,
+  DEFAULT_SERVICES_PATH,
+  DEFAULT_WINDOW,
+  encode,
+  encodeReply,
+  MAX_DATAGRAM_MESSAGE,
+  PROTOCOL_VERSION,
+  type WorkerMessage,
+} from './protocol.js';
 import { EAGAIN, MAX_FDS, native, READABLE, type WatchHandle } from '../native/index.js';
 
 /**
@@ -109,7 +119,12 @@ export class Service extends EventEmitter<ServiceEvents> {
       return;
     }
     this.#watch = native.watch(this.#fd, READABLE, () => this.#read());
-    const register: WorkerMessage = { type: 'register', version: PROTOCOL_VERSION, label: this.label, window: this.window ?? DEFAULT_WINDOW };
+    const register: WorkerMessage = {
+      type: 'register',
+      version: PROTOCOL_VERSION,
+      label: this.label,
+      window: this.window ?? DEFAULT_WINDOW,
+    };
     if (this.#send(register)) return;
     // The daemon may have refused as it accepted (a uid allowed no label): its error is waiting to be read,
     // and says whether connecting again can help.
@@ -141,7 +156,8 @@ export class Service extends EventEmitter<ServiceEvents> {
 
   #handle(bytes: Uint8Array, fds: number[]): void {
     const m = decodeDaemonMessage(bytes);
-    if (m.type !== 'connection' && fds.length > 0) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a "${m.type}" message carried descriptors`);
+    if (m.type !== 'connection' && fds.length > 0)
+      throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a "${m.type}" message carried descriptors`);
     switch (m.type) {
       case 'registered':
         this.#backoff = BACKOFF_MIN_MS;
@@ -158,7 +174,8 @@ export class Service extends EventEmitter<ServiceEvents> {
         const info: ConnectionInfo = { label: m.label, protocol: 'udp', client: m.client, local: m.local };
         const reply: Reply = (payload) => {
           const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
-          if (bytes.length > MAX_UDP_PAYLOAD) throw new RangeError(`a UDP reply holds at most ${MAX_UDP_PAYLOAD} bytes, not ${bytes.length}`);
+          if (bytes.length > MAX_UDP_PAYLOAD)
+            throw new RangeError(`a UDP reply holds at most ${MAX_UDP_PAYLOAD} bytes, not ${bytes.length}`);
           if (this.#fd >= 0) native.sendFd(this.#fd, encodeReply(this.#out, info.client, info.local, bytes), -1);
         };
         this.emit('datagram', Buffer.from(m.payload), info, reply);

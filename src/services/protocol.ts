@@ -115,7 +115,10 @@ export function decodeWorkerMessage(bytes: Uint8Array): WorkerMessage {
       return { type: 'reply', client: endpoint(m['client'], 'client'), local: endpoint(m['local'], 'local'), payload };
     case 'register': {
       if (m['version'] !== PROTOCOL_VERSION) {
-        throw new DispatcherError('ERR_VERSION', `protocol version ${JSON.stringify(m['version'])} is not supported (this daemon speaks ${PROTOCOL_VERSION})`);
+        throw new DispatcherError(
+          'ERR_VERSION',
+          `protocol version ${JSON.stringify(m['version'])} is not supported (this daemon speaks ${PROTOCOL_VERSION})`,
+        );
       }
       const label = parseLabel(m['label']);
       const window = m['window'] ?? DEFAULT_WINDOW;
@@ -165,7 +168,15 @@ export function encodeReply(out: Uint8Array, client: Endpoint, local: Endpoint, 
 }
 
 /** A datagram for a worker, in `out`'s memory: header, newline, payload (written by hand, as below). */
-export function encodeDatagram(out: Uint8Array, label: string, client: string, clientPort: number, local: string, localPort: number, payload: Uint8Array): Uint8Array {
+export function encodeDatagram(
+  out: Uint8Array,
+  label: string,
+  client: string,
+  clientPort: number,
+  local: string,
+  localPort: number,
+  payload: Uint8Array,
+): Uint8Array {
   const text = `{"type":"datagram","label":"${label}","protocol":"udp","client":{"address":"${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}\n`;
   const { written } = encoder.encodeInto(text, out);
   out.set(payload, written);
@@ -177,7 +188,15 @@ export function encodeDatagram(out: Uint8Array, label: string, client: string, c
  * a nested object costs more than the send. Labels and addresses need no escaping (their characters are
  * restricted), so the result is the same JSON.
  */
-export function encodeConnection(out: Uint8Array, label: string, protocol: string, client: string, clientPort: number, local: string, localPort: number): Uint8Array {
+export function encodeConnection(
+  out: Uint8Array,
+  label: string,
+  protocol: string,
+  client: string,
+  clientPort: number,
+  local: string,
+  localPort: number,
+): Uint8Array {
   const text = `{"type":"connection","label":"${label}","protocol":"${protocol}","client":{"address":"${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}`;
   const { written } = encoder.encodeInto(text, out);
   return out.subarray(0, written);

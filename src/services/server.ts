@@ -3,7 +3,16 @@ import { type Logger } from 'pino';
 import { DispatcherError } from '../errors.js';
 import { type Connection } from '../handoff/connection.js';
 import { ACCEPT, addressText, portAt } from '../native/records.js';
-import { decodeWorkerMessage, encode, encodeConnection, MAX_DATAGRAM_MESSAGE, MAX_MESSAGE, PROTOCOL_VERSION, type DaemonMessage, type ReplyHeader } from './protocol.js';
+import {
+  decodeWorkerMessage,
+  encode,
+  encodeConnection,
+  MAX_DATAGRAM_MESSAGE,
+  MAX_MESSAGE,
+  PROTOCOL_VERSION,
+  type DaemonMessage,
+  type ReplyHeader,
+} from './protocol.js';
 import { type Metrics, type RefusalReason } from '../metrics/metrics.js';
 import { EAGAIN, EMSGSIZE, errnoName, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
 import { listenUnixPath } from '../native/unix-path.js';
@@ -113,14 +122,28 @@ export class ServicesSocket {
       const [fd, pid, uid] = this.#cred as unknown as [number, number, number];
       const policy = this.#options.policy;
       if (!policy.allowsAny(uid)) {
-        this.#refuseAtAccept(fd, pid, uid, 'not_allowed', 'ERR_NOT_ALLOWED', `uid ${uid} may not register any label (the daemon's --allow LABEL=${uid} permits one)`);
+        this.#refuseAtAccept(
+          fd,
+          pid,
+          uid,
+          'not_allowed',
+          'ERR_NOT_ALLOWED',
+          `uid ${uid} may not register any label (the daemon's --allow LABEL=${uid} permits one)`,
+        );
         continue;
       }
       const trusted = policy.trusted(uid);
       const mine = this.#unregistered.get(uid) ?? 0;
       if (trusted ? mine >= MAX_UNREGISTERED : mine >= MAX_UNREGISTERED_PER_UID || this.#untrusted >= MAX_UNREGISTERED) {
         // Not fatal for the worker library: it connects again with backoff.
-        this.#refuseAtAccept(fd, pid, uid, 'too_many', 'ERR_PROTOCOL_MESSAGE', `too many unregistered connections (uid ${uid} has ${mine}); try again later`);
+        this.#refuseAtAccept(
+          fd,
+          pid,
+          uid,
+          'too_many',
+          'ERR_PROTOCOL_MESSAGE',
+          `too many unregistered connections (uid ${uid} has ${mine}); try again later`,
+        );
         continue;
       }
       this.#countUnregistered(uid, 1);
@@ -189,7 +212,10 @@ class Peer implements Worker {
     this.#warnings = warnings;
     this.#hooks = hooks;
     this.#watch = native.watch(fd, READABLE, (events) => this.#onEvents(events));
-    this.#timer = setTimeout(() => this.#refuse('ERR_PROTOCOL_MESSAGE', `no register message within ${REGISTER_TIMEOUT_MS / 1000} s`), REGISTER_TIMEOUT_MS);
+    this.#timer = setTimeout(
+      () => this.#refuse('ERR_PROTOCOL_MESSAGE', `no register message within ${REGISTER_TIMEOUT_MS / 1000} s`),
+      REGISTER_TIMEOUT_MS,
+    );
     this.#timer.unref();
   }
 
@@ -290,9 +316,13 @@ class Peer implements Worker {
   #handle(bytes: Uint8Array): number {
     const m = decodeWorkerMessage(bytes);
     if (!this.registered) {
-      if (m.type !== 'register') throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `the first message must be "register", not ${JSON.stringify(m.type)}`);
+      if (m.type !== 'register')
+        throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `the first message must be "register", not ${JSON.stringify(m.type)}`);
       if (!this.#options.policy.allows(m.label, this.uid)) {
-        throw new DispatcherError('ERR_NOT_ALLOWED', `uid ${this.uid} may not register label "${m.label}" (the daemon's --allow ${m.label}=UID permits it)`);
+        throw new DispatcherError(
+          'ERR_NOT_ALLOWED',
+          `uid ${this.uid} may not register label "${m.label}" (the daemon's --allow ${m.label}=UID permits it)`,
+        );
       }
       clearTimeout(this.#timer);
       this.label = m.label;
@@ -300,13 +330,17 @@ class Peer implements Worker {
       this.registered = true;
       this.#hooks.registered();
       this.#send({ type: 'registered', version: PROTOCOL_VERSION, label: m.label, worker: this.id, window: m.window });
-      this.#options.log.info({ worker: this.id, label: m.label, worker_pid: this.pid, uid: this.uid, window: m.window }, 'worker registered');
+      this.#options.log.info(
+        { worker: this.id, label: m.label, worker_pid: this.pid, uid: this.uid, window: m.window },
+        'worker registered',
+      );
       this.#options.registry.add(this);
       return 0;
     }
     switch (m.type) {
       case 'ack':
-        if (m.count > this.inflight) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `ack of ${m.count} with ${this.inflight} hand-offs unacknowledged`);
+        if (m.count > this.inflight)
+          throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `ack of ${m.count} with ${this.inflight} hand-offs unacknowledged`);
         this.inflight -= m.count;
         return m.count;
       case 'reply':
@@ -330,7 +364,8 @@ class Peer implements Worker {
   #refuse(code: string, message: string): void {
     if (this.#closed) return;
     this.#warnings.warn({ worker: this.id, worker_pid: this.pid, uid: this.uid, label: this.label || undefined, code }, message);
-    if (!this.registered) this.#options.metrics.refused(code === 'ERR_NOT_ALLOWED' ? 'not_allowed' : code === 'ERR_VERSION' ? 'version' : 'protocol');
+    if (!this.registered)
+      this.#options.metrics.refused(code === 'ERR_NOT_ALLOWED' ? 'not_allowed' : code === 'ERR_VERSION' ? 'version' : 'protocol');
     this.#send({ type: 'error', code, message });
     this.close();
   }
@@ -342,5 +377,13 @@ const headerBuffer = new Uint8Array(MAX_MESSAGE);
 /** The header a worker receives with a connection's descriptor. */
 function connectionHeader(label: string, conn: Connection): Uint8Array {
   const r = conn.record;
-  return encodeConnection(headerBuffer, label, conn.protocol, addressText(r, ACCEPT.PEER), portAt(r, ACCEPT.PEER), addressText(r, ACCEPT.LOCAL), portAt(r, ACCEPT.LOCAL));
+  return encodeConnection(
+    headerBuffer,
+    label,
+    conn.protocol,
+    addressText(r, ACCEPT.PEER),
+    portAt(r, ACCEPT.PEER),
+    addressText(r, ACCEPT.LOCAL),
+    portAt(r, ACCEPT.LOCAL),
+  );
 }

@@ -48,7 +48,10 @@ export class StateFile {
       throw new DispatcherError('ERR_STATE', `cannot read state file ${this.path}: ${(err as Error).message}`);
     }
     const corrupt = (why: string): DispatcherError =>
-      new DispatcherError('ERR_STATE', `state file ${this.path} is corrupt (${why}); fix or move it away, the daemon will not overwrite it`);
+      new DispatcherError(
+        'ERR_STATE',
+        `state file ${this.path} is corrupt (${why}); fix or move it away, the daemon will not overwrite it`,
+      );
     let doc: unknown;
     try {
       doc = JSON.parse(text);

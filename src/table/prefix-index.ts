@@ -52,7 +52,7 @@ export class PrefixIndex {
     this.#starts = starts;
     this.#values = values;
     const skip = m > 1 ? commonPrefixBits(starts, words, m - 1) : 0;
-    const bits = m > 1 ? Math.max(1, Math.min(Math.ceil(Math.log2(m)) , MAX_BUCKET_BITS, 32 * words - skip)) : 1;
+    const bits = m > 1 ? Math.max(1, Math.min(Math.ceil(Math.log2(m)), MAX_BUCKET_BITS, 32 * words - skip)) : 1;
     this.#skipWord = skip >>> 5;
     this.#skipBits = skip & 31;
     this.#shift = 32 - bits;

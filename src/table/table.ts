@@ -70,7 +70,14 @@ export class Table {
 
   static empty(): Table {
     const space = (): Space => new Array<Group | undefined>(PORTS).fill(undefined);
-    return new Table([[space(), space()], [space(), space()]], new Labels(), 0);
+    return new Table(
+      [
+        [space(), space()],
+        [space(), space()],
+      ],
+      new Labels(),
+      0,
+    );
   }
 
   /** Builds a table from bindings with distinct (protocol, prefix, port); the caller checks distinctness. */
@@ -128,7 +135,14 @@ export class Table {
     const hit = this.#match(protocol, a.family, a.words, port);
     if (hit < 0) return undefined;
     // The payload names the winning group and prefix length; the binding is that prefix of the address.
-    const winner = new Binding(this.#labels.names[hit >>> 9]!, protocol, a.family, maskWords(a.words.slice(), hit & 255), hit & 255, (hit & 256) === 0 ? port : 0);
+    const winner = new Binding(
+      this.#labels.names[hit >>> 9]!,
+      protocol,
+      a.family,
+      maskWords(a.words.slice(), hit & 255),
+      hit & 255,
+      (hit & 256) === 0 ? port : 0,
+    );
     return this.find(winner);
   }
 

@@ -88,7 +88,19 @@ export async function startDaemon(dir: string, extra: string[] = [], options: { 
   const stateDir = join(dir, 'state');
   const services = join(dir, 'services.sock');
   // `prefix` runs it inside something, e.g. ['ip', 'netns', 'exec', NAME].
-  const command = [...(options.prefix ?? []), process.execPath, CLI, 'daemon', '--control', control, '--state-dir', stateDir, '--services', services, ...extra];
+  const command = [
+    ...(options.prefix ?? []),
+    process.execPath,
+    CLI,
+    'daemon',
+    '--control',
+    control,
+    '--state-dir',
+    stateDir,
+    '--services',
+    services,
+    ...extra,
+  ];
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -120,7 +132,11 @@ export async function startDaemon(dir: string, extra: string[] = [], options: { 
 }
 
 /** A daemon in a fresh temporary directory, stopped when the test ends. */
-export async function daemonIn(t: { teardown(fn: () => unknown): void }, extra: string[] = [], options: { prefix?: string[] } = {}): Promise<RunningDaemon> {
+export async function daemonIn(
+  t: { teardown(fn: () => unknown): void },
+  extra: string[] = [],
+  options: { prefix?: string[] } = {},
+): Promise<RunningDaemon> {
   const d = await startDaemon(await tempDir(t), extra, options);
   t.teardown(() => d.stop());
   return d;
@@ -135,9 +151,13 @@ export interface Takeover {
 
 /** Starts `dispatcher daemon --takeover` against `d` (same paths), without waiting for anything. */
 export function startTakeover(d: RunningDaemon, extra: string[] = []): Takeover {
-  const child = spawn(process.execPath, [CLI, 'daemon', '--takeover', '--control', d.control, '--state-dir', d.stateDir, '--services', d.services, ...extra], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [CLI, 'daemon', '--takeover', '--control', d.control, '--state-dir', d.stateDir, '--services', d.services, ...extra],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

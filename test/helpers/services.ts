@@ -13,7 +13,11 @@ export interface RunningWorker {
 }
 
 /** Starts a worker and waits for its "registered" line (or its exit, for refusals). */
-export async function startWorker(label: string, services: string, options: { window?: number; command?: string[]; spawn?: SpawnOptions; expectExit?: boolean } = {}): Promise<RunningWorker> {
+export async function startWorker(
+  label: string,
+  services: string,
+  options: { window?: number; command?: string[]; spawn?: SpawnOptions; expectExit?: boolean } = {},
+): Promise<RunningWorker> {
   const command = options.command ?? [process.execPath, ECHO_SERVICE, label, services, ...(options.window ? [String(options.window)] : [])];
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], ...options.spawn });
   let output = '';
@@ -71,7 +75,16 @@ export function request(host: string, port: number, options: { localAddress?: st
       const nl = text.indexOf('\n');
       if (nl < 0) return;
       clearTimeout(timer);
-      const [label, pid, ca, cp, la, lp, ra, rp] = text.slice(0, nl).split(' ') as [string, string, string, string, string, string, string, string];
+      const [label, pid, ca, cp, la, lp, ra, rp] = text.slice(0, nl).split(' ') as [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+      ];
       resolve({
         label,
         pid: Number(pid),

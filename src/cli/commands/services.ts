@@ -2,7 +2,12 @@ import { type ServicesResponse } from '../../control/protocol.js';
 import { viewCommand } from '../command.js';
 import { formatColumns } from '../format.js';
 
-export const servicesCommand = viewCommand('services', 'registered workers and waiting connections', (client) => client.services(), formatServices);
+export const servicesCommand = viewCommand(
+  'services',
+  'registered workers and waiting connections',
+  (client) => client.services(),
+  formatServices,
+);
 
 function formatServices(res: ServicesResponse): string {
   const rows = res.workers.map((w) => [

@@ -31,8 +31,11 @@ const rm = defineCommand({
   },
 });
 
-const list = viewCommand('list', 'the upstreams', (client) => client.upstreams(), (res) =>
-  formatColumns([['LABEL', 'ADDRESS', 'PROXY-PROTOCOL'], ...res.upstreams.map((u) => [u.label, u.address, u.proxy_protocol])]),
+const list = viewCommand(
+  'list',
+  'the upstreams',
+  (client) => client.upstreams(),
+  (res) => formatColumns([['LABEL', 'ADDRESS', 'PROXY-PROTOCOL'], ...res.upstreams.map((u) => [u.label, u.address, u.proxy_protocol])]),
 );
 
 export const upstreamCommand = defineCommand({
