@@ -1,38 +1,15 @@
 import { unlinkSync } from 'node:fs';
-import { type Logger } from 'pino';
-import { DispatcherError } from '../errors.js';
-import { type Connection } from '../handoff/connection.js';
-import { ACCEPT, addressText, portAt } from '../native/records.js';
-import {
-  decodeWorkerMessage,
-  encode,
-  encodeConnection,
-  MAX_DATAGRAM_MESSAGE,
-  MAX_MESSAGE,
-  PROTOCOL_VERSION,
-  type DaemonMessage,
-  type ReplyHeader,
-} from './protocol.js';
-import { type Metrics, type RefusalReason } from '../metrics/metrics.js';
-import { EAGAIN, EMSGSIZE, errnoName, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
+import { type RefusalReason } from '../metrics/metrics.js';
+import { errnoName, native, READABLE, type WatchHandle } from '../native/index.js';
 import { listenUnixPath } from '../native/unix-path.js';
 import { LogThrottle } from './log-throttle.js';
-import { type Policy } from '../registry/policy.js';
-import { type Registry, type Worker } from '../registry/registry.js';
+import { MAX_PER_CALLBACK, Peer, type ServicesOptions } from './peer.js';
+import { encode } from './protocol.js';
 
-export interface ServicesOptions {
-  path: string;
-  /** A worker's UDP reply, to send from `local` to `client`. */
-  onReply: (worker: Worker, reply: ReplyHeader, payload: Uint8Array) => void;
-  registry: Registry;
-  policy: Policy;
-  metrics: Metrics;
-  log: Logger;
-}
+export type { ServicesOptions } from './peer.js';
 
-// A peer must register this soon after connecting, and only so many may sit unregistered: a local user
-// must not be able to hold the daemon's descriptors by connecting and saying nothing.
-const REGISTER_TIMEOUT_MS = 5_000;
+// A peer must register soon after connecting (see peer.ts), and only so many may sit unregistered: a local
+// user must not be able to hold the daemon's descriptors by connecting and saying nothing.
 // Unregistered connections of all untrusted uids together, and of each trusted uid (root, the daemon's).
 // Untrusted uids are counted apart, so however many of them connect, root's workers still get in.
 const MAX_UNREGISTERED = 256;
@@ -40,10 +17,6 @@ const MAX_UNREGISTERED = 256;
 // at once rarely has more than a few unregistered; a user cannot take the whole budget alone.
 const MAX_UNREGISTERED_PER_UID = 32;
 const ACCEPT_BACKOFF_MS = 100;
-// Accepts, and messages of one peer, handled per readiness callback: the socket stays readable (uv_poll
-// is level-triggered), so the rest waits a loop turn and a flooding peer cannot starve the others,
-// hand-offs or the control socket. 64 keeps the per-wake-up cost amortized for an honest busy worker.
-const MAX_PER_CALLBACK = 64;
 // Warnings a second that peers can cause (refusals, protocol errors); the rest are counted.
 const WARNINGS_PER_SECOND = 10;
 
@@ -172,218 +145,4 @@ export class ServicesSocket {
     native.sendFd(fd, encode({ type: 'error', code, message }), -1);
     native.close(fd);
   }
-}
-
-interface PeerHooks {
-  registered(): void;
-  closed(registered: boolean): void;
-}
-
-// Reads are synchronous, so every peer can read into the same buffers.
-const received = new Uint8Array(MAX_DATAGRAM_MESSAGE);
-const receivedFds = new Int32Array(MAX_FDS + 1);
-
-/** One connection on the services socket: unregistered, then a worker of one label. */
-class Peer implements Worker {
-  readonly id: number;
-  readonly pid: number;
-  readonly uid: number;
-  label = '';
-  window = 0;
-  inflight = 0;
-  handoffs = 0;
-  registered = false;
-  #blocked = false;
-  #draining = false;
-  #closed = false;
-  readonly #fd: number;
-  readonly #watch: WatchHandle;
-  readonly #options: ServicesOptions;
-  readonly #warnings: LogThrottle;
-  readonly #hooks: PeerHooks;
-  readonly #timer: NodeJS.Timeout;
-
-  constructor(id: number, fd: number, pid: number, uid: number, options: ServicesOptions, warnings: LogThrottle, hooks: PeerHooks) {
-    this.id = id;
-    this.#fd = fd;
-    this.pid = pid;
-    this.uid = uid;
-    this.#options = options;
-    this.#warnings = warnings;
-    this.#hooks = hooks;
-    this.#watch = native.watch(fd, READABLE, (events) => this.#onEvents(events));
-    this.#timer = setTimeout(
-      () => this.#refuse('ERR_PROTOCOL_MESSAGE', `no register message within ${REGISTER_TIMEOUT_MS / 1000} s`),
-      REGISTER_TIMEOUT_MS,
-    );
-    this.#timer.unref();
-  }
-
-  get ready(): boolean {
-    return this.registered && !this.#blocked && !this.#draining && this.inflight < this.window;
-  }
-
-  get draining(): boolean {
-    return this.#draining;
-  }
-
-  send(conn: Connection): number {
-    const rc = native.sendFd(this.#fd, connectionHeader(this.label, conn), conn.fd);
-    if (rc >= 0) {
-      this.inflight++;
-      this.handoffs++;
-    }
-    return rc;
-  }
-
-  sendMessage(message: Uint8Array): number {
-    return native.sendFd(this.#fd, message, -1);
-  }
-
-  block(): void {
-    if (this.#blocked || this.#closed) return;
-    this.#blocked = true;
-    native.setEvents(this.#watch, READABLE | WRITABLE);
-  }
-
-  fail(reason: string): void {
-    this.#options.log.warn({ worker: this.id, label: this.label, worker_pid: this.pid, reason }, 'worker failed');
-    this.close();
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    clearTimeout(this.#timer);
-    native.unwatch(this.#watch);
-    // Descriptors still in flight to this worker are released by the kernel with the socket.
-    native.close(this.#fd);
-    this.#hooks.closed(this.registered);
-    if (this.registered) {
-      this.#options.registry.remove(this);
-      this.#options.log.info({ worker: this.id, label: this.label, worker_pid: this.pid, handoffs: this.handoffs }, 'worker left');
-    }
-  }
-
-  #onEvents(events: number): void {
-    try {
-      this.#handleEvents(events);
-    } catch (err) {
-      // Whatever a worker sends, the daemon lives on: the worker is dropped instead.
-      this.#options.log.error({ worker: this.id, error: (err as Error).stack }, 'worker handling failed');
-      this.close();
-    }
-  }
-
-  #handleEvents(events: number): void {
-    if (events < 0) return this.close();
-    if (events & WRITABLE && this.#blocked) {
-      this.#blocked = false;
-      native.setEvents(this.#watch, READABLE);
-      this.#options.registry.drain(this.label);
-    }
-    if (events & READABLE) this.#read();
-  }
-
-  #read(): void {
-    const data = received;
-    const fds = receivedFds;
-    let acked = 0;
-    for (let i = 0; i < MAX_PER_CALLBACK && !this.#closed; i++) {
-      const n = native.recvMsg(this.#fd, data, fds);
-      if (n === -EAGAIN) break;
-      // Before the end-of-file check: an empty message can carry descriptors too.
-      if (n >= 0 && fds[0]! > 0) {
-        // reset, not close: a TCP socket a peer sent with SO_LINGER {1, N} and unsent data would block a
-        // plain close (and the whole loop) for N seconds; {1, 0} makes it return at once.
-        for (let f = 1; f <= fds[0]!; f++) native.reset(fds[f]!);
-        return this.#refuse('ERR_PROTOCOL_MESSAGE', 'workers never send descriptors');
-      }
-      if (n === 0) return this.close();
-      if (n === -EMSGSIZE) return this.#refuse('ERR_PROTOCOL_MESSAGE', `a message is longer than ${MAX_DATAGRAM_MESSAGE} bytes`);
-      if (n < 0) return this.close();
-      try {
-        acked += this.#handle(data.subarray(0, n));
-      } catch (err) {
-        const e = err as DispatcherError;
-        return this.#refuse(e.code ?? 'ERR_PROTOCOL_MESSAGE', e.message);
-      }
-    }
-    if (acked > 0 && !this.#closed) this.#options.registry.drain(this.label);
-  }
-
-  /** Handles one message; returns how many hand-offs it acknowledged. */
-  #handle(bytes: Uint8Array): number {
-    const m = decodeWorkerMessage(bytes);
-    if (!this.registered) {
-      if (m.type !== 'register')
-        throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `the first message must be "register", not ${JSON.stringify(m.type)}`);
-      if (!this.#options.policy.allows(m.label, this.uid)) {
-        throw new DispatcherError(
-          'ERR_NOT_ALLOWED',
-          `uid ${this.uid} may not register label "${m.label}" (the daemon's --allow ${m.label}=UID permits it)`,
-        );
-      }
-      clearTimeout(this.#timer);
-      this.label = m.label;
-      this.window = m.window;
-      this.registered = true;
-      this.#hooks.registered();
-      this.#send({ type: 'registered', version: PROTOCOL_VERSION, label: m.label, worker: this.id, window: m.window });
-      this.#options.log.info(
-        { worker: this.id, label: m.label, worker_pid: this.pid, uid: this.uid, window: m.window },
-        'worker registered',
-      );
-      this.#options.registry.add(this);
-      return 0;
-    }
-    switch (m.type) {
-      case 'ack':
-        if (m.count > this.inflight)
-          throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `ack of ${m.count} with ${this.inflight} hand-offs unacknowledged`);
-        this.inflight -= m.count;
-        return m.count;
-      case 'reply':
-        this.#options.onReply(this, m, m.payload);
-        return 0;
-      case 'drain':
-        // Nothing more is sent; everything sent arrives before "drained", so the worker loses nothing.
-        this.#draining = true;
-        this.#send({ type: 'drained' });
-        return 0;
-      default:
-        throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `"${m.type}" is only valid as the first message`);
-    }
-  }
-
-  #send(message: DaemonMessage): void {
-    native.sendFd(this.#fd, encode(message), -1);
-  }
-
-  /** Tells the peer why (best effort), logs it, and closes. */
-  #refuse(code: string, message: string): void {
-    if (this.#closed) return;
-    this.#warnings.warn({ worker: this.id, worker_pid: this.pid, uid: this.uid, label: this.label || undefined, code }, message);
-    if (!this.registered)
-      this.#options.metrics.refused(code === 'ERR_NOT_ALLOWED' ? 'not_allowed' : code === 'ERR_VERSION' ? 'version' : 'protocol');
-    this.#send({ type: 'error', code, message });
-    this.close();
-  }
-}
-
-// One header at a time: headers are encoded and sent synchronously.
-const headerBuffer = new Uint8Array(MAX_MESSAGE);
-
-/** The header a worker receives with a connection's descriptor. */
-function connectionHeader(label: string, conn: Connection): Uint8Array {
-  const r = conn.record;
-  return encodeConnection(
-    headerBuffer,
-    label,
-    conn.protocol,
-    addressText(r, ACCEPT.PEER),
-    portAt(r, ACCEPT.PEER),
-    addressText(r, ACCEPT.LOCAL),
-    portAt(r, ACCEPT.LOCAL),
-  );
 }
