@@ -11,7 +11,7 @@ import { relay } from '../src/proxy/relay.js';
 import { UdpRelay } from '../src/proxy/udp-relay.js';
 import { startDaemon, tempDir } from './helpers/daemon.js';
 import { readable } from './helpers/native.js';
-import { randomPort, sleep } from './helpers/services.js';
+import { flood, randomPort, sleep } from './helpers/services.js';
 
 /** CPU time (user + system, seconds) a process has used, from /proc/PID/stat (in clock ticks of 1/100 s). */
 function cpuSeconds(pid: number): number {
@@ -78,21 +78,7 @@ t.test('out of descriptors for the relay pipes (EMFILE): clients reset, the daem
   const port = randomPort();
   await d.cli('bind', 'add', 'web', 'tcp', '127.0.0.1', String(port));
   t.equal((await d.cli('upstream', 'add', 'web', `tcp:127.0.0.1:${upstreamPort}`)).code, 0);
-  const clients: Socket[] = [];
-  const outcomes = await Promise.all(
-    Array.from(
-      { length: 120 },
-      () =>
-        new Promise<string>((resolve) => {
-          const s = connect(port, '127.0.0.1');
-          clients.push(s);
-          s.setTimeout(3000, () => resolve('held'));
-          s.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
-          s.on('close', () => resolve('closed'));
-        }),
-    ),
-  );
-  clients.forEach((s) => s.destroy());
+  const outcomes = await flood(port, 120, 3000, 'held');
   held.forEach((s) => s.destroy());
   t.ok(outcomes.includes('ECONNRESET'), `some clients were reset (${[...new Set(outcomes)].join(', ')})`);
   await sleep(300);

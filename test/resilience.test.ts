@@ -1,8 +1,7 @@
 import t from 'tap';
-import { connect, type Socket } from 'node:net';
 import { type ServicesJSON, startDaemon, tempDir } from './helpers/daemon.js';
 import { openFds, settledFds } from './helpers/native.js';
-import { randomPort, request, sleep, startWorker } from './helpers/services.js';
+import { flood, randomPort, request, sleep, startWorker } from './helpers/services.js';
 
 t.test('SIGKILL under load: a restart has the same bindings, and the workers come back by themselves', async (t) => {
   const dir = await tempDir(t);
@@ -53,21 +52,7 @@ t.test('a flood of more connections than the descriptor limit: the daemon surviv
   t.teardown(() => d.stop());
   await d.cli('bind', 'add', 'web', 'tcp', '127.0.0.1', String(port));
   const baseline = await settledFds(d.process.pid!);
-  const sockets: Socket[] = [];
-  const outcomes = await Promise.all(
-    Array.from(
-      { length: 400 },
-      () =>
-        new Promise<string>((resolve) => {
-          const s = connect(port, '127.0.0.1');
-          sockets.push(s);
-          s.setTimeout(5000, () => resolve('timeout'));
-          s.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
-          s.on('close', () => resolve('closed'));
-        }),
-    ),
-  );
-  sockets.forEach((s) => s.destroy());
+  const outcomes = await flood(port, 400, 5000, 'timeout');
   t.ok(
     outcomes.every((o) => o === 'ECONNRESET' || o === 'closed'),
     `every flooded connection ended cleanly (${[...new Set(outcomes)].join(', ')})`,

@@ -159,15 +159,37 @@ export function encode(message: WorkerMessage | DaemonMessage): Uint8Array {
   return encoder.encode(JSON.stringify(message));
 }
 
-/** A reply: header, newline, payload, in `out`'s memory. The endpoints are the datagram's, as it came. */
-export function encodeReply(out: Uint8Array, client: Endpoint, local: Endpoint, payload: Uint8Array): Uint8Array {
-  const text = `{"type":"reply","client":{"address":"${client.address}","port":${client.port}},"local":{"address":"${local.address}","port":${local.port}}}\n`;
-  const { written } = encoder.encodeInto(text, out);
+/**
+ * The hot-path messages are written by hand: a hand-off or datagram runs once per connection or packet, and
+ * JSON.stringify of a nested object costs more than the send. Labels and addresses need no escaping (their
+ * characters are restricted), so the result is the same JSON.
+ */
+function addressed(
+  type: string,
+  label: string,
+  protocol: string,
+  client: string,
+  clientPort: number,
+  local: string,
+  localPort: number,
+): string {
+  return `{"type":"${type}","label":"${label}","protocol":"${protocol}","client":{"address":"${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}`;
+}
+
+/** `header`, a newline and `payload`, in `out`'s memory. */
+function withPayload(out: Uint8Array, header: string, payload: Uint8Array): Uint8Array {
+  const { written } = encoder.encodeInto(`${header}\n`, out);
   out.set(payload, written);
   return out.subarray(0, written + payload.length);
 }
 
-/** A datagram for a worker, in `out`'s memory: header, newline, payload (written by hand, as below). */
+/** A reply: header, newline, payload, in `out`'s memory. The endpoints are the datagram's, as it came. */
+export function encodeReply(out: Uint8Array, client: Endpoint, local: Endpoint, payload: Uint8Array): Uint8Array {
+  const header = `{"type":"reply","client":{"address":"${client.address}","port":${client.port}},"local":{"address":"${local.address}","port":${local.port}}}`;
+  return withPayload(out, header, payload);
+}
+
+/** A datagram for a worker, in `out`'s memory: header, newline, payload. */
 export function encodeDatagram(
   out: Uint8Array,
   label: string,
@@ -177,17 +199,10 @@ export function encodeDatagram(
   localPort: number,
   payload: Uint8Array,
 ): Uint8Array {
-  const text = `{"type":"datagram","label":"${label}","protocol":"udp","client":{"address":"${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}\n`;
-  const { written } = encoder.encodeInto(text, out);
-  out.set(payload, written);
-  return out.subarray(0, written + payload.length);
+  return withPayload(out, addressed('datagram', label, 'udp', client, clientPort, local, localPort), payload);
 }
 
-/**
- * A connection header, written by hand: the hand-off path runs once per connection and JSON.stringify of
- * a nested object costs more than the send. Labels and addresses need no escaping (their characters are
- * restricted), so the result is the same JSON.
- */
+/** A connection header, in `out`'s memory. */
 export function encodeConnection(
   out: Uint8Array,
   label: string,
@@ -197,7 +212,6 @@ export function encodeConnection(
   local: string,
   localPort: number,
 ): Uint8Array {
-  const text = `{"type":"connection","label":"${label}","protocol":"${protocol}","client":{"address":"${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}`;
-  const { written } = encoder.encodeInto(text, out);
+  const { written } = encoder.encodeInto(addressed('connection', label, protocol, client, clientPort, local, localPort), out);
   return out.subarray(0, written);
 }

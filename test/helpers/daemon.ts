@@ -3,50 +3,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BindingJSON } from '../../src/index.js';
-import type { ListenerStatus } from '../../src/listener/listeners.js';
-import type { LabelCounts, Metrics } from '../../src/metrics/metrics.js';
-import type { Upstream } from '../../src/proxy/upstream.js';
-import type { Worker } from '../../src/registry/registry.js';
+import type { ListBindingsResponse, ServicesResponse, StatusResponse, UpstreamsResponse } from '../../src/control/protocol.js';
+
+// What `dispatcher ... --json` prints: the control API's answers, typed where the API is (src/control/protocol.ts).
+export type StatusJSON = StatusResponse;
+export type ServicesJSON = ServicesResponse;
+export type UpstreamsJSON = UpstreamsResponse;
+export type BindingsJSON = ListBindingsResponse;
 
 export const CLI = fileURLToPath(new URL('../../bin/dispatcher', import.meta.url));
-
-/** `dispatcher status --json`: what the daemon's status handler returns (src/daemon/daemon.ts), as JSON. */
-export interface StatusJSON {
-  version: string;
-  pid: number;
-  uptime_seconds: number;
-  mode: string;
-  control: string;
-  services: string;
-  state_file: string;
-  bindings: { total: number; tcp: number; udp: number; labels: number };
-  listeners: ListenerStatus[];
-  upstreams: number;
-  workers: { total: number; labels: number };
-  /** Waiting connections per label. */
-  queued: Record<string, number>;
-  connections: Metrics['totals'] & { by_label: Record<string, LabelCounts> };
-  queue: { timeout_ms: number; size: number };
-  allow: Record<string, number[]>;
-  flags: Record<string, string>;
-}
-
-/** `dispatcher services --json`. */
-export interface ServicesJSON {
-  workers: Pick<Worker, 'id' | 'label' | 'pid' | 'uid' | 'handoffs' | 'inflight' | 'window'>[];
-  queued: Record<string, number>;
-}
-
-/** `dispatcher upstream list --json`. */
-export interface UpstreamsJSON {
-  upstreams: Upstream[];
-}
-
-/** `dispatcher bind list --json` and `dispatcher bind export`. */
-export interface BindingsJSON {
-  bindings: BindingJSON[];
-}
 
 export interface Run {
   code: number;

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, type SpawnOptions } from 'node:child_process';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 export const ECHO_SERVICE = fileURLToPath(new URL('../fixtures/echo-service.mjs', import.meta.url));
@@ -156,4 +156,27 @@ export function startPeer(mode: string, args: string[], spawnOptions: SpawnOptio
       return exited;
     },
   };
+}
+
+/**
+ * Opens `count` connections to 127.0.0.1:`port` at once and waits for each to end: its error code
+ * (ECONNRESET), 'closed', or `timeout` (the name given) if it is still open after `ms`. All are destroyed then.
+ */
+export async function flood(port: number, count: number, ms: number, timeout: string): Promise<string[]> {
+  const sockets: Socket[] = [];
+  const outcomes = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<string>((resolve) => {
+          const s = connect(port, '127.0.0.1');
+          sockets.push(s);
+          s.setTimeout(ms, () => resolve(timeout));
+          s.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+          s.on('close', () => resolve('closed'));
+        }),
+    ),
+  );
+  sockets.forEach((s) => s.destroy());
+  return outcomes;
 }
