@@ -3,8 +3,9 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import {
   encode,
-  encodeConnection,
-  encodeDatagram,
+  addressedHeader,
+  encodeHeader,
+  encodeWithPayload,
   encodeReply,
   MAX_DATAGRAM_MESSAGE,
   type WorkerMessage,
@@ -70,9 +71,11 @@ t.test(`fuzzing the services socket leaves the daemon serving, with no leak (see
       case 2:
         return Uint8Array.from(encodeReply(out, endpoint, { address: '127.0.0.1', port: int(65536) }, bytes(int(600))));
       case 3:
-        return Uint8Array.from(encodeConnection(out, 'web', 'tcp', '192.0.2.1', int(65536), '127.0.0.1', port));
+        return Uint8Array.from(encodeHeader(out, addressedHeader('connection', 'web', 'tcp', '192.0.2.1', int(65536), '127.0.0.1', port)));
       default:
-        return Uint8Array.from(encodeDatagram(out, 'dns', '192.0.2.1', 53, '127.0.0.1', port, bytes(int(100))));
+        return Uint8Array.from(
+          encodeWithPayload(out, addressedHeader('datagram', 'dns', 'udp', '192.0.2.1', 53, '127.0.0.1', port), bytes(int(100))),
+        );
     }
   };
 

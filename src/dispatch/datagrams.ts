@@ -1,7 +1,7 @@
 import { type Metrics } from '../metrics/metrics.js';
 import { addressText, DATAGRAM, datagramLength, portAt, recordIn } from '../native/records.js';
 import { DATAGRAM_SLOT } from '../native/index.js';
-import { encodeDatagram, MAX_MESSAGE } from '../services/protocol.js';
+import { addressedHeader, encodeWithPayload, MAX_MESSAGE } from '../services/protocol.js';
 import { type Current } from './current.js';
 import { RecordLookup } from './lookup.js';
 import { type Route } from './route.js';
@@ -46,7 +46,8 @@ export class DatagramPath {
       const payload = data.subarray(i * DATAGRAM_SLOT, i * DATAGRAM_SLOT + length);
       const client = addressText(r, DATAGRAM.SOURCE);
       const local = addressText(r, DATAGRAM.DESTINATION);
-      const message = encodeDatagram(this.#out, label, client, portAt(r, DATAGRAM.SOURCE), local, portAt(r, DATAGRAM.DESTINATION), payload);
+      const header = addressedHeader('datagram', label, 'udp', client, portAt(r, DATAGRAM.SOURCE), local, portAt(r, DATAGRAM.DESTINATION));
+      const message = encodeWithPayload(this.#out, header, payload);
       const result = this.#route.datagram(label, message, r, payload);
       if (result === 'sent') this.#flows.received(label, r, DATAGRAM.SOURCE, DATAGRAM.DESTINATION, now);
       if (result === 'sent' || result === 'relayed') this.#metrics.datagram(label);

@@ -10,7 +10,8 @@ import { type LogThrottle } from './log-throttle.js';
 import {
   decodeWorkerMessage,
   encode,
-  encodeConnection,
+  addressedHeader,
+  encodeHeader,
   MAX_DATAGRAM_MESSAGE,
   MAX_MESSAGE,
   PROTOCOL_VERSION,
@@ -238,8 +239,8 @@ const headerBuffer = new Uint8Array(MAX_MESSAGE);
 /** The header a worker receives with a connection's descriptor. */
 function connectionHeader(label: string, conn: Connection): Uint8Array {
   const r = conn.record;
-  return encodeConnection(
-    headerBuffer,
+  const header = addressedHeader(
+    'connection',
     label,
     conn.protocol,
     addressText(r, ACCEPT.PEER),
@@ -247,4 +248,5 @@ function connectionHeader(label: string, conn: Connection): Uint8Array {
     addressText(r, ACCEPT.LOCAL),
     portAt(r, ACCEPT.LOCAL),
   );
+  return encodeHeader(headerBuffer, header);
 }

@@ -160,12 +160,13 @@ export function encode(message: WorkerMessage | DaemonMessage): Uint8Array {
 }
 
 /**
- * The hot-path messages are written by hand: a hand-off or datagram runs once per connection or packet, and
- * JSON.stringify of a nested object costs more than the send. Labels and addresses need no escaping (their
- * characters are restricted), so the result is the same JSON.
+ * The header of a connection or datagram message. The hot-path messages are written by hand: a hand-off or
+ * datagram runs once per connection or packet, and JSON.stringify of a nested object costs more than the
+ * send. Labels and addresses need no escaping (their characters are restricted), so the result is the same
+ * JSON.
  */
-function addressed(
-  type: string,
+export function addressedHeader(
+  type: 'connection' | 'datagram',
   label: string,
   protocol: string,
   client: string,
@@ -176,8 +177,13 @@ function addressed(
   return `{"type":"${type}","label":"${label}","protocol":"${protocol}","client":{"address":"${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}`;
 }
 
-/** `header`, a newline and `payload`, in `out`'s memory. */
-function withPayload(out: Uint8Array, header: string, payload: Uint8Array): Uint8Array {
+/** `header` alone (a connection's), in `out`'s memory. */
+export function encodeHeader(out: Uint8Array, header: string): Uint8Array {
+  return out.subarray(0, encoder.encodeInto(header, out).written);
+}
+
+/** `header`, a newline and `payload` (a datagram or reply), in `out`'s memory. */
+export function encodeWithPayload(out: Uint8Array, header: string, payload: Uint8Array): Uint8Array {
   const { written } = encoder.encodeInto(`${header}\n`, out);
   out.set(payload, written);
   return out.subarray(0, written + payload.length);
@@ -186,32 +192,5 @@ function withPayload(out: Uint8Array, header: string, payload: Uint8Array): Uint
 /** A reply: header, newline, payload, in `out`'s memory. The endpoints are the datagram's, as it came. */
 export function encodeReply(out: Uint8Array, client: Endpoint, local: Endpoint, payload: Uint8Array): Uint8Array {
   const header = `{"type":"reply","client":{"address":"${client.address}","port":${client.port}},"local":{"address":"${local.address}","port":${local.port}}}`;
-  return withPayload(out, header, payload);
-}
-
-/** A datagram for a worker, in `out`'s memory: header, newline, payload. */
-export function encodeDatagram(
-  out: Uint8Array,
-  label: string,
-  client: string,
-  clientPort: number,
-  local: string,
-  localPort: number,
-  payload: Uint8Array,
-): Uint8Array {
-  return withPayload(out, addressed('datagram', label, 'udp', client, clientPort, local, localPort), payload);
-}
-
-/** A connection header, in `out`'s memory. */
-export function encodeConnection(
-  out: Uint8Array,
-  label: string,
-  protocol: string,
-  client: string,
-  clientPort: number,
-  local: string,
-  localPort: number,
-): Uint8Array {
-  const { written } = encoder.encodeInto(addressed('connection', label, protocol, client, clientPort, local, localPort), out);
-  return out.subarray(0, written);
+  return encodeWithPayload(out, header, payload);
 }
