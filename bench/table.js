@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Binding, ControlClient, Table, formatBindingsFile } from '../dist/index.js';
 import { capture, interleaved, si, writeResult } from './common.js';
-import { rng } from './rng.js';
+import { rng } from '../test/helpers/rng.js';
 
 /** @typedef {import('../dist/index.js').Protocol} Protocol */
 /** @typedef {import('../dist/index.js').Family} Family */

@@ -3,8 +3,8 @@ import { Binding, parseBinding } from '../../src/bindings/binding.js';
 
 export const bind = (label: string, protocol: string, prefix: string, port = 0): Binding => parseBinding({ label, protocol, prefix, port });
 
-// The same PRNG as the benchmarks, so a failing randomized case can be replayed from its seed.
-export { rng } from '../../bench/rng.js';
+// The PRNG the benchmarks use too, so a failing randomized case can be replayed from its seed.
+export { rng } from './rng.js';
 
 /**
  * A random table for property tests: both families and protocols, port 0 and a few others, prefixes that
