@@ -16,5 +16,6 @@ export { compareForList, bindingFilter, type Filter } from './bindings/order.js'
 export { Table, type Diff } from './table/table.js';
 export { PrefixIndex } from './table/prefix-index.js';
 export { ControlClient } from './control/client.js';
+export type * from './control/protocol.js';
 export { Daemon, type DaemonOptions } from './daemon/daemon.js';
 export { DispatcherError, type ErrorCode } from './errors.js';
