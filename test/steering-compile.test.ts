@@ -5,52 +5,66 @@ import { join } from 'node:path';
 import t from 'tap';
 import { type Family, parseAddress } from '../src/bindings/address.js';
 import { type Binding, PROTOCOLS, type Protocol } from '../src/bindings/binding.js';
-import { type CompiledTable, compileTable, type Entry, renderElements, renderMap } from '../src/steering/compile.js';
+import { type CompiledTable, compileTable, type Entry } from '../src/steering/compile.js';
+import { renderElements, renderMap } from '../src/steering/render.js';
 import { Table } from '../src/table/table.js';
 import { bind, randomBindings, rng } from './helpers/bindings.js';
 import { type TapTest } from './helpers/tap.js';
 
 const FAMILIES: readonly Family[] = [4, 6];
-const big = (text: string): bigint => Array.from(parseAddress(text).words).reduce((x, w) => (x << 32n) | BigInt(w), 0n);
+const big = (words: ArrayLike<number>): bigint => Array.from(words).reduce((x, w) => (x << 32n) | BigInt(w), 0n);
 const short = (e: Entry, family: Family): string => renderElements([e], family, (label) => label);
 
+/** An entry with its addresses as integers, for the checks' arithmetic. */
+interface Rect {
+  entry: Entry;
+  addrLo: bigint;
+  addrHi: bigint;
+  portLo: number;
+  portHi: number;
+  label: string;
+}
+const rects = (entries: readonly Entry[]): Rect[] =>
+  entries.map((entry) => ({ ...entry, entry, addrLo: big(entry.addrLo), addrHi: big(entry.addrHi) }));
+
 /** The entries' answer for one probe: the label of the one rectangle holding it, undefined for none. */
-function answer(entries: readonly Entry[], address: bigint, port: number): string | undefined {
+function answer(entries: readonly Rect[], address: bigint, port: number): string | undefined {
   const hits = entries.filter((e) => e.addrLo <= address && address <= e.addrHi && e.portLo <= port && port <= e.portHi);
   if (hits.length > 1) throw new Error(`${hits.length} entries hold ${address} port ${port}`);
   return hits[0]?.label;
 }
 
 /** Sorted by (address, port) start, well-formed, pairwise disjoint, and nothing left that could join. */
-function checkShape(t: TapTest, entries: readonly Entry[], family: Family, what: string): void {
+function checkShape(t: TapTest, compiled: readonly Entry[], family: Family, what: string): void {
+  const entries = rects(compiled);
   const top = (1n << (family === 4 ? 32n : 128n)) - 1n;
   const problems: string[] = [];
   for (const [i, e] of entries.entries()) {
     if (!(0n <= e.addrLo && e.addrLo <= e.addrHi && e.addrHi <= top && 0 <= e.portLo && e.portLo <= e.portHi && e.portHi <= 65535)) {
-      problems.push(`malformed ${short(e, family)}`);
+      problems.push(`malformed ${short(e.entry, family)}`);
     }
     const prev = entries[i - 1];
     if (prev !== undefined && !(prev.addrLo < e.addrLo || (prev.addrLo === e.addrLo && prev.portLo < e.portLo))) {
-      problems.push(`out of order: ${short(prev, family)} before ${short(e, family)}`);
+      problems.push(`out of order: ${short(prev.entry, family)} before ${short(e.entry, family)}`);
     }
     // Sorted by addrLo, so only the following entries that start inside this one's addresses can overlap it.
     for (let j = i + 1; j < entries.length && entries[j]!.addrLo <= e.addrHi; j++) {
       const o = entries[j]!;
-      if (o.portLo <= e.portHi && e.portLo <= o.portHi) problems.push(`overlap: ${short(e, family)} and ${short(o, family)}`);
+      if (o.portLo <= e.portHi && e.portLo <= o.portHi) problems.push(`overlap: ${short(e.entry, family)} and ${short(o.entry, family)}`);
       const sameAddresses = o.addrLo === e.addrLo && o.addrHi === e.addrHi;
       if (o.label === e.label && sameAddresses && (o.portLo === e.portHi + 1 || e.portLo === o.portHi + 1)) {
-        problems.push(`unjoined ports: ${short(e, family)} and ${short(o, family)}`);
+        problems.push(`unjoined ports: ${short(e.entry, family)} and ${short(o.entry, family)}`);
       }
     }
   }
-  const byPorts = new Map<string, Entry[]>();
+  const byPorts = new Map<string, Rect[]>();
   for (const e of entries) {
     const key = `${e.portLo}-${e.portHi} ${e.label}`;
     byPorts.set(key, [...(byPorts.get(key) ?? []), e]);
   }
   for (const list of byPorts.values()) {
     const ends = new Set(list.map((e) => e.addrHi));
-    for (const e of list) if (ends.has(e.addrLo - 1n)) problems.push(`unjoined addresses before ${short(e, family)}`);
+    for (const e of list) if (ends.has(e.addrLo - 1n)) problems.push(`unjoined addresses before ${short(e.entry, family)}`);
   }
   t.same(problems.slice(0, 5), [], `${what}: sorted, disjoint, joined (${entries.length} entries)`);
 }
@@ -71,7 +85,7 @@ function probes(bindings: readonly Binding[], count: number, rand: () => number)
     const b = bindings[Math.floor(rand() * bindings.length)]!;
     const bits = b.family === 4 ? 32n : 128n;
     const top = (1n << bits) - 1n;
-    const start = big(b.prefix.split('/')[0]!);
+    const start = big(parseAddress(b.prefix.split('/')[0]!).words);
     const size = 1n << (bits - BigInt(b.length));
     const inside = (BigInt(Math.floor(rand() * 2 ** 32)) * size) >> 32n;
     const address = [start, start + size - 1n, start - 1n, start + size, start + inside][Math.floor(rand() * 5)]!;
@@ -194,12 +208,16 @@ t.test('random tables: the compiled entries answer every probe as table.lookupLa
     const bindings = randomBindings(rand, size, [0, 0, 0, 1, 80, 81, 443, 65535]).filter((b) => seed % 2 === 0 || b.length >= 16);
     const table = Table.from(bindings);
     const compiled = compileTable(table);
+    const asRects = {
+      tcp: { 4: rects(compiled.tcp[4]), 6: rects(compiled.tcp[6]) },
+      udp: { 4: rects(compiled.udp[4]), 6: rects(compiled.udp[6]) },
+    };
     let wrong = 0;
     let misses = 0;
     const count = 4000;
     for (const p of probes(bindings, count, rand)) {
       const expected = table.lookupLabel(p.protocol, p.family, wordsOf(p.address, p.family), p.port);
-      const got = answer(compiled[p.protocol][p.family], p.address, p.port);
+      const got = answer(asRects[p.protocol][p.family], p.address, p.port);
       if (got === undefined) misses++;
       if (got !== expected && wrong++ < 5) t.fail(`seed ${seed}: ${p.protocol} ${p.address} port ${p.port}: ${got} != ${expected}`);
     }

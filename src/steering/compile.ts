@@ -1,6 +1,7 @@
-import { type Family, familyBits, formatAddress } from '../bindings/address.js';
+import { type Family } from '../bindings/address.js';
 import { type Binding, type Protocol } from '../bindings/binding.js';
 import { type Table } from '../table/table.js';
+import { type Coordinates, coordinates } from './coordinates.js';
 
 /**
  * Kernel steering's first step: the whole table compiled, with its precedence, into disjoint rectangles
@@ -20,9 +21,9 @@ import { type Table } from '../table/table.js';
  * in the flattened intervals (address-major slicing would repeat every exception port in every slice).
  */
 export interface Entry {
-  /** Addresses as unsigned integers (IPv6 as 128 bits), inclusive. */
-  readonly addrLo: bigint;
-  readonly addrHi: bigint;
+  /** First and last address, inclusive, as words: one for IPv4, four for IPv6, most significant first. */
+  readonly addrLo: readonly number[];
+  readonly addrHi: readonly number[];
   /** Inclusive; 0-65535 is every port. */
   readonly portLo: number;
   readonly portHi: number;
@@ -42,13 +43,25 @@ export function compileTable(table: Table): CompiledTable {
 
 /** One protocol and family's entries, sorted by address then port, with no two overlapping. */
 export function compileSpace(table: Table, protocol: Protocol, family: Family): Entry[] {
-  const bits = familyBits(family);
-  const top = (1n << BigInt(bits)) - 1n;
-  let wild: Segment[] = [{ lo: 0n, hi: top, label: undefined, length: -1 }];
+  const groups = [...table.groups(protocol, family)];
+  const all = groups.flatMap((g) => g.bindings);
+  const at = coordinates(family, all);
+  const names: string[] = [];
+  const ids = new Map<string, number>();
+  const labelOf = Int32Array.from(all, (b) => {
+    let id = ids.get(b.label);
+    if (id === undefined) ids.set(b.label, (id = names.push(b.label) - 1));
+    return id;
+  });
+
+  let wild: Segment[] = [{ lo: 0, end: at.top, label: -1, length: -1 }];
   const specific: { port: number; segments: Segment[] }[] = [];
-  for (const { port, bindings } of table.groups(protocol, family)) {
-    if (port === 0) wild = flatten(bindings, bits);
-    else specific.push({ port, segments: flatten(bindings, bits) });
+  let offset = 0;
+  for (const { port, bindings } of groups) {
+    const segments = flatten(bindings, offset, at, labelOf);
+    offset += bindings.length;
+    if (port === 0) wild = segments;
+    else specific.push({ port, segments });
   }
 
   // The wild answer's runs by label alone (precedence needed the lengths; the output does not).
@@ -56,196 +69,171 @@ export function compileSpace(table: Table, protocol: Protocol, family: Family): 
   const runOf: number[] = [];
   for (const w of wild) {
     const last = runs[runs.length - 1];
-    if (last !== undefined && last.label === w.label) last.hi = w.hi;
-    else runs.push({ lo: w.lo, hi: w.hi, label: w.label, exceptions: [] });
+    if (last !== undefined && last.label === w.label) last.end = w.end;
+    else runs.push({ lo: w.lo, end: w.end, label: w.label, exceptions: [] });
     runOf.push(runs.length - 1);
   }
 
-  const out: MutableEntry[] = [];
+  const out: Box[] = [];
   for (const { port, segments } of specific) {
-    let last: MutableEntry | undefined;
+    let last: Box | undefined;
     for (const s of segments) {
-      if (s.label === undefined) continue;
-      for (let i = segmentAt(wild, s.lo); i < wild.length && wild[i]!.lo <= s.hi; i++) {
+      if (s.label < 0) continue;
+      for (let i = segmentAt(wild, s.lo); i < wild.length && wild[i]!.lo < s.end; i++) {
         const w = wild[i]!;
         if (s.length < w.length || s.label === w.label) continue;
-        const lo = s.lo > w.lo ? s.lo : w.lo;
-        const hi = s.hi < w.hi ? s.hi : w.hi;
-        runs[runOf[i]!]!.exceptions.push({ port, lo, hi });
-        if (last !== undefined && last.label === s.label && last.addrHi + 1n === lo) last.addrHi = hi;
-        else out.push((last = { addrLo: lo, addrHi: hi, portLo: port, portHi: port, label: s.label }));
+        const lo = Math.max(s.lo, w.lo);
+        const end = Math.min(s.end, w.end);
+        runs[runOf[i]!]!.exceptions.push({ port, lo, end });
+        if (last !== undefined && last.label === s.label && last.end === lo) last.end = end;
+        else out.push((last = { lo, end, portLo: port, portHi: port, label: s.label }));
       }
     }
   }
-  for (const run of runs) if (run.label !== undefined) carve(run, run.label, out);
-  return merge(out);
+  for (const run of runs) if (run.label >= 0) carve(run, out);
+  return merge(out).map((b) => ({
+    addrLo: at.first(b.lo),
+    addrHi: at.last(b.end),
+    portLo: b.portLo,
+    portHi: b.portHi,
+    label: names[b.label]!,
+  }));
 }
 
+/** Addresses [lo, end) in coordinates; label -1 for none. */
 interface Segment {
-  readonly lo: bigint;
-  hi: bigint;
-  readonly label: string | undefined;
+  readonly lo: number;
+  end: number;
+  readonly label: number;
   /** The winning prefix's length, -1 for none. */
   readonly length: number;
 }
 
 /** A maximal run of one wild label, and the exceptions inside it: ascending by port, then address. */
 interface Run {
-  readonly lo: bigint;
-  hi: bigint;
-  readonly label: string | undefined;
-  readonly exceptions: { port: number; lo: bigint; hi: bigint }[];
+  readonly lo: number;
+  end: number;
+  readonly label: number;
+  readonly exceptions: { port: number; lo: number; end: number }[];
 }
 
-type MutableEntry = { -readonly [K in keyof Entry]: Entry[K] };
+/** An entry in the making: addresses [lo, end) in coordinates, the label's id. */
+interface Box {
+  lo: number;
+  end: number;
+  portLo: number;
+  portHi: number;
+  readonly label: number;
+}
 
 /** Emits the run's label everywhere in it that its exceptions leave. */
-function carve(run: Run, label: string, out: MutableEntry[]): void {
+function carve(run: Run, out: Box[]): void {
+  const { label, exceptions: x } = run;
   let freePort = 0;
-  const x = run.exceptions;
   for (let i = 0; i < x.length;) {
     const port = x[i]!.port;
-    if (port > freePort) out.push({ addrLo: run.lo, addrHi: run.hi, portLo: freePort, portHi: port - 1, label });
+    if (port > freePort) out.push({ lo: run.lo, end: run.end, portLo: freePort, portHi: port - 1, label });
     freePort = port + 1;
     let at = run.lo;
     for (; i < x.length && x[i]!.port === port; i++) {
-      if (x[i]!.lo > at) out.push({ addrLo: at, addrHi: x[i]!.lo - 1n, portLo: port, portHi: port, label });
-      at = x[i]!.hi + 1n;
+      if (x[i]!.lo > at) out.push({ lo: at, end: x[i]!.lo, portLo: port, portHi: port, label });
+      at = x[i]!.end;
     }
-    if (at <= run.hi) out.push({ addrLo: at, addrHi: run.hi, portLo: port, portHi: port, label });
+    if (at < run.end) out.push({ lo: at, end: run.end, portLo: port, portHi: port, label });
   }
-  if (freePort <= MAX_PORT) out.push({ addrLo: run.lo, addrHi: run.hi, portLo: freePort, portHi: MAX_PORT, label });
+  if (freePort <= MAX_PORT) out.push({ lo: run.lo, end: run.end, portLo: freePort, portHi: MAX_PORT, label });
 }
 
 /**
  * A group's longest-match answer as segments covering the whole space (none where nothing matches),
  * neighbours with the same answer joined. `bindings` are sorted by address then length, as a group holds
- * them, so a stack of the prefixes enclosing the position is enough (as PrefixIndex's flatten).
+ * them, so a stack of the prefixes enclosing the position is enough (as PrefixIndex's flatten). Binding i
+ * is number `offset + i` in `at` and `labelOf`.
  */
-function flatten(bindings: readonly Binding[], bits: number): Segment[] {
+function flatten(bindings: readonly Binding[], offset: number, at: Coordinates, labelOf: Int32Array): Segment[] {
   const out: Segment[] = [];
-  let at = 0n;
-  const emit = (hi: bigint, owner: Binding | undefined): void => {
-    if (hi < at) return;
-    const label = owner?.label;
-    const length = owner?.length ?? -1;
+  let position = 0;
+  // Gives [position, end) to binding i (-1: none).
+  const emit = (end: number, i: number): void => {
+    if (end <= position) return;
+    const label = i < 0 ? -1 : labelOf[offset + i]!;
+    const length = i < 0 ? -1 : bindings[i]!.length;
     const last = out[out.length - 1];
-    if (last !== undefined && last.label === label && last.length === length) last.hi = hi;
-    else out.push({ lo: at, hi, label, length });
-    at = hi + 1n;
+    if (last !== undefined && last.label === label && last.length === length) last.end = end;
+    else out.push({ lo: position, end, label, length });
+    position = end;
   };
-  const stack: { binding: Binding; end: bigint }[] = [];
-  for (const binding of bindings) {
-    const start = addressOf(binding);
-    for (let t = stack[stack.length - 1]; t !== undefined && t.end < start; t = stack[stack.length - 1]) {
-      stack.pop();
-      emit(t.end, t.binding);
-    }
-    emit(start - 1n, stack[stack.length - 1]?.binding);
-    stack.push({ binding, end: start + (1n << BigInt(bits - binding.length)) - 1n });
+  const stack: number[] = [];
+  const top = (): number => (stack.length === 0 ? -1 : stack[stack.length - 1]!);
+  for (let i = 0; i < bindings.length; i++) {
+    const start = at.starts[offset + i]!;
+    while (stack.length > 0 && at.ends[offset + top()]! <= start) emit(at.ends[offset + top()]!, stack.pop()!);
+    emit(start, top());
+    stack.push(i);
   }
-  for (let t = stack.pop(); t !== undefined; t = stack.pop()) emit(t.end, t.binding);
-  emit((1n << BigInt(bits)) - 1n, undefined);
+  while (stack.length > 0) emit(at.ends[offset + top()]!, stack.pop()!);
+  emit(at.top, -1);
   return out;
 }
 
-function addressOf(b: Binding): bigint {
-  if (b.family === 4) return BigInt(b.word(0));
-  return (BigInt(b.word(0)) << 96n) | (BigInt(b.word(1)) << 64n) | (BigInt(b.word(2)) << 32n) | BigInt(b.word(3));
-}
-
-/** The segment holding `address` (segments cover the space, ascending). */
-function segmentAt(segments: readonly Segment[], address: bigint): number {
+/** The segment holding coordinate `x` (segments cover the space, ascending). */
+function segmentAt(segments: readonly Segment[], x: number): number {
   let lo = 0;
   let hi = segments.length - 1;
   while (lo < hi) {
     const mid = (lo + hi + 1) >>> 1;
-    if (segments[mid]!.lo <= address) lo = mid;
+    if (segments[mid]!.lo <= x) lo = mid;
     else hi = mid - 1;
   }
   return lo;
 }
 
 /**
- * Joins rectangles with the same label that share one interval and abut in the other, ports first (the
- * complements of neighbouring ports with the same exceptions), then addresses, until nothing joins; then
- * sorts by address and port, a total order for disjoint rectangles.
+ * Joins boxes with the same label that share one interval and abut in the other, until nothing joins, in
+ * the output order: by address then port, a total order for disjoint boxes. Joins are rare (ports bound
+ * alike side by side, a complement meeting an exception of its own label), so they are found in linear
+ * passes over that order rather than by sorting again for each axis.
  */
-function merge(entries: MutableEntry[]): Entry[] {
-  let count;
-  do {
-    count = entries.length;
-    entries = join(
-      entries,
-      byAddressThenPort,
-      (a, b) => a.addrLo === b.addrLo && a.addrHi === b.addrHi && a.portHi + 1 === b.portLo,
-      'port',
-    );
-    entries = join(
-      entries,
-      byPortThenAddress,
-      (a, b) => a.portLo === b.portLo && a.portHi === b.portHi && a.addrHi + 1n === b.addrLo,
-      'address',
-    );
-  } while (entries.length < count);
-  return entries.sort((a, b) => compareBig(a.addrLo, b.addrLo) || a.portLo - b.portLo);
+function merge(boxes: Box[]): Box[] {
+  boxes.sort((a, b) => a.lo - b.lo || a.portLo - b.portLo);
+  for (let count = Infinity; boxes.length < count;) {
+    count = boxes.length;
+    boxes = joinPorts(joinAddresses(boxes));
+  }
+  return boxes;
 }
 
-function join(
-  entries: MutableEntry[],
-  order: (a: Entry, b: Entry) => number,
-  abuts: (a: Entry, b: Entry) => boolean,
-  along: 'port' | 'address',
-): MutableEntry[] {
-  entries.sort(order);
-  const out: MutableEntry[] = [];
-  for (const e of entries) {
-    const last = out[out.length - 1];
-    if (last === undefined || last.label !== e.label || !abuts(last, e)) out.push(e);
-    else if (along === 'port') last.portHi = e.portHi;
-    else last.addrHi = e.addrHi;
+/** A box's neighbour below in addresses comes before it in the order; they are found by where they end. */
+function joinAddresses(boxes: readonly Box[]): Box[] {
+  const out: Box[] = [];
+  const endingAt = new Map<number, Box[]>();
+  const add = (b: Box): void => {
+    const list = endingAt.get(b.end);
+    if (list === undefined) endingAt.set(b.end, [b]);
+    else list.push(b);
+  };
+  for (const b of boxes) {
+    const below = endingAt.get(b.lo);
+    const i = below === undefined ? -1 : below.findIndex((a) => a.portLo === b.portLo && a.portHi === b.portHi && a.label === b.label);
+    if (i < 0) {
+      out.push(b);
+      add(b);
+    } else {
+      const a = below!.splice(i, 1)[0]!;
+      a.end = b.end;
+      add(a);
+    }
   }
   return out;
 }
 
-// Label before the abutting interval's start, so that rectangles that could join are neighbours.
-function byAddressThenPort(a: Entry, b: Entry): number {
-  return compareBig(a.addrLo, b.addrLo) || compareBig(a.addrHi, b.addrHi) || compareText(a.label, b.label) || a.portLo - b.portLo;
-}
-
-function byPortThenAddress(a: Entry, b: Entry): number {
-  return a.portLo - b.portLo || a.portHi - b.portHi || compareText(a.label, b.label) || compareBig(a.addrLo, b.addrLo);
-}
-
-function compareBig(a: bigint, b: bigint): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/**
- * The entries as nftables interval map elements, one a line, comma-separated:
- * `198.51.100.0-198.51.100.127 . 443 : jump to_a`. A single address or port is written alone.
- * `verdict` names what a label's traffic does (`jump <chain>`); the caller owns the chain names.
- */
-export function renderElements(entries: readonly Entry[], family: Family, verdict: (label: string) => string): string {
-  const address = (a: bigint): string => formatAddress(family, family === 4 ? [Number(a)] : words(a));
-  const range = <T>(lo: T, hi: T, show: (x: T) => string): string => (lo === hi ? show(lo) : `${show(lo)}-${show(hi)}`);
-  return entries
-    .map((e) => `${range(e.addrLo, e.addrHi, address)} . ${range(e.portLo, e.portHi, String)} : ${verdict(e.label)}`)
-    .join(',\n');
-}
-
-/** A whole map declaration (for inside a `table inet ... { }`); an empty map has no elements clause. */
-export function renderMap(name: string, family: Family, entries: readonly Entry[], verdict: (label: string) => string): string {
-  const head = [`map ${name} {`, `  type ${family === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service : verdict`, '  flags interval'];
-  if (entries.length === 0) return [...head, '}'].join('\n');
-  const elements = renderElements(entries, family, verdict).replace(/^/gm, '    ');
-  return [...head, '  elements = {', elements, '  }', '}'].join('\n');
-}
-
-function words(a: bigint): number[] {
-  return [96n, 64n, 32n, 0n].map((shift) => Number((a >> shift) & 0xffffffffn));
+/** Boxes that start at the same address are consecutive, by port: a neighbour in ports is the one before. */
+function joinPorts(boxes: readonly Box[]): Box[] {
+  const out: Box[] = [];
+  for (const b of boxes) {
+    const a = out[out.length - 1];
+    if (a !== undefined && a.lo === b.lo && a.end === b.end && a.label === b.label && a.portHi + 1 === b.portLo) a.portHi = b.portHi;
+    else out.push(b);
+  }
+  return out;
 }
