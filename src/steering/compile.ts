@@ -17,8 +17,8 @@ import { type Coordinates, coordinates } from './coordinates.js';
  *
  * Each maximal address run of one W label is emitted port-major: the ports no exception touches inside the
  * run as whole-run rectangles, and for each port that has exceptions, the parts of the run its exceptions
- * leave. The exceptions themselves are one rectangle per maximal address run. This keeps the count linear
- * in the flattened intervals (address-major slicing would repeat every exception port in every slice).
+ * leave. The exceptions themselves are one rectangle per maximal address run. The count stays near that of
+ * the runs and the exceptions (address-major slicing would repeat every exception port in every slice).
  */
 export interface Entry {
   /** First and last address, inclusive, as words: one for IPv4, four for IPv6, most significant first. */
