@@ -22,6 +22,7 @@ import { machine, resultFile, RESULTS_DIR } from './common.js';
  *     lookups: { size: number, build_ms: number, lookups_per_second: Record<string, Summary> & Record<'table (numeric address)' | 'arkime-iptrie', Summary> }[],
  *     daemon: { replace_100k_ms: number, rss_1m_mib?: number },
  *   },
+ *   steering?: { sizes: { size: number, entries: number, compile_ms: Summary, render_ms: Summary }[] },
  *   control?: {
  *     bind_to_served_ms: { same_port: Summary, new_port: Summary },
  *     replace_100k_ms: Summary,
@@ -58,6 +59,7 @@ const suites = [
   },
   { name: 'udp', script: 'udp.js', needs: [] },
   { name: 'control', script: 'control.js', needs: [] },
+  { name: 'steering', script: 'steering.js', needs: [] },
   { name: 'scaling', script: 'scaling.js', needs: [['wrk', 'wrk']] },
   {
     name: 'tproxy',

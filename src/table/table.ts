@@ -1,4 +1,4 @@
-import { type Address, maskWords, parseAddress } from '../bindings/address.js';
+import { type Address, type Family, maskWords, parseAddress } from '../bindings/address.js';
 import { Binding, type Protocol } from '../bindings/binding.js';
 import { compareForList } from '../bindings/order.js';
 import { DispatcherError } from '../errors.js';
@@ -179,6 +179,15 @@ export class Table {
       }
     }
     return all.sort(compareForList);
+  }
+
+  /** Each non-empty port group of (protocol, family), port ascending (0 first), its bindings by address then length. */
+  *groups(protocol: Protocol, family: Family): Generator<{ port: number; bindings: readonly Binding[] }> {
+    const space = this.#spaces[PROTOCOL_INDEX[protocol]]![family === 4 ? 0 : 1]!;
+    for (let port = 0; port < PORTS; port++) {
+      const group = space[port];
+      if (group !== undefined) yield { port, bindings: group.bindings };
+    }
   }
 
   /** The same binding (key and label) if this table has it. */
