@@ -8,7 +8,7 @@ import { Binding, Table } from '../dist/index.js';
 import { compileTable } from '../dist/steering/compile.js';
 import { renderElements } from '../dist/steering/render.js';
 import { interleaved, writeResult } from './common.js';
-import { rng } from './rng.js';
+import { rng } from '../test/helpers/rng.js';
 
 /** @typedef {import('../dist/steering/compile.js').CompiledTable} CompiledTable */
 
