@@ -7,14 +7,14 @@ import { type Entry } from './compile.js';
  * `verdict` names what a label's traffic does (`jump <chain>`); the caller owns the chain names.
  */
 export function renderElements(entries: readonly Entry[], family: Family, verdict: (label: string) => string): string {
-  const lines: string[] = [];
-  for (const e of entries) {
-    const first = formatAddress(family, e.addrLo);
-    const addresses = sameWords(e.addrLo, e.addrHi) ? first : `${first}-${formatAddress(family, e.addrHi)}`;
-    const ports = e.portLo === e.portHi ? `${e.portLo}` : `${e.portLo}-${e.portHi}`;
-    lines.push(`${addresses} . ${ports} : ${verdict(e.label)}`);
-  }
-  return lines.join(',\n');
+  return entries.map((e) => `${renderKey(e, family)} : ${verdict(e.label)}`).join(',\n');
+}
+
+/** An element's key alone, `198.51.100.0-198.51.100.127 . 443`: what `delete element` names. */
+export function renderKey(e: Entry, family: Family): string {
+  const first = formatAddress(family, e.addrLo);
+  const addresses = sameWords(e.addrLo, e.addrHi) ? first : `${first}-${formatAddress(family, e.addrHi)}`;
+  return `${addresses} . ${e.portLo === e.portHi ? e.portLo : `${e.portLo}-${e.portHi}`}`;
 }
 
 /** A whole map declaration (for inside a `table inet ... { }`); an empty map has no elements clause. */

@@ -1,8 +1,8 @@
 import { type Family } from '../bindings/address.js';
 import { PROTOCOLS, type Protocol } from '../bindings/binding.js';
 import { applyRuleset } from '../listener/nftables.js';
-import { type CompiledTable } from './compile.js';
-import { renderMap } from './render.js';
+import { type CompiledTable, type Entry } from './compile.js';
+import { renderElements, renderKey, renderMap } from './render.js';
 
 /**
  * Kernel steering's ruleset: the compiled table (compile.ts) as four interval maps, one per protocol and
@@ -36,8 +36,9 @@ import { renderMap } from './render.js';
  * A label with no socket for a protocol and family gets no chain, and its elements are left out: its
  * traffic is a miss, untouched, as is traffic no element covers.
  *
- * Every change replaces the whole table in one `nft -f` transaction (create-if-missing, delete, define), as
- * tproxy mode does, so each packet sees the old maps or the new ones, never a mix.
+ * The table is written whole in one `nft -f` transaction (create-if-missing, delete, define), as tproxy
+ * mode does, and changed by one transaction of the elements and chains that differ: either way each packet
+ * sees the old maps or the new ones, never a mix.
  */
 export const STEER_TABLE = 'dispatcher_steer';
 
@@ -46,39 +47,130 @@ export type SocketPorts = (label: string, protocol: Protocol, family: Family) =>
 
 const FAMILIES: readonly Family[] = [4, 6];
 
-export function steeringRuleset(compiled: CompiledTable, sockets: SocketPorts): string {
-  const maps: string[] = [];
-  const chains: string[] = [];
-  const lookups: string[] = [];
+/**
+ * What the table holds, before it is text: per protocol and family the map's elements (those of labels
+ * with a socket there), and each label chain's one rule. A full ruleset and an update are both drawn from it.
+ */
+export interface Steering {
+  readonly spaces: readonly Space[];
+  /** Chain name (`tcp4_web`) -> its rule. */
+  readonly chains: ReadonlyMap<string, string>;
+}
+
+interface Space {
+  /** The map's name, `tcp4`; its chains are `tcp4_<label>`. */
+  readonly name: string;
+  readonly protocol: Protocol;
+  readonly family: Family;
+  readonly entries: readonly Entry[];
+}
+
+export function planSteering(compiled: CompiledTable, sockets: SocketPorts): Steering {
+  const spaces: Space[] = [];
+  const chains = new Map<string, string>();
   for (const protocol of PROTOCOLS) {
     for (const family of FAMILIES) {
-      const space = `${protocol}${family}`;
-      const entries = compiled[protocol][family];
+      const name = `${protocol}${family}`;
       const ports = new Map<string, number | undefined>();
       const portOf = (label: string): number | undefined => {
         if (!ports.has(label)) ports.set(label, sockets(label, protocol, family));
         return ports.get(label);
       };
-      const steered = entries.filter((e) => portOf(e.label) !== undefined);
-      maps.push(renderMap(space, family, steered, (label) => `jump ${space}_${label}`));
+      spaces.push({ name, protocol, family, entries: compiled[protocol][family].filter((e) => portOf(e.label) !== undefined) });
       for (const [label, port] of ports) {
         if (port === undefined) continue;
         const to = family === 4 ? `ip to 127.0.0.1:${port}` : `ip6 to [::1]:${port}`;
-        chains.push(`chain ${space}_${label} {\n  meta l4proto ${protocol} tproxy ${to} accept\n}`);
+        chains.set(`${name}_${label}`, `meta l4proto ${protocol} tproxy ${to} accept`);
       }
-      lookups.push(`${family === 4 ? 'ip' : 'ip6'} daddr . ${protocol} dport vmap @${space}`);
     }
   }
+  return { spaces, chains };
+}
+
+const jump = (space: Space) => (label: string) => `jump ${space.name}_${label}`;
+
+/** The whole table, replacing whatever is there: for start-up, and when an update cannot apply. */
+export function steeringRuleset(steering: Steering): string {
   const prerouting = [
     'chain prerouting {',
     '  type filter hook prerouting priority mangle; policy accept;',
     '  meta l4proto tcp socket transparent 1 accept',
-    ...lookups.map((l) => `  ${l}`),
+    ...steering.spaces.map((s) => `  ${s.family === 4 ? 'ip' : 'ip6'} daddr . ${s.protocol} dport vmap @${s.name}`),
     '}',
   ];
   // Chains first: nft resolves a map element's `jump` against the chains declared before it.
-  const body = [...chains, ...maps, prerouting.join('\n')].join('\n').replace(/^/gm, '  ');
+  const body = [
+    ...[...steering.chains].map(([name, rule]) => `chain ${name} {\n  ${rule}\n}`),
+    ...steering.spaces.map((s) => renderMap(s.name, s.family, s.entries, jump(s))),
+    prerouting.join('\n'),
+  ]
+    .join('\n')
+    .replace(/^/gm, '  ');
   return [`table inet ${STEER_TABLE}`, `delete table inet ${STEER_TABLE}`, `table inet ${STEER_TABLE} {`, body, '}', ''].join('\n');
+}
+
+/**
+ * The one transaction that turns the table `from` describes into `to`: new chains, then the elements that
+ * went or changed label deleted and the new ones added, then the chains no longer used deleted. nft
+ * rebuilds a concatenated interval map from the whole element list, and the kernel its lookup structure,
+ * so a full ruleset costs seconds at 100,000 bindings; an update costs what changed. Empty when nothing did.
+ */
+export function steeringUpdate(from: Steering, to: Steering): string {
+  const t = `inet ${STEER_TABLE}`;
+  const lines: string[] = [];
+  for (const [name, rule] of to.chains) {
+    if (from.chains.get(name) === rule) continue;
+    if (!from.chains.has(name)) lines.push(`add chain ${t} ${name}`);
+    lines.push(`flush chain ${t} ${name}`, `add rule ${t} ${name} ${rule}`);
+  }
+  for (const [i, space] of to.spaces.entries()) {
+    const verdict = jump(space);
+    const { gone, added } = changedEntries(from.spaces[i]?.entries ?? [], space.entries);
+    const keys = gone.map((e) => renderKey(e, space.family));
+    if (keys.length > 0) lines.push(`delete element ${t} ${space.name} { ${keys.join(', ')} }`);
+    if (added.length > 0)
+      lines.push(`add element ${t} ${space.name} { ${renderElements(added, space.family, verdict).replace(/\n/g, ' ')} }`);
+  }
+  for (const name of from.chains.keys()) if (!to.chains.has(name)) lines.push(`delete chain ${t} ${name}`);
+  return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
+/**
+ * The entries of `before` not in `after` (by key and label) and those of `after` not in `before`. Both are
+ * sorted by first address then first port (compile.ts), and disjoint, so one merge walk finds them without
+ * rendering the unchanged ones: at 100,000 bindings nearly all of them.
+ */
+function changedEntries(before: readonly Entry[], after: readonly Entry[]): { gone: Entry[]; added: Entry[] } {
+  const gone: Entry[] = [];
+  const added: Entry[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < before.length || j < after.length) {
+    const a = before[i];
+    const b = after[j];
+    const order = a === undefined ? 1 : b === undefined ? -1 : compareWords(a.addrLo, b.addrLo) || a.portLo - b.portLo;
+    if (order < 0) gone.push(before[i++]!);
+    else if (order > 0) added.push(after[j++]!);
+    else {
+      if (!sameEntry(a!, b!)) {
+        gone.push(a!);
+        added.push(b!);
+      }
+      i++;
+      j++;
+    }
+  }
+  return { gone, added };
+}
+
+function compareWords(a: readonly number[], b: readonly number[]): number {
+  // Unsigned, as the entries are ordered.
+  for (let k = 0; k < a.length; k++) if (a[k] !== b[k]) return (a[k]! >>> 0) - (b[k]! >>> 0);
+  return 0;
+}
+
+function sameEntry(a: Entry, b: Entry): boolean {
+  return a.label === b.label && a.portHi === b.portHi && compareWords(a.addrHi, b.addrHi) === 0;
 }
 
 /** Removes the table, whether it exists or not: a clean stop. */
@@ -87,8 +179,25 @@ export function steeringRemoval(): string {
 }
 
 /** Replaces the steering table in one transaction. `nft`: the command (tests run it in a namespace). */
-export function applySteering(compiled: CompiledTable, sockets: SocketPorts, nft?: string): Promise<void> {
-  return applyRuleset(steeringRuleset(compiled, sockets), nft);
+export function applySteering(steering: Steering, nft?: string): Promise<void> {
+  return applyRuleset(steeringRuleset(steering), nft);
+}
+
+/**
+ * Moves the applied table from `from` to `to` in one transaction of what changed. If the kernel's table is
+ * not `from` (someone changed it, a daemon restarted), nft refuses the update as a whole, and the whole
+ * table is replaced instead.
+ */
+export async function updateSteering(from: Steering, to: Steering, nft?: string): Promise<'updated' | 'replaced' | 'unchanged'> {
+  const update = steeringUpdate(from, to);
+  if (update === '') return 'unchanged';
+  try {
+    await applyRuleset(update, nft);
+    return 'updated';
+  } catch {
+    await applySteering(to, nft);
+    return 'replaced';
+  }
 }
 
 export function removeSteering(nft?: string): Promise<void> {
