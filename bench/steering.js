@@ -45,7 +45,8 @@ function randomBindings(n, seed) {
     const words = v4 ? [(0xc6120000 | low(17)) >>> 0] : [0x20010db8, low(16) << 16, low(8), low(16)];
     const masked = words.map((word, i) => {
       const keep = Math.max(0, Math.min(32, length - 32 * i));
-      return keep === 0 ? 0 : (word & ~(0xffffffff >>> keep)) >>> 0;
+      // A shift by 32 is a shift by 0 in JavaScript: a whole word is kept as it is.
+      return keep === 0 ? 0 : keep === 32 ? word : (word & ~(0xffffffff >>> keep)) >>> 0;
     });
     const port = r() < 0.4 ? 0 : /** @type {number} */ (PORTS[Math.floor(r() * PORTS.length)]);
     const b = new Binding(`label-${Math.floor(r() * 1000)}`, r() < 0.6 ? 'tcp' : 'udp', v4 ? 4 : 6, masked, length, port);
