@@ -23,8 +23,8 @@ import { renderElements, renderKey, renderMap } from './render.js';
  *     }
  *   }
  *
- * The rule list is fixed: only the maps grow with the bindings, so a packet's cost is one map lookup at any
- * table size. Established TCP flows skip even that: their accepted socket is transparent (inherited from
+ * The rule list is fixed: only the maps grow with the bindings, so a packet costs one map lookup at any
+ * table size (a lookup that itself grows with the map, slowly: docs/ARCHITECTURE.md). Established TCP flows skip even that: their accepted socket is transparent (inherited from
  * the listener), which `socket transparent 1` finds. No mark, unlike the TPROXY document's recipe: the mark
  * only feeds the policy route that makes non-local destinations local, and bound prefixes are local already
  * (AnyIP routes). UDP has no established socket to find, and a lookup there would let a transparent reply
