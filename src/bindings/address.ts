@@ -56,15 +56,41 @@ export function ipv4ToWord(text: string): number {
   return ((word << 8) | octet) >>> 0;
 }
 
+// Reused by formatAddress: it runs synchronously, once per call.
+const GROUPS = new Uint16Array(8);
+
 export function formatAddress(family: Family, words: ArrayLike<number>): string {
   if (family === 4) {
     const w = words[0]!;
     return `${w >>> 24}.${(w >>> 16) & 255}.${(w >>> 8) & 255}.${w & 255}`;
   }
-  const parts: number[] = [];
-  for (let i = 0; i < 4; i++) parts.push(words[i]! >>> 16, words[i]! & 0xffff);
-  // ipaddr.js prints RFC 5952's canonical form (lower case, longest zero run compressed).
-  return new ipaddr.IPv6(parts).toString();
+  // RFC 5952's canonical form by hand (lower case, no leading zeros, the first longest run of two or more
+  // zero groups as "::"): ipaddr.js gives the same text (a property test checks) at twice the cost (about
+  // 1,100 against 500 ns here), and this runs per hand-off and per steering element.
+  const groups = GROUPS;
+  for (let i = 0; i < 4; i++) {
+    groups[2 * i] = words[i]! >>> 16;
+    groups[2 * i + 1] = words[i]! & 0xffff;
+  }
+  let runAt = -1;
+  let runLength = 1;
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > runLength) [runAt, runLength] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  let text = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === runAt) {
+      text += '::';
+      i += runLength - 1;
+      continue;
+    }
+    if (text !== '' && !text.endsWith(':')) text += ':';
+    text += groups[i]!.toString(16);
+  }
+  return text;
 }
 
 export function familyBits(family: Family): number {
