@@ -5,7 +5,7 @@ import { type ControlHandlers, createControlServer, listenFd } from '../control/
 import { type Metrics } from '../metrics/metrics.js';
 import { type MetricsServer, serveMetrics } from '../metrics/server.js';
 import { native, READABLE, type WatchHandle } from '../native/index.js';
-import { credentialAt } from '../native/records.js';
+import { CREDENTIAL, credentialAt } from '../native/records.js';
 import { listenUnixPath } from '../native/unix-path.js';
 import { ServicesSocket, type ServicesOptions } from '../services/server.js';
 import { HandoverChannel, handoverPath, type InheritedSocket } from './handover.js';
@@ -125,7 +125,7 @@ export class Endpoints {
   }
 
   #watchHandover(fd: number): void {
-    const cred = new Int32Array(4);
+    const cred = new Int32Array(CREDENTIAL.SIZE);
     const watch = native.watch(fd, READABLE, () => {
       for (let rc = native.acceptUnix(fd, cred); rc === 1; rc = native.acceptUnix(fd, cred)) {
         const peer = credentialAt(cred);

@@ -1,6 +1,7 @@
 import { type Logger } from 'pino';
 import { Connection } from '../handoff/connection.js';
 import { native } from '../native/index.js';
+import { putAcceptFd } from '../native/records.js';
 import { type HandoverChannel } from './handover.js';
 
 /**
@@ -59,7 +60,7 @@ export async function receiveWaiting(
         continue;
       }
       const record = Int32Array.from(message['record'] as number[]);
-      record[0] = fd;
+      putAcceptFd(record, fd);
       dispatch(String(message['label']), new Connection(record, message['protocol'] === 'udp' ? 'udp' : 'tcp', process.hrtime.bigint()));
     }
     log.info('took over');

@@ -1,6 +1,7 @@
 import { unlinkSync } from 'node:fs';
 import { type RefusalReason } from '../metrics/metrics.js';
 import { errnoName, native, READABLE, type WatchHandle } from '../native/index.js';
+import { CREDENTIAL, credentialAt } from '../native/records.js';
 import { listenUnixPath } from '../native/unix-path.js';
 import { LogThrottle } from './log-throttle.js';
 import { MAX_PER_CALLBACK, Peer, type ServicesOptions } from './peer.js';
@@ -31,7 +32,7 @@ export class ServicesSocket {
   readonly #watch: WatchHandle;
   readonly #options: ServicesOptions;
   readonly #peers = new Set<Peer>();
-  readonly #cred = new Int32Array(4);
+  readonly #cred = new Int32Array(CREDENTIAL.SIZE);
   /** uid -> its unregistered connections. */
   readonly #unregistered = new Map<number, number>();
   /** Unregistered connections of untrusted uids, together. */
@@ -70,10 +71,7 @@ export class ServicesSocket {
   }
 
   close(): void {
-    this.#closed = true;
-    native.unwatch(this.#watch);
-    native.close(this.#fd);
-    for (const peer of [...this.#peers]) peer.close();
+    this.detach();
     try {
       unlinkSync(this.path);
     } catch {
@@ -92,7 +90,7 @@ export class ServicesSocket {
         setTimeout(() => this.#closed || native.setEvents(this.#watch, READABLE), ACCEPT_BACKOFF_MS).unref();
         return;
       }
-      const [fd, pid, uid] = this.#cred as unknown as [number, number, number];
+      const { fd, pid, uid } = credentialAt(this.#cred);
       const policy = this.#options.policy;
       if (!policy.allowsAny(uid)) {
         this.#refuseAtAccept(
