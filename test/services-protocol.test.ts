@@ -57,7 +57,7 @@ t.test('garbage on the services socket gets an error and a close, never a crash 
     ['JSON that is not an object', ['[1,2,3]'], /not a JSON object/],
     ['a first message that is not register', ['{"type":"ack","count":1}'], /the first message must be "register"/],
     ['an unknown type', ['{"type":"steal"}'], /unknown message type "steal"/],
-    ['a version it does not speak', ['{"type":"register","version":2,"label":"web"}'], /protocol version 2 is not supported/],
+    ['a version it does not speak', ['{"type":"register","version":0,"label":"web"}'], /protocol version 0 is not supported/],
     ['a bad label', ['{"type":"register","version":1,"label":"no spaces"}'], /label "no spaces" is not/],
     ['a bad window', ['{"type":"register","version":1,"label":"web","window":0}'], /"window" must be a whole number/],
     ['a huge message', [Buffer.alloc(100_000, 'x')], /a message is longer than 69632 bytes/],

@@ -20,7 +20,8 @@ import { checkRecordSizes } from './records.js';
 interface Addon {
   ACCEPT_RECORD: number;
   MAX_FDS: number;
-  listenInet(address: string, port: number, backlog: number, flags: number): number;
+  /** flags: LISTEN_*; `mark`: SO_MARK for what the socket sends (0: none). */
+  listenInet(address: string, port: number, backlog: number, flags: number, mark?: number): number;
   /** `stream`: a SOCK_STREAM socket instead (the control socket). */
   listenSeqpacket(path: string, backlog: number, stream?: boolean): number;
   connectSeqpacket(path: string): number;
@@ -50,6 +51,12 @@ interface Addon {
   /** A non-blocking connect under way to `address`:`port` (port 0: a Unix socket path). */
   connectStream(address: string, port: number): number;
   socketError(fd: number): number;
+  /** A duplicate of descriptor `fd` of process `pid` (pidfd_open + pidfd_getfd): the caller's to close. Throws (EPERM, ESRCH, EBADF). */
+  pidfdGetfd(pid: number, fd: number): number;
+  /** What a socket is: [family 4 | 6 (0: neither), type 1 stream | 2 datagram, listening 0 | 1]. Throws if `fd` is not a socket. */
+  socketInfo(fd: number): [number, number, number];
+  /** Makes a socket transparent (IP_TRANSPARENT, and IPV6_TRANSPARENT on AF_INET6) and sets its SO_MARK (0: leaves it). Throws. */
+  setTransparent(fd: number, mark: number): void;
 }
 
 declare const watchHandle: unique symbol;
@@ -77,6 +84,8 @@ export const SEND_RECORD = addon.SEND_RECORD;
 
 export const LISTEN_TRANSPARENT = 1;
 export const LISTEN_UDP = 2;
+/** SO_REUSEPORT: a restarted daemon binds its label sockets beside those its workers still hold. */
+export const LISTEN_REUSEPORT = 4;
 
 export const READABLE = 1;
 export const WRITABLE = 2;

@@ -14,7 +14,6 @@ import {
   encodeHeader,
   MAX_DATAGRAM_MESSAGE,
   MAX_MESSAGE,
-  PROTOCOL_VERSION,
   type DaemonMessage,
   type ReplyHeader,
 } from './protocol.js';
@@ -191,7 +190,7 @@ export class Peer implements Worker {
       this.window = m.window;
       this.registered = true;
       this.#hooks.registered();
-      this.#send({ type: 'registered', version: PROTOCOL_VERSION, label: m.label, worker: this.id, window: m.window });
+      this.#send({ type: 'registered', version: m.version, label: m.label, worker: this.id, window: m.window });
       this.#options.log.info(
         { worker: this.id, label: m.label, worker_pid: this.pid, uid: this.uid, window: m.window },
         'worker registered',

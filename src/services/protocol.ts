@@ -5,19 +5,27 @@ import { DispatcherError } from '../errors.js';
  * The services protocol (docs/services-protocol.md): one JSON object per SOCK_SEQPACKET message, so a
  * message is never split or merged and a hand-off's descriptor always arrives with its own header.
  *
- *   worker -> daemon   {"type":"register","version":1,"label":"web","window":64}
+ *   worker -> daemon   {"type":"register","version":2,"label":"web","window":64}
  *                      {"type":"ack","count":3}
  *                      {"type":"drain"}
  *                      {"type":"reply","client":{...},"local":{...}} \n payload     (UDP)
- *   daemon -> worker   {"type":"registered","version":1,"label":"web","worker":7,"window":64}
+ *                      {"type":"reply-socket","local":{...}}                          (v2, UDP)
+ *   daemon -> worker   {"type":"registered","version":2,"label":"web","worker":7,"window":64}
  *                      {"type":"connection",...} + the descriptor (SCM_RIGHTS)
  *                      {"type":"datagram",...} \n payload                            (UDP)
+ *                      {"type":"socket","label":"web","protocol":"tcp","family":4} + the descriptor (v2)
+ *                      {"type":"reply-socket","local":{...}} + the descriptor, or with "error" (v2)
  *                      {"type":"drained"}
  *                      {"type":"error","code":"ERR_NOT_ALLOWED","message":"..."}  (then the daemon closes)
  *
- * A datagram or reply is the JSON header, a newline, and the payload's bytes, in one message.
+ * A datagram or reply is the JSON header, a newline, and the payload's bytes, in one message. Version 2 is
+ * version 1 and kernel steering: the daemon gives a worker its label's own steered sockets to accept and
+ * receive on, and UDP sockets to reply from. The daemon answers a register with the lower of the worker's
+ * version and its own, and speaks that version to it.
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+/** The versions a daemon takes in a register; a worker of an older one keeps the hand-off path. */
+export const MIN_PROTOCOL_VERSION = 1;
 /** No message is longer; a longer one is a protocol error. */
 export const MAX_MESSAGE = 4096;
 /** A datagram or reply message: a header and up to a full UDP payload. */
@@ -55,16 +63,41 @@ export interface ReplyHeader {
   local: Endpoint;
 }
 
+/**
+ * A label's own steered socket (version 2, kernel steering), with its descriptor: TCP, a transparent
+ * listening socket to accept on; UDP, a transparent socket to receive on, each datagram with its destination
+ * (IP_RECVORIGDSTADDR is set). Bound to loopback: the kernel steers the label's traffic to it.
+ */
+export interface SocketHeader {
+  type: 'socket';
+  label: string;
+  protocol: 'tcp' | 'udp';
+  family: 4 | 6;
+}
+
+/**
+ * A UDP socket to reply from `local` (version 2): bound to exactly that address and port, which must be one
+ * the worker's label is bound to. Sent with its descriptor, or with `error` and none.
+ */
+export interface ReplySocketHeader {
+  type: 'reply-socket';
+  local: Endpoint;
+  error?: string;
+}
+
 export type WorkerMessage =
   | { type: 'register'; version: number; label: string; window: number }
   | { type: 'ack'; count: number }
   | { type: 'drain' }
-  | (ReplyHeader & { payload: Uint8Array });
+  | (ReplyHeader & { payload: Uint8Array })
+  | { type: 'reply-socket'; local: Endpoint };
 
 export type DaemonMessage =
   | { type: 'registered'; version: number; label: string; worker: number; window: number }
   | ConnectionHeader
   | (DatagramHeader & { payload: Uint8Array })
+  | SocketHeader
+  | ReplySocketHeader
   | { type: 'drained' }
   | { type: 'error'; code: string; message: string };
 
@@ -114,22 +147,25 @@ export function decodeWorkerMessage(bytes: Uint8Array): WorkerMessage {
       if (payload === undefined) throw protocolError('a reply needs a newline and its payload after the header');
       return { type: 'reply', client: endpoint(m['client'], 'client'), local: endpoint(m['local'], 'local'), payload };
     case 'register': {
-      if (m['version'] !== PROTOCOL_VERSION) {
+      const version = m['version'];
+      if (typeof version !== 'number' || !Number.isInteger(version) || version < MIN_PROTOCOL_VERSION) {
         throw new DispatcherError(
           'ERR_VERSION',
-          `protocol version ${JSON.stringify(m['version'])} is not supported (this daemon speaks ${PROTOCOL_VERSION})`,
+          `protocol version ${JSON.stringify(version)} is not supported (this daemon speaks ${MIN_PROTOCOL_VERSION}-${PROTOCOL_VERSION})`,
         );
       }
       const label = parseLabel(m['label']);
       const window = m['window'] ?? DEFAULT_WINDOW;
       if (!isCount(window, MAX_WINDOW)) throw protocolError(`"window" must be a whole number from 1 to ${MAX_WINDOW}`);
-      return { type: 'register', version: PROTOCOL_VERSION, label, window };
+      return { type: 'register', version: Math.min(version, PROTOCOL_VERSION), label, window };
     }
     case 'ack':
       if (!isCount(m['count'], MAX_WINDOW)) throw protocolError(`"count" must be a whole number from 1 to ${MAX_WINDOW}`);
       return { type: 'ack', count: m['count'] };
     case 'drain':
       return { type: 'drain' };
+    case 'reply-socket':
+      return { type: 'reply-socket', local: endpoint(m['local'], 'local') };
     default:
       throw protocolError(`unknown message type ${JSON.stringify(m['type'])}`);
   }
@@ -144,6 +180,8 @@ export function decodeDaemonMessage(bytes: Uint8Array): DaemonMessage {
       return { ...(m as unknown as DatagramHeader), payload: payload ?? new Uint8Array(0) };
     case 'registered':
     case 'connection':
+    case 'socket':
+    case 'reply-socket':
     case 'drained':
     case 'error':
       return m as unknown as DaemonMessage;
