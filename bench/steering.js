@@ -88,7 +88,7 @@ const compileMs = await interleaved(compiles, ROUNDS, 'compile ');
 const renderMs = await interleaved(renders, ROUNDS, 'render ');
 
 /** Every label has a socket for every protocol and family: the most chains. */
-const sockets = (/** @type {string} */ label) => 20000 + Number(label.slice('label-'.length));
+const sockets = (/** @type {string} */ label) => ({ address: '127.0.0.1', port: 20000 + Number(label.slice('label-'.length)) });
 /** @type {Record<string, { ruleset_bytes: number, ruleset_ms: Summary, apply_fresh_ms: Summary, apply_replace_ms: Summary, update_one_ms: Summary }> | undefined} */
 let applied;
 const canApply =

@@ -13,7 +13,7 @@ import {
   applySteering,
   planSteering,
   removeSteering,
-  type SocketPorts,
+  type SocketTargets,
   STEER_TABLE,
   steeringRuleset,
   steeringUpdate,
@@ -73,7 +73,7 @@ interface Target {
   label: string | undefined;
 }
 
-function randomTargets(rand: () => number, table: Table, sockets: SocketPorts, count: number, maxUdpMisses: number): Target[] {
+function randomTargets(rand: () => number, table: Table, sockets: SocketTargets, count: number, maxUdpMisses: number): Target[] {
   const targets: Target[] = [];
   let udpMisses = 0;
   while (targets.length < count) {
@@ -105,7 +105,7 @@ interface Setup {
   client: string;
   /** An `nft` for applyRuleset that runs in the host namespace. */
   nft: string;
-  sockets: SocketPorts;
+  sockets: SocketTargets;
   probe(targets: readonly Target[]): Promise<ProbeResult[]>;
   /** A process in the client namespace, stopped at teardown. */
   inClient(...args: string[]): ChildProcess;
@@ -134,7 +134,10 @@ async function setUp(t: TapTest): Promise<Setup> {
   };
   const labelSockets = spawnIn(host, [fixture('steer-sockets.mjs'), ...LABELS, LATE]);
   const ports = JSON.parse(await lines(labelSockets)()) as Record<string, Record<string, number>>;
-  const sockets: SocketPorts = (label, protocol, family) => ports[label]?.[`${protocol}${family}`];
+  const sockets: SocketTargets = (label, protocol, family) => {
+    const port = ports[label]?.[`${protocol}${family}`];
+    return port === undefined ? undefined : { address: family === 4 ? '127.0.0.1' : '::1', port };
+  };
 
   const probeChunk = async (chunk: readonly Target[]): Promise<ProbeResult[]> => {
     const args = chunk.flatMap((x) => [x.protocol, x.address, String(x.port)]);

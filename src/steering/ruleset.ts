@@ -42,8 +42,30 @@ import { renderElements, renderKey, renderMap } from './render.js';
  */
 export const STEER_TABLE = 'dispatcher_steer';
 
-/** The port of a label's transparent socket for a protocol and family (bound to 127.0.0.1 or ::1), if it has one. */
-export type SocketPorts = (label: string, protocol: Protocol, family: Family) => number | undefined;
+/** Where the kernel hands a label's packets: a transparent socket's address (127.0.0.1 or ::1 for the daemon's own) and port. */
+export interface SocketAddress {
+  address: string;
+  port: number;
+}
+
+/** A label's transparent socket for a protocol and family, if it has one. */
+export type SocketTargets = (label: string, protocol: Protocol, family: Family) => SocketAddress | undefined;
+
+/**
+ * A steered socket's SO_MARK, which what it sends carries: 0xd1 in the top byte, a 24-bit hash of the label
+ * below. The output chain lets a marked UDP datagram leave only from an address and port bound to the mark's
+ * label: a transparent socket may send from any address, and a worker must not gain that power. Labels
+ * whose hashes collide may send from each other's addresses (one in 16.7 million per pair); nothing else.
+ */
+export function labelMark(label: string): number {
+  // FNV-1a, 32 bits, folded to 24.
+  let h = 0x811c9dc5;
+  for (let i = 0; i < label.length; i++) h = Math.imul(h ^ label.charCodeAt(i), 0x01000193);
+  return (MARK_TAG | ((h >>> 24) ^ (h & 0xffffff))) >>> 0;
+}
+
+const MARK_TAG = 0xd1000000;
+const MARK_MASK = 0xff000000;
 
 const FAMILIES: readonly Family[] = [4, 6];
 
@@ -53,7 +75,7 @@ const FAMILIES: readonly Family[] = [4, 6];
  */
 export interface Steering {
   readonly spaces: readonly Space[];
-  /** Chain name (`tcp4_web`) -> its rule. */
+  /** Chain name (`tcp4_web`) -> its rule. Each chain has two counters: `tcp4_web` (steered), `tcp4_web_missed`. */
   readonly chains: ReadonlyMap<string, string>;
 }
 
@@ -62,25 +84,35 @@ interface Space {
   readonly name: string;
   readonly protocol: Protocol;
   readonly family: Family;
+  /** The map's elements: those of labels with a socket. */
   readonly entries: readonly Entry[];
+  /** Every entry: UDP's become the output set `udp4_own`, whatever has a socket now. */
+  readonly all: readonly Entry[];
 }
 
-export function planSteering(compiled: CompiledTable, sockets: SocketPorts): Steering {
+const owned = (space: Space): boolean => space.protocol === 'udp';
+const ownSet = (space: Space): string => `${space.name}_own`;
+const ownKey = (e: Entry, family: Family): string => `0x${labelMark(e.label).toString(16)} . ${renderKey(e, family)}`;
+
+export function planSteering(compiled: CompiledTable, sockets: SocketTargets): Steering {
   const spaces: Space[] = [];
   const chains = new Map<string, string>();
   for (const protocol of PROTOCOLS) {
     for (const family of FAMILIES) {
       const name = `${protocol}${family}`;
-      const ports = new Map<string, number | undefined>();
-      const portOf = (label: string): number | undefined => {
-        if (!ports.has(label)) ports.set(label, sockets(label, protocol, family));
-        return ports.get(label);
+      const targets = new Map<string, SocketAddress | undefined>();
+      const targetOf = (label: string): SocketAddress | undefined => {
+        if (!targets.has(label)) targets.set(label, sockets(label, protocol, family));
+        return targets.get(label);
       };
-      spaces.push({ name, protocol, family, entries: compiled[protocol][family].filter((e) => portOf(e.label) !== undefined) });
-      for (const [label, port] of ports) {
-        if (port === undefined) continue;
-        const to = family === 4 ? `ip to 127.0.0.1:${port}` : `ip6 to [::1]:${port}`;
-        chains.set(`${name}_${label}`, `meta l4proto ${protocol} tproxy ${to} accept`);
+      const all = compiled[protocol][family];
+      spaces.push({ name, protocol, family, entries: all.filter((e) => targetOf(e.label) !== undefined), all });
+      for (const [label, target] of targets) {
+        if (target === undefined) continue;
+        const chain = `${name}_${label}`;
+        const to = family === 4 ? `ip to ${target.address}:${target.port}` : `ip6 to [${target.address}]:${target.port}`;
+        // When no transparent socket is there (an adopted server gone), tproxy ends the rule: the miss counts.
+        chains.set(chain, `meta l4proto ${protocol} tproxy ${to} counter name "${chain}" accept\n  counter name "${chain}_missed"`);
       }
     }
   }
@@ -91,22 +123,45 @@ const jump = (space: Space) => (label: string) => `jump ${space.name}_${label}`;
 
 /** The whole table, replacing whatever is there: for start-up, and when an update cannot apply. */
 export function steeringRuleset(steering: Steering): string {
+  const ip = (s: Space): string => (s.family === 4 ? 'ip' : 'ip6');
   const prerouting = [
     'chain prerouting {',
     '  type filter hook prerouting priority mangle; policy accept;',
     '  meta l4proto tcp socket transparent 1 accept',
-    ...steering.spaces.map((s) => `  ${s.family === 4 ? 'ip' : 'ip6'} daddr . ${s.protocol} dport vmap @${s.name}`),
+    ...steering.spaces.map((s) => `  ${ip(s)} daddr . ${s.protocol} dport vmap @${s.name}`),
     '}',
   ];
-  // Chains first: nft resolves a map element's `jump` against the chains declared before it.
+  const ownedSpaces = steering.spaces.filter(owned);
+  const output = [
+    'chain output {',
+    '  type filter hook output priority filter; policy accept;',
+    ...ownedSpaces.map(
+      (s) =>
+        `  meta mark & 0x${MARK_MASK.toString(16)} == 0x${MARK_TAG.toString(16)} meta l4proto ${s.protocol} meta mark . ${ip(s)} saddr . ${s.protocol} sport != @${ownSet(s)} counter name "spoofed" drop`,
+    ),
+    '}',
+  ];
+  // Counters and chains first: nft resolves a map element's `jump` against the chains declared before it.
   const body = [
+    'counter spoofed {\n}',
+    ...[...steering.chains.keys()].flatMap((name) => [`counter ${name} {\n}`, `counter ${name}_missed {\n}`]),
     ...[...steering.chains].map(([name, rule]) => `chain ${name} {\n  ${rule}\n}`),
     ...steering.spaces.map((s) => renderMap(s.name, s.family, s.entries, jump(s))),
+    ...ownedSpaces.map((s) => renderOwnSet(s)),
     prerouting.join('\n'),
+    output.join('\n'),
   ]
     .join('\n')
     .replace(/^/gm, '  ');
   return [`table inet ${STEER_TABLE}`, `delete table inet ${STEER_TABLE}`, `table inet ${STEER_TABLE} {`, body, '}', ''].join('\n');
+}
+
+/** The output set of a UDP space: (mark . address interval . port interval) of every entry. */
+function renderOwnSet(space: Space): string {
+  const head = [`set ${ownSet(space)} {`, `  type mark . ${space.family === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service`, '  flags interval'];
+  if (space.all.length === 0) return [...head, '}'].join('\n');
+  const elements = space.all.map((e) => `    ${ownKey(e, space.family)}`).join(',\n');
+  return [...head, '  elements = {', elements, '  }', '}'].join('\n');
 }
 
 /**
@@ -120,8 +175,8 @@ export function steeringUpdate(from: Steering, to: Steering): string {
   const lines: string[] = [];
   for (const [name, rule] of to.chains) {
     if (from.chains.get(name) === rule) continue;
-    if (!from.chains.has(name)) lines.push(`add chain ${t} ${name}`);
-    lines.push(`flush chain ${t} ${name}`, `add rule ${t} ${name} ${rule}`);
+    if (!from.chains.has(name)) lines.push(`add counter ${t} ${name}`, `add counter ${t} ${name}_missed`, `add chain ${t} ${name}`);
+    lines.push(`flush chain ${t} ${name}`, ...rule.split('\n').map((r) => `add rule ${t} ${name} ${r.trim()}`));
   }
   for (const [i, space] of to.spaces.entries()) {
     const verdict = jump(space);
@@ -130,8 +185,15 @@ export function steeringUpdate(from: Steering, to: Steering): string {
     if (keys.length > 0) lines.push(`delete element ${t} ${space.name} { ${keys.join(', ')} }`);
     if (added.length > 0)
       lines.push(`add element ${t} ${space.name} { ${renderElements(added, space.family, verdict).replace(/\n/g, ' ')} }`);
+    if (!owned(space)) continue;
+    const own = changedEntries(from.spaces[i]?.all ?? [], space.all);
+    if (own.gone.length > 0)
+      lines.push(`delete element ${t} ${ownSet(space)} { ${own.gone.map((e) => ownKey(e, space.family)).join(', ')} }`);
+    if (own.added.length > 0)
+      lines.push(`add element ${t} ${ownSet(space)} { ${own.added.map((e) => ownKey(e, space.family)).join(', ')} }`);
   }
-  for (const name of from.chains.keys()) if (!to.chains.has(name)) lines.push(`delete chain ${t} ${name}`);
+  for (const name of from.chains.keys())
+    if (!to.chains.has(name)) lines.push(`delete chain ${t} ${name}`, `delete counter ${t} ${name}`, `delete counter ${t} ${name}_missed`);
   return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
 
