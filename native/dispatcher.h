@@ -1,7 +1,7 @@
 // The dispatcher's native layer: only what Node has no API for. Descriptor passing (SCM_RIGHTS), peer
 // credentials (SO_PEERCRED), batch accept with the local address, SOCK_SEQPACKET sockets, reset-on-close,
 // and a readiness watcher on a raw descriptor (libuv's uv_poll) so that JavaScript can drive them.
-// One file per concern: address, listen, fdpass, watch, udp, relay; init.c registers the exports.
+// One file per concern: address, listen, fdpass, watch, udp, relay, steer; init.c registers the exports.
 //
 // Ownership rules, which the typed wrapper (src/native/index.ts) documents:
 // - A call that returns a descriptor gives it to the caller; nothing here keeps a copy.
@@ -29,6 +29,17 @@ void put_address(const struct sockaddr_storage *ss, int32_t *block);
 socklen_t make_address(const int32_t *block, int v6_socket, struct sockaddr_storage *ss);
 
 static inline int set_int(int fd, int level, int name, int value) { return setsockopt(fd, level, name, &value, sizeof value); }
+
+// IP_TRANSPARENT, or IPV6_TRANSPARENT for AF_INET6: both set the one transparent bit of the socket, so a
+// dual-stack socket is transparent to IPv4 as well.
+static inline int set_transparent(int fd, int family) {
+  return family == AF_INET6 ? set_int(fd, SOL_IPV6, IPV6_TRANSPARENT, 1) : set_int(fd, SOL_IP, IP_TRANSPARENT, 1);
+}
+
+// listenInet's flags (src/native/index.ts: LISTEN_*).
+#define LISTEN_TRANSPARENT 1
+#define LISTEN_UDP 2
+#define LISTEN_REUSEPORT 4
 
 // Linux 6.16 lets a Unix socket refuse descriptors (a sender's SCM_RIGHTS then fails with EPERM); older
 // headers lack the name. 83 is asm-generic's value; alpha, mips, parisc and sparc number it otherwise.
@@ -70,5 +81,8 @@ napi_value Unwatch(napi_env env, napi_callback_info info);
 napi_value RecvDatagrams(napi_env env, napi_callback_info info);
 napi_value SendDatagrams(napi_env env, napi_callback_info info);
 napi_value Relay(napi_env env, napi_callback_info info);
+napi_value PidfdGetfd(napi_env env, napi_callback_info info);
+napi_value SocketInfo(napi_env env, napi_callback_info info);
+napi_value SetTransparent(napi_env env, napi_callback_info info);
 
 #endif

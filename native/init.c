@@ -27,6 +27,9 @@ static napi_value Init(napi_env env, napi_value exports) {
       FUNCTION("relay", Relay),
       FUNCTION("connectStream", ConnectStream),
       FUNCTION("socketError", SocketError),
+      FUNCTION("pidfdGetfd", PidfdGetfd),
+      FUNCTION("socketInfo", SocketInfo),
+      FUNCTION("setTransparent", SetTransparent),
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   const struct {

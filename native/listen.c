@@ -15,8 +15,12 @@
 // SO_REUSEADDR on TCP only: there it just lets a restart bind past TIME_WAIT. On UDP it would let any local
 // user bind the same address and port with SO_REUSEADDR too and take the daemon's datagrams; a hand-over
 // passes the socket itself (SCM_RIGHTS), so nothing needs to bind a UDP port twice.
-static const char *listen_options(int fd, int family, int udp, int transparent) {
+static const char *listen_options(int fd, int family, int32_t flags, int32_t mark) {
+  int udp = flags & LISTEN_UDP;
   if (!udp && set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0) return "SO_REUSEADDR";
+  // Unlike SO_REUSEADDR on UDP this is safe: the kernel lets only sockets of the same effective uid share the port.
+  if ((flags & LISTEN_REUSEPORT) && set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0) return "SO_REUSEPORT";
+  if (mark != 0 && set_int(fd, SOL_SOCKET, SO_MARK, mark) < 0) return "SO_MARK";
   if (family == AF_INET6 && set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0) < 0) return "IPV6_V6ONLY";
   if (udp) {
     // Each datagram's destination (address and port), for the lookup and for the reply's source. IPv4 on a
@@ -27,7 +31,7 @@ static const char *listen_options(int fd, int family, int udp, int transparent) 
     // a route (AnyIP: ip -6 route add local 2001:db8:1::/64 dev lo) unless the socket may bind freely.
     if (set_int(fd, SOL_IP, IP_FREEBIND, 1) < 0) return "IP_FREEBIND";
   }
-  if (transparent && set_int(fd, family == AF_INET6 ? SOL_IPV6 : SOL_IP, family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, 1) < 0) return "IP_TRANSPARENT";
+  if ((flags & LISTEN_TRANSPARENT) && set_transparent(fd, family) < 0) return "IP_TRANSPARENT";
   return NULL;
 }
 
@@ -38,21 +42,21 @@ static napi_value fail_socket(napi_env env, int fd, const char *what) {
   return throw_errno(env, err, what);
 }
 
-// listenInet(address: string, port: number, backlog: number, flags: number): fd
-// flags: 1 = IP_TRANSPARENT (tproxy), 2 = UDP instead of TCP. An IPv6 address gets a dual-stack socket.
+// listenInet(address: string, port: number, backlog: number, flags: number, mark?: number): fd
+// flags: LISTEN_*. An IPv6 address gets a dual-stack socket. `mark`: SO_MARK (0: none).
 napi_value ListenInet(napi_env env, napi_callback_info info) {
   char address[64];
   size_t len;
-  int32_t port, backlog, flags;
-  if (!args_parse(env, info, "listenInet(address, port 0..65535, backlog, flags)", "spii", address, sizeof address, &len, &port, &backlog, &flags)) return NULL;
+  int32_t port, backlog, flags, mark;
+  if (!args_parse(env, info, "listenInet(address, port 0..65535, backlog, flags, mark?)", "spiin", address, sizeof address, &len, &port, &backlog, &flags, &mark)) return NULL;
   struct sockaddr_storage ss;
   socklen_t sslen = parse_inet(address, port, &ss);
   if (sslen == 0) return throw_errno(env, EINVAL, "listen address is not an IP address");
   int family = ss.ss_family;
-  int udp = flags & 2;
+  int udp = flags & LISTEN_UDP;
   int fd = socket(family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
-  const char *failed = listen_options(fd, family, udp, flags & 1);
+  const char *failed = listen_options(fd, family, flags, mark);
   if (failed == NULL && bind(fd, (struct sockaddr *)&ss, sslen) < 0) failed = "bind";
   if (failed == NULL && !udp && listen(fd, backlog) < 0) failed = "listen";
   if (failed != NULL) return fail_socket(env, fd, failed);

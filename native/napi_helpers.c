@@ -48,6 +48,15 @@ static bool get_arg(napi_env env, napi_value v, char letter, va_list *ap) {
       if (napi_get_value_bool(env, v, flag) != napi_ok) *flag = false;
       return true;
     }
+    case 'n': {
+      int32_t *out = va_arg(*ap, int32_t *);
+      napi_valuetype t;
+      if (napi_typeof(env, v, &t) == napi_ok && t == napi_undefined) {
+        *out = 0;
+        return true;
+      }
+      return get_int(env, v, out, INT32_MIN, INT32_MAX);
+    }
     case 's': {
       char *buf = va_arg(*ap, char *);
       size_t size = va_arg(*ap, size_t);
@@ -97,6 +106,10 @@ static const char *errno_name(int err) {
     case EINVAL: return "EINVAL";
     case ENAMETOOLONG: return "ENAMETOOLONG";
     case EAGAIN: return "EAGAIN";
+    case ENOTSOCK: return "ENOTSOCK";
+    case ESRCH: return "ESRCH";
+    case EBADF: return "EBADF";
+    case ENOSYS: return "ENOSYS";
     default: return "ERR_SYSCALL";
   }
 }

@@ -30,6 +30,7 @@ typedef struct {
 //   d  int32_t *               a descriptor, >= 0
 //   b  bool *                  a boolean
 //   o  bool *                  optional: false unless the argument is `true`
+//   n  int32_t *               optional: 0 when `undefined`, else an integer
 //   s  char *, size_t, size_t *  a string into a buffer of that size, NUL-terminated and cut to fit, and the
 //                              bytes copied (size - 1 may mean a cut: a caller to whom it matters checks)
 //   u  array_t *, int          a Uint8Array of at least that many elements
