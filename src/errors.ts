@@ -26,7 +26,8 @@ export type ErrorCode =
   | 'ERR_UPSTREAM'
   | 'ERR_NO_UPSTREAM'
   | 'ERR_USAGE'
-  | 'ERR_BUSY';
+  | 'ERR_BUSY'
+  | 'ERR_ADOPT';
 
 export class DispatcherError extends Error {
   readonly code: ErrorCode;

@@ -51,11 +51,14 @@ interface Addon {
   /** A non-blocking connect under way to `address`:`port` (port 0: a Unix socket path). */
   connectStream(address: string, port: number): number;
   socketError(fd: number): number;
-  /** A duplicate of descriptor `fd` of process `pid` (pidfd_open + pidfd_getfd): the caller's to close. Throws (EPERM, ESRCH, EBADF). */
+  /** A duplicate of descriptor `fd` of process `pid` (pidfd_open + pidfd_getfd), close-on-exec: the caller's to close. Throws (EPERM, ESRCH, EBADF). */
   pidfdGetfd(pid: number, fd: number): number;
   /** What a socket is: [family 4 | 6 (0: neither), type 1 stream | 2 datagram, listening 0 | 1]. Throws if `fd` is not a socket. */
   socketInfo(fd: number): [number, number, number];
-  /** Makes a socket transparent (IP_TRANSPARENT, and IPV6_TRANSPARENT on AF_INET6) and sets its SO_MARK (0: leaves it). Throws. */
+  /**
+   * Makes a socket transparent (IP_TRANSPARENT, IPV6_TRANSPARENT on AF_INET6: the one flag, so a dual-stack socket is transparent to
+   * IPv4 too) and sets its SO_MARK (0: leaves it). Throws.
+   */
   setTransparent(fd: number, mark: number): void;
 }
 
