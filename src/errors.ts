@@ -27,7 +27,8 @@ export type ErrorCode =
   | 'ERR_NO_UPSTREAM'
   | 'ERR_USAGE'
   | 'ERR_BUSY'
-  | 'ERR_ADOPT';
+  | 'ERR_ADOPT'
+  | 'ERR_MODE';
 
 export class DispatcherError extends Error {
   readonly code: ErrorCode;

@@ -3,6 +3,7 @@ import { hideBin } from 'yargs/helpers';
 import { OPTIONS } from '../daemon/options.js';
 import { DispatcherError } from '../errors.js';
 import { VERSION } from '../version.js';
+import { adoptCommand, releaseCommand } from './commands/adopt.js';
 import { bindCommand } from './commands/bind.js';
 import { daemonCommand } from './commands/daemon.js';
 import { lookupCommand } from './commands/lookup.js';
@@ -30,6 +31,8 @@ export async function main(args: string[]): Promise<void> {
     .command(bindCommand)
     .command(lookupCommand)
     .command(upstreamCommand)
+    .command(adoptCommand)
+    .command(releaseCommand)
     .command(servicesCommand)
     .command(upgradeCommand)
     .command(statusCommand)

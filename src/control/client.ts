@@ -2,6 +2,8 @@ import { request } from 'node:http';
 import { DispatcherError, type ErrorCode } from '../errors.js';
 import { type Protocol } from '../bindings/binding.js';
 import {
+  type AdoptRequest,
+  type AdoptResponse,
   API_PREFIX,
   type AddBindingResponse,
   type BindingRequest,
@@ -12,6 +14,8 @@ import {
   type ListBindingsResponse,
   type LookupResponse,
   type RemoveBindingResponse,
+  type ReleaseRequest,
+  type ReleaseResponse,
   type RemoveUpstreamResponse,
   type ReplaceResponse,
   type ServicesResponse,
@@ -75,6 +79,15 @@ export class ControlClient {
 
   removeUpstream(label: string): Promise<RemoveUpstreamResponse> {
     return this.#request('DELETE /upstreams', { body: { label } });
+  }
+
+  /** Kernel mode: steer `label` to a socket of process `pid` (the caller must be allowed to trace it). */
+  adopt(request: AdoptRequest): Promise<AdoptResponse> {
+    return this.#request('POST /adopted', { body: request });
+  }
+
+  release(request: ReleaseRequest): Promise<ReleaseResponse> {
+    return this.#request('DELETE /adopted', { body: request });
   }
 
   #request<E extends Endpoint>(

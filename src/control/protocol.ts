@@ -9,6 +9,7 @@ import { type BindingsFile } from '../bindings/file.js';
 import { type ListenerStatus } from '../listener/listeners.js';
 import { type LabelCounts, type Metrics } from '../metrics/metrics.js';
 import { type Upstream } from '../proxy/upstream.js';
+import { type SteeringCounters } from '../steering/counters.js';
 
 export const API_PREFIX = '/v1';
 export const DEFAULT_CONTROL_PATH = '/run/dispatcher/control.sock';
@@ -63,6 +64,36 @@ export interface RemoveUpstreamRequest {
 export interface RemoveUpstreamResponse {
   removed: Upstream;
 }
+/** The body of `POST /adopted`: take `pid`'s listening (tcp) or bound (udp) socket for `label` (kernel mode). */
+export interface AdoptRequest {
+  label: string;
+  pid: number;
+  /** Default tcp. */
+  protocol?: Protocol;
+  /** Which of the server's sockets, when it has several: `198.51.100.1:80`, `[::]:80`. */
+  address?: string;
+}
+export interface AdoptedJSON {
+  label: string;
+  protocol: Protocol;
+  family: 4 | 6;
+  /** Where the kernel hands the label's packets: the socket's address (loopback for a wildcard one) and port. */
+  address: string;
+  port: number;
+  pid: number;
+}
+export interface AdoptResponse {
+  adopted: AdoptedJSON;
+}
+/** The body of `DELETE /adopted`: the label's own socket takes its traffic back. */
+export interface ReleaseRequest {
+  label: string;
+  protocol: Protocol;
+  family: 4 | 6;
+}
+export interface ReleaseResponse {
+  released: boolean;
+}
 export interface WorkerJSON {
   id: number;
   label: string;
@@ -81,7 +112,7 @@ export interface StatusResponse {
   version: string;
   pid: number;
   uptime_seconds: number;
-  /** `ports` or `tproxy`. */
+  /** `ports`, `tproxy` or `kernel`. */
   mode: string;
   control: string;
   services: string;
@@ -98,6 +129,8 @@ export interface StatusResponse {
   allow: Record<string, number[]>;
   /** The daemon's options as its flags (without --control and --takeover): `dispatcher upgrade` hands them on. */
   flags: Record<string, string | string[]>;
+  /** Kernel mode: what the kernel counted (nft counters), or why it could not be read. */
+  steering?: SteeringCounters | { error: string };
 }
 
 /**
@@ -116,5 +149,7 @@ export interface Endpoints {
   'GET /upstreams': { query: undefined; body: undefined; response: UpstreamsResponse };
   'POST /upstreams': { query: undefined; body: UpstreamRequest; response: SetUpstreamResponse };
   'DELETE /upstreams': { query: undefined; body: RemoveUpstreamRequest; response: RemoveUpstreamResponse };
+  'POST /adopted': { query: undefined; body: AdoptRequest; response: AdoptResponse };
+  'DELETE /adopted': { query: undefined; body: ReleaseRequest; response: ReleaseResponse };
 }
 export type Endpoint = keyof Endpoints;

@@ -1,11 +1,21 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { type Binding, parseBinding, parseLabel, parsePortText, parseProtocol } from '../bindings/binding.js';
+import { isIP } from 'node:net';
+import { type Binding, parseBinding, parseLabel, parsePortText, parseProtocol, type Protocol } from '../bindings/binding.js';
 import { parseBindingsText } from '../bindings/file.js';
 import { type Filter } from '../bindings/order.js';
 import { asError, DispatcherError, type ErrorCode } from '../errors.js';
+import { native } from '../native/index.js';
 import { type Diff } from '../table/table.js';
 import { parseUpstream, type Upstream } from '../proxy/upstream.js';
-import { API_PREFIX, type Endpoint, type Endpoints, type ErrorBody, type ServicesResponse, type StatusResponse } from './protocol.js';
+import {
+  type AdoptedJSON,
+  API_PREFIX,
+  type Endpoint,
+  type Endpoints,
+  type ErrorBody,
+  type ServicesResponse,
+  type StatusResponse,
+} from './protocol.js';
 
 /** What the control API drives; the daemon implements it. */
 export interface ControlHandlers {
@@ -15,11 +25,22 @@ export interface ControlHandlers {
   remove(binding: Binding): Promise<Binding>;
   replace(bindings: Binding[], dryRun: boolean): Promise<Diff & { warnings: string[] }>;
   lookup(protocol: 'tcp' | 'udp', address: string, port: number): Binding | undefined;
-  status(): StatusResponse;
+  status(): StatusResponse | Promise<StatusResponse>;
   services(): ServicesResponse;
   upstreams(): Upstream[];
   setUpstream(upstream: Upstream): Promise<{ upstream: Upstream; replaced: Upstream | undefined }>;
   removeUpstream(label: string): Promise<Upstream>;
+  /** Kernel mode: takes a server's socket for a label; `caller` is the control socket's peer. */
+  adopt(request: ParsedAdopt, caller: { uid: number; gid: number }): Promise<AdoptedJSON>;
+  release(label: string, protocol: Protocol, family: 4 | 6): Promise<boolean>;
+}
+
+/** An adopt request, checked: `at` is the socket asked for, if the server has several. */
+export interface ParsedAdopt {
+  label: string;
+  pid: number;
+  protocol: Protocol;
+  at: { address: string; port: number } | undefined;
 }
 
 /**
@@ -54,6 +75,8 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   ERR_LABEL_MISMATCH: 409,
   ERR_STATE: 500,
   ERR_BUSY: 503,
+  ERR_NOT_ALLOWED: 403,
+  ERR_MODE: 409,
 };
 
 class HttpError extends DispatcherError {
@@ -172,7 +195,39 @@ const ROUTES: Routes = {
   'DELETE /upstreams': async (h, { req, body }) => ({
     removed: await h.removeUpstream(parseLabel((await readObject(req, body, ['label']))['label'])),
   }),
+  'POST /adopted': async (h, { req, body }) => {
+    const f = await readObject(req, body, ['label', 'pid', 'protocol', 'address']);
+    const pid = f['pid'];
+    if (typeof pid !== 'number' || !Number.isInteger(pid) || pid < 1) throw new DispatcherError('ERR_REQUEST', '"pid" must be a process id');
+    const at = f['address'] === undefined ? undefined : parseSocketAddress(f['address']);
+    const request = { label: parseLabel(f['label']), pid, protocol: parseProtocol(f['protocol'] ?? 'tcp'), at };
+    return { adopted: await h.adopt(request, peerOf(req)) };
+  },
+  'DELETE /adopted': async (h, { req, body }) => {
+    const f = await readObject(req, body, ['label', 'protocol', 'family']);
+    const family = f['family'];
+    if (family !== 4 && family !== 6) throw new DispatcherError('ERR_REQUEST', '"family" must be 4 or 6');
+    return { released: await h.release(parseLabel(f['label']), parseProtocol(f['protocol']), family) };
+  },
 };
+
+/** `198.51.100.1:80` or `[2001:db8::1]:80`: which of a server's sockets. */
+function parseSocketAddress(value: unknown): { address: string; port: number } {
+  const m = typeof value === 'string' ? /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(value) : null;
+  const port = Number(m?.[3]);
+  if (m === null || port > 65535 || isIP(m[1] ?? m[2] ?? '') === 0) {
+    throw new DispatcherError('ERR_ADDRESS', `${JSON.stringify(value)} is not ADDRESS:PORT (IPv6 in brackets: [::1]:80)`);
+  }
+  return { address: (m[1] ?? m[2])!, port };
+}
+
+/** Who sent a request: the control socket's peer (SO_PEERCRED of the connection). */
+function peerOf(req: IncomingMessage): { uid: number; gid: number } {
+  const fd = (req.socket as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+  const cred = fd >= 0 ? native.peerCred(fd) : -1;
+  if (typeof cred === 'number') throw new DispatcherError('ERR_REQUEST', 'cannot tell who sent the request (no peer credentials)');
+  return { uid: cred[1], gid: cred[2] };
+}
 
 const PATHS = new Set(Object.keys(ROUTES).map((endpoint) => endpoint.slice(endpoint.indexOf(' ') + 1)));
 

@@ -8,6 +8,10 @@ import { UdpFlows } from '../dispatch/udp-flows.js';
 import { type ListeningMode, type ModeOptions } from '../listener/mode.js';
 import { PortsMode } from '../listener/ports-mode.js';
 import { TproxyMode } from '../listener/tproxy-mode.js';
+import { KernelMode } from '../steering/kernel-mode.js';
+import { type LabelSocket } from '../steering/label-sockets.js';
+import { type AdoptedJSON } from '../control/protocol.js';
+import { DispatcherError } from '../errors.js';
 import { Metrics } from '../metrics/metrics.js';
 import { native } from '../native/index.js';
 import { UdpRelay } from '../proxy/udp-relay.js';
@@ -24,6 +28,15 @@ import { type DaemonOptions, optionFlags, resolveOptions, type ResolvedOptions }
 import { Handovers, takeOver } from './takeover.js';
 
 export type { DaemonOptions } from './options.js';
+
+function onlyKernel(kernel: KernelMode | undefined): KernelMode {
+  if (kernel === undefined) throw new DispatcherError('ERR_MODE', 'adopting a server needs kernel steering (dispatcher daemon --mode kernel)');
+  return kernel;
+}
+
+function adoptedJSON(s: LabelSocket): AdoptedJSON {
+  return { label: s.label, protocol: s.protocol, family: s.family, address: s.address, port: s.port, pid: s.adoptedFrom ?? 0 };
+}
 
 type Resolved = ResolvedOptions & { logger: Logger };
 
@@ -68,7 +81,8 @@ export class Daemon {
       onAccepted: new AcceptPath(store, route, metrics).onAccepted,
       onDatagrams: new DatagramPath(store, route, flows, metrics).onDatagrams,
     };
-    const mode = o.mode === 'tproxy' ? new TproxyMode(modeOptions) : new PortsMode(modeOptions);
+    const kernel = o.mode === 'kernel' ? new KernelMode({ ...modeOptions, stateDir: o.stateDir, current: store }) : undefined;
+    const mode = kernel ?? (o.mode === 'tproxy' ? new TproxyMode(modeOptions) : new PortsMode(modeOptions));
     const replies = new UdpReplies(store, mode, flows, metrics);
     store.followedBy(mode);
     const startedAt = Date.now();
@@ -79,11 +93,14 @@ export class Daemon {
       replace: (bindings, dryRun) => store.replace(bindings, dryRun),
       lookup: (protocol, address, port) => store.lookup(protocol, address, port),
       upstreams: () => store.upstreams(),
-      setUpstream: (upstream) => store.setUpstream(upstream),
-      removeUpstream: (label) => store.removeUpstream(label),
+      // Kernel mode: an upstream may make the daemon serve a label's socket itself, or stop.
+      setUpstream: (upstream) => store.setUpstream(upstream).finally(() => kernel?.refresh()),
+      removeUpstream: (label) => store.removeUpstream(label).finally(() => kernel?.refresh()),
+      adopt: (request, caller) => onlyKernel(kernel).adoptServer({ ...request, caller }).then(adoptedJSON),
+      release: (label, protocol, family) => onlyKernel(kernel).release(label, protocol, family),
       services: () => services(registry),
-      status: () =>
-        status({
+      status: async () => ({
+        ...status({
           store,
           mode,
           registry,
@@ -95,16 +112,32 @@ export class Daemon {
           queue: { timeout_ms: o.queueTimeoutMs, size: o.queueSize },
           flags: optionFlags(o),
         }),
+        ...(kernel === undefined ? {} : { steering: await kernel.counters().catch((err: Error) => ({ error: err.message })) }),
+      }),
     };
     const endpoints = new Endpoints({
       controlPath: o.controlPath,
       handlers,
-      services: { path: o.servicesPath, registry, policy, metrics, log, onReply: replies.fromWorker },
+      services: { path: o.servicesPath, registry, policy, metrics, log, onReply: replies.fromWorker, steered: kernel },
       metricsAddress: o.metrics,
       metrics,
       log,
       onHandover: (channel) => void this.#handovers.offer(channel),
     });
+    if (kernel !== undefined) {
+      // The daemon reads a label's sockets itself only for what workers cannot take from them: version-1
+      // workers get hand-offs, and a label with no worker but an upstream is proxied. Otherwise the accept
+      // queue waits for a worker.
+      kernel.connect(
+        (label) => {
+          const workers = registry.of(label);
+          return workers.some((w) => w.version < 2) || (workers.length === 0 && store.upstream(label) !== undefined);
+        },
+        (socket) => endpoints.announce(socket),
+      );
+      registry.onChange = () => kernel.refresh();
+      metrics.steeringFrom(() => kernel.counters());
+    }
     this.#store = store;
     this.#registry = registry;
     this.#mode = mode;

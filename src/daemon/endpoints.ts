@@ -7,6 +7,7 @@ import { type MetricsServer, serveMetrics } from '../metrics/server.js';
 import { native, READABLE, type WatchHandle } from '../native/index.js';
 import { CREDENTIAL, credentialAt } from '../native/records.js';
 import { listenUnixPath } from '../native/unix-path.js';
+import { type SteeredSocket } from '../services/peer.js';
 import { ServicesSocket, type ServicesOptions } from '../services/server.js';
 import { HandoverChannel, handoverPath, type InheritedSocket } from './handover.js';
 
@@ -71,6 +72,11 @@ export class Endpoints {
     await this.#serveControl(one('control'));
     this.#services = ServicesSocket.adopt(o.services, one('services'));
     this.#watchHandover(one('handover'));
+  }
+
+  /** A label's new steered socket, to its version-2 workers (kernel mode). */
+  announce(socket: SteeredSocket): void {
+    this.#services?.announce(socket);
   }
 
   /** The paths are this daemon's now (it removes them on a clean stop). */

@@ -10,7 +10,7 @@ import { type Mode } from '../listener/mode.js';
 export type { Mode } from '../listener/mode.js';
 
 export interface DaemonOptions {
-  /** ports: a socket per bound port; tproxy: nftables steers every bound prefix and port to one socket. */
+  /** ports: a socket per bound port; tproxy: nftables steers to the daemon's socket; kernel: to each label's own sockets. */
   mode?: Mode;
   controlPath?: string;
   stateDir?: string;
@@ -72,9 +72,10 @@ export const OPTIONS = {
   mode: {
     flag: 'mode',
     type: 'choice',
-    choices: ['ports', 'tproxy'],
+    choices: ['ports', 'tproxy', 'kernel'],
     default: 'ports',
-    describe: 'ports: a socket per bound port; tproxy: nftables steers every bound prefix and port (port 0 too)',
+    describe:
+      "ports: a socket per bound port; tproxy: nftables steers every bound prefix and port (port 0 too) to the daemon; kernel: nftables steers each label's traffic to its own sockets, which its workers hold",
   },
   controlPath: {
     flag: 'control',

@@ -21,6 +21,10 @@ export interface ListenerStatus {
   port: number;
   state: 'listening' | 'failed';
   error?: string;
+  /** Kernel steering: the label the socket is steered for, the server it was adopted from, and who reads it. */
+  label?: string;
+  adopted_from?: number;
+  served_by?: 'daemon' | 'workers';
 }
 
 // A port that cannot be bound (in use, privileged) is tried again this often.

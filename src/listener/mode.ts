@@ -4,8 +4,11 @@ import { type Binding } from '../bindings/binding.js';
 import { type Table } from '../table/table.js';
 import { Listeners, type ListenerStatus, type OnAccepted, type OnDatagrams } from './listeners.js';
 
-/** ports: a socket per bound port; tproxy: nftables steers every bound prefix and port to one socket. */
-export type Mode = 'ports' | 'tproxy';
+/**
+ * ports: a socket per bound port; tproxy: nftables steers every bound prefix and port to one socket;
+ * kernel: nftables steers each label's traffic to the label's own sockets, which its workers hold.
+ */
+export type Mode = 'ports' | 'tproxy' | 'kernel';
 
 export interface ModeOptions {
   /** Where listeners bind; `::` is dual-stack. */

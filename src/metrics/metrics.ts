@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { type SteeringCounters } from '../steering/counters.js';
 
 const counter = <L extends string>(registry: Registry, name: string, help: string, labelNames: L[]): Counter<L> =>
   new Counter({ name, help, labelNames, registers: [registry] });
@@ -192,5 +193,44 @@ export class Metrics {
   refused(reason: RefusalReason): void {
     this.totals.refused++;
     this.#refused.labels(reason).inc();
+  }
+
+  /**
+   * Kernel steering's counters, read from the kernel at each scrape (one `nft` run serves all three
+   * series): TCP connections and UDP datagrams steered per label, those whose socket was missing, and UDP
+   * a steered socket tried to send from an address its label is not bound to.
+   */
+  steeringFrom(read: () => Promise<SteeringCounters>): void {
+    let scrape: Promise<SteeringCounters | undefined> | undefined;
+    const once = (): Promise<SteeringCounters | undefined> =>
+      (scrape ??= read()
+        .catch(() => undefined)
+        .finally(() => setImmediate(() => (scrape = undefined))));
+    const perLabel = (name: string, help: string, field: 'steered' | 'missed'): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: ['label', 'protocol'],
+        registers: [this.registry],
+        async collect() {
+          const counters = await once();
+          this.reset();
+          for (const [label, protocols] of Object.entries(counters?.labels ?? {}))
+            for (const [protocol, counts] of Object.entries(protocols)) this.inc({ label, protocol }, counts[field]);
+        },
+      });
+    };
+    perLabel('dispatcher_steered_total', 'Kernel mode: TCP connections (SYNs) and UDP datagrams steered to a label socket', 'steered');
+    perLabel('dispatcher_steer_missed_total', "Kernel mode: packets a binding covered whose label socket was missing (left untouched)", 'missed');
+    new Counter({
+      name: 'dispatcher_steer_spoofed_total',
+      help: 'Kernel mode: UDP datagrams a steered socket tried to send from an address or port its label is not bound to (dropped)',
+      registers: [this.registry],
+      async collect() {
+        const counters = await once();
+        this.reset();
+        this.inc(counters?.spoofed ?? 0);
+      },
+    });
   }
 }

@@ -8,6 +8,8 @@ export interface Worker {
   readonly label: string;
   readonly pid: number;
   readonly uid: number;
+  /** The services protocol version it speaks: from 2, it serves its label's steered sockets itself. */
+  readonly version: number;
   /** Unacknowledged hand-offs allowed. */
   readonly window: number;
   /** Hand-offs sent and not yet acknowledged. */
@@ -83,11 +85,20 @@ export class Registry {
     return this.#workers.has(label);
   }
 
+  /** The workers of `label`, busy or not. */
+  of(label: string): readonly Worker[] {
+    return this.#workers.get(label) ?? [];
+  }
+
+  /** Called after a worker came or went (kernel steering then decides who reads the label's sockets). */
+  onChange: (label: string) => void = () => {};
+
   add(worker: Worker): void {
     const list = this.#workers.get(worker.label) ?? [];
     list.push(worker);
     this.#workers.set(worker.label, list);
     this.#metrics.workers(worker.label, list.length);
+    this.onChange(worker.label);
     this.drain(worker.label);
   }
 
@@ -98,6 +109,7 @@ export class Registry {
     list.splice(at, 1);
     if (list.length === 0) this.#workers.delete(worker.label);
     this.#metrics.workers(worker.label, list.length);
+    this.onChange(worker.label);
   }
 
   workers(): Worker[] {

@@ -15,11 +15,30 @@ import {
   MAX_DATAGRAM_MESSAGE,
   MAX_MESSAGE,
   type DaemonMessage,
+  type Endpoint,
   type ReplyHeader,
 } from './protocol.js';
 
+/** Kernel steering's side of the services protocol (version 2): a label's sockets, and sockets to reply from. */
+export interface SteeredSockets {
+  of(label: string): readonly SteeredSocket[];
+  /** A UDP socket bound to `local` for a worker of `label` (the caller's to close), or why not. */
+  replySocket(label: string, local: Endpoint): number | string;
+}
+
+export interface SteeredSocket {
+  readonly label: string;
+  readonly protocol: 'tcp' | 'udp';
+  readonly family: 4 | 6;
+  readonly reader: { readonly fd: number };
+  /** A server's own socket that `adopt` took: not given to workers. */
+  readonly adoptedFrom?: number;
+}
+
 export interface ServicesOptions {
   path: string;
+  /** Kernel steering's sockets; none in the modes where the daemon accepts everything. */
+  steered?: SteeredSockets | undefined;
   /** A worker's UDP reply, to send from `local` to `client`. */
   onReply: (worker: Worker, reply: ReplyHeader, payload: Uint8Array) => void;
   registry: Registry;
@@ -50,6 +69,8 @@ export class Peer implements Worker {
   readonly pid: number;
   readonly uid: number;
   label = '';
+  /** The protocol version agreed at register. */
+  version = 0;
   window = 0;
   inflight = 0;
   handoffs = 0;
@@ -99,6 +120,15 @@ export class Peer implements Worker {
 
   sendMessage(message: Uint8Array): number {
     return native.sendFd(this.#fd, message, -1);
+  }
+
+  /** Gives a version-2 worker one of its label's steered sockets (a duplicate; the daemon keeps its own). */
+  sendSocket(socket: SteeredSocket): void {
+    if (this.#closed || this.version < 2 || socket.adoptedFrom !== undefined) return;
+    const header = encode({ type: 'socket', label: socket.label, protocol: socket.protocol, family: socket.family });
+    const rc = native.sendFd(this.#fd, header, socket.reader.fd);
+    // A message of a few bytes that does not fit means a worker that reads nothing: it cannot serve the label.
+    if (rc < 0) this.fail(`sending a steered socket failed with errno ${-rc}`);
   }
 
   block(): void {
@@ -187,10 +217,12 @@ export class Peer implements Worker {
       }
       clearTimeout(this.#timer);
       this.label = m.label;
+      this.version = m.version;
       this.window = m.window;
       this.registered = true;
       this.#hooks.registered();
       this.#send({ type: 'registered', version: m.version, label: m.label, worker: this.id, window: m.window });
+      for (const socket of this.#options.steered?.of(m.label) ?? []) this.sendSocket(socket);
       this.#options.log.info(
         { worker: this.id, label: m.label, worker_pid: this.pid, uid: this.uid, window: m.window },
         'worker registered',
@@ -207,6 +239,9 @@ export class Peer implements Worker {
       case 'reply':
         this.#options.onReply(this, m, m.payload);
         return 0;
+      case 'reply-socket':
+        this.#replySocket(m.local);
+        return 0;
       case 'drain':
         // Nothing more is sent; everything sent arrives before "drained", so the worker loses nothing.
         this.#draining = true;
@@ -215,6 +250,14 @@ export class Peer implements Worker {
       default:
         throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `"${m.type}" is only valid as the first message`);
     }
+  }
+
+  #replySocket(local: Endpoint): void {
+    if (this.version < 2) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', '"reply-socket" needs protocol version 2');
+    const socket = this.#options.steered?.replySocket(this.label, local) ?? 'the daemon does not steer in the kernel (use "reply" messages)';
+    if (typeof socket === 'string') return this.#send({ type: 'reply-socket', local, error: socket });
+    native.sendFd(this.#fd, encode({ type: 'reply-socket', local }), socket);
+    native.close(socket);
   }
 
   #send(message: DaemonMessage): void {

@@ -4,7 +4,7 @@ import { errnoName, native, READABLE, type WatchHandle } from '../native/index.j
 import { CREDENTIAL, credentialAt } from '../native/records.js';
 import { listenUnixPath } from '../native/unix-path.js';
 import { LogThrottle } from './log-throttle.js';
-import { MAX_PER_CALLBACK, Peer, type ServicesOptions } from './peer.js';
+import { MAX_PER_CALLBACK, Peer, type ServicesOptions, type SteeredSocket } from './peer.js';
 import { encode } from './protocol.js';
 
 export type { ServicesOptions } from './peer.js';
@@ -60,6 +60,11 @@ export class ServicesSocket {
 
   get fd(): number {
     return this.#fd;
+  }
+
+  /** A label's new steered socket, to every version-2 worker of the label. */
+  announce(socket: SteeredSocket): void {
+    for (const peer of this.#peers) if (peer.registered && peer.label === socket.label) peer.sendSocket(socket);
   }
 
   /** After a hand-over: stop accepting (the new daemon has the socket) and let the workers go, keeping the path. */

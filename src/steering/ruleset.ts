@@ -75,7 +75,7 @@ const FAMILIES: readonly Family[] = [4, 6];
  */
 export interface Steering {
   readonly spaces: readonly Space[];
-  /** Chain name (`tcp4_web`) -> its rule. Each chain has two counters: `tcp4_web` (steered), `tcp4_web_missed`. */
+  /** Chain name (`tcp4_web`) -> its rules. Each chain has two counters: `steered_tcp4_web`, `missed_tcp4_web`. */
   readonly chains: ReadonlyMap<string, string>;
 }
 
@@ -112,7 +112,7 @@ export function planSteering(compiled: CompiledTable, sockets: SocketTargets): S
         const chain = `${name}_${label}`;
         const to = family === 4 ? `ip to ${target.address}:${target.port}` : `ip6 to [${target.address}]:${target.port}`;
         // When no transparent socket is there (an adopted server gone), tproxy ends the rule: the miss counts.
-        chains.set(chain, `meta l4proto ${protocol} tproxy ${to} counter name "${chain}" accept\n  counter name "${chain}_missed"`);
+        chains.set(chain, `meta l4proto ${protocol} tproxy ${to} counter name "steered_${chain}" accept\n  counter name "missed_${chain}"`);
       }
     }
   }
@@ -144,7 +144,7 @@ export function steeringRuleset(steering: Steering): string {
   // Counters and chains first: nft resolves a map element's `jump` against the chains declared before it.
   const body = [
     'counter spoofed {\n}',
-    ...[...steering.chains.keys()].flatMap((name) => [`counter ${name} {\n}`, `counter ${name}_missed {\n}`]),
+    ...[...steering.chains.keys()].flatMap((name) => [`counter steered_${name} {\n}`, `counter missed_${name} {\n}`]),
     ...[...steering.chains].map(([name, rule]) => `chain ${name} {\n  ${rule}\n}`),
     ...steering.spaces.map((s) => renderMap(s.name, s.family, s.entries, jump(s))),
     ...ownedSpaces.map((s) => renderOwnSet(s)),
@@ -175,7 +175,7 @@ export function steeringUpdate(from: Steering, to: Steering): string {
   const lines: string[] = [];
   for (const [name, rule] of to.chains) {
     if (from.chains.get(name) === rule) continue;
-    if (!from.chains.has(name)) lines.push(`add counter ${t} ${name}`, `add counter ${t} ${name}_missed`, `add chain ${t} ${name}`);
+    if (!from.chains.has(name)) lines.push(`add counter ${t} steered_${name}`, `add counter ${t} missed_${name}`, `add chain ${t} ${name}`);
     lines.push(`flush chain ${t} ${name}`, ...rule.split('\n').map((r) => `add rule ${t} ${name} ${r.trim()}`));
   }
   for (const [i, space] of to.spaces.entries()) {
@@ -193,7 +193,7 @@ export function steeringUpdate(from: Steering, to: Steering): string {
       lines.push(`add element ${t} ${ownSet(space)} { ${own.added.map((e) => ownKey(e, space.family)).join(', ')} }`);
   }
   for (const name of from.chains.keys())
-    if (!to.chains.has(name)) lines.push(`delete chain ${t} ${name}`, `delete counter ${t} ${name}`, `delete counter ${t} ${name}_missed`);
+    if (!to.chains.has(name)) lines.push(`delete chain ${t} ${name}`, `delete counter ${t} steered_${name}`, `delete counter ${t} missed_${name}`);
   return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
 
