@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'ERR_PROTOCOL_MESSAGE'
   | 'ERR_VERSION'
   | 'ERR_NOT_ALLOWED'
+  | 'ERR_REPLY_SOCKET'
   | 'ERR_LISTEN'
   | 'ERR_CONFIG'
   | 'ERR_TPROXY'

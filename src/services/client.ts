@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { type Server, Socket } from 'node:net';
-import { DispatcherError, type ErrorCode } from '../errors.js';
+import { asError, DispatcherError, type ErrorCode } from '../errors.js';
 import {
   type ConnectionHeader,
   decodeDaemonMessage,
@@ -9,10 +9,12 @@ import {
   encode,
   encodeReply,
   MAX_DATAGRAM_MESSAGE,
+  MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
   type WorkerMessage,
 } from './protocol.js';
 import { EAGAIN, MAX_FDS, native, READABLE, type WatchHandle } from '../native/index.js';
+import { type SteeredSocket, SteeredSockets } from './steered.js';
 
 /**
  * The library a service imports to receive connections from the dispatcher (`l4-dispatcher/service`):
@@ -22,8 +24,9 @@ import { EAGAIN, MAX_FDS, native, READABLE, type WatchHandle } from '../native/i
  *   serve({ label: 'echo' }, (socket, info) => socket.pipe(socket));
  *
  * It speaks the services protocol (docs/services-protocol.md), acknowledges hand-offs in batches, and
- * reconnects with backoff when the daemon restarts. `close()` drains: the daemon stops sending, and every
- * connection it already sent is still delivered.
+ * reconnects with backoff when the daemon restarts. In kernel steering mode (version 2) the daemon gives it
+ * the label's own sockets instead, served here alike (steered.ts). `close()` drains: the daemon stops
+ * sending, and every connection it already sent is still delivered.
  */
 export interface ServiceOptions {
   label: string;
@@ -54,7 +57,7 @@ const ACK_DELAY_MS = 2;
 const MAX_UDP_PAYLOAD = 65507;
 
 export interface ServiceEvents {
-  registered: [info: { label: string; worker: number; window: number }];
+  registered: [info: { label: string; worker: number; window: number; version: number }];
   connection: [socket: Socket, info: ConnectionInfo];
   datagram: [payload: Buffer, info: ConnectionInfo, reply: Reply];
   disconnected: [];
@@ -73,6 +76,16 @@ export class Service extends EventEmitter<ServiceEvents> {
   #unacked = 0;
   #ackTimer: NodeJS.Timeout | undefined;
   #drained: (() => void) | undefined;
+  // The version a register names: this library's, or 1 for good once a daemon refused it.
+  #asking = PROTOCOL_VERSION;
+  #version: number | undefined;
+  readonly #steered = new SteeredSockets({
+    connection: (socket, info) => this.#deliver(() => this.emit('connection', socket, info)),
+    datagram: (payload, info, send) => this.#deliver(() => this.#datagram(payload, info, send)),
+    // A version-1 daemon would refuse the message and end the connection.
+    askReplySocket: (local) => (this.#version ?? 0) >= 2 && this.#send({ type: 'reply-socket', local }),
+    error: (err) => this.#report(err),
+  });
   readonly #data = new Uint8Array(MAX_DATAGRAM_MESSAGE);
   readonly #out = new Uint8Array(MAX_DATAGRAM_MESSAGE);
   readonly #fds = new Int32Array(MAX_FDS + 1);
@@ -90,20 +103,38 @@ export class Service extends EventEmitter<ServiceEvents> {
     return this.#fd >= 0;
   }
 
+  /** The protocol version of the current registration; undefined while not registered. */
+  get version(): number | undefined {
+    return this.#version;
+  }
+
+  /** The steered sockets served (version 2), the daemon's current ones and those kept from before a restart. */
+  get steered(): SteeredSocket[] {
+    return this.#steered.list;
+  }
+
+  /** Replies to steered datagrams dropped: held past the limit, refused a reply socket, or failed to send. */
+  get repliesDropped(): number {
+    return this.#steered.repliesDropped;
+  }
+
   /** Stops taking connections: those the daemon already sent are delivered first. */
   close(): Promise<void> {
     if (this.#closing) return Promise.resolve();
     this.#closing = true;
     clearTimeout(this.#retry);
-    if (this.#fd < 0) return Promise.resolve();
+    // The steered sockets at once: the daemon keeps its copies, so what is queued there waits for the next worker.
+    this.#steered.stop();
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#drained?.(), DRAIN_TIMEOUT_MS);
       this.#drained = () => {
         clearTimeout(timer);
         this.#drained = undefined;
         this.#disconnect();
+        this.#steered.close();
         resolve();
       };
+      // Not connected: done at once.
       if (!this.#send({ type: 'drain' })) this.#drained();
     });
   }
@@ -121,7 +152,7 @@ export class Service extends EventEmitter<ServiceEvents> {
     this.#watch = native.watch(this.#fd, READABLE, () => this.#read());
     const register: WorkerMessage = {
       type: 'register',
-      version: PROTOCOL_VERSION,
+      version: this.#asking,
       label: this.label,
       window: this.window ?? DEFAULT_WINDOW,
     };
@@ -156,15 +187,19 @@ export class Service extends EventEmitter<ServiceEvents> {
 
   #handle(bytes: Uint8Array, fds: number[]): void {
     const m = decodeDaemonMessage(bytes);
-    if (m.type !== 'connection' && fds.length > 0)
-      throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a "${m.type}" message carried descriptors`);
+    const carries = m.type === 'connection' || m.type === 'socket' || (m.type === 'reply-socket' && m.error === undefined) ? 1 : 0;
+    if (fds.length !== carries)
+      throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a "${m.type}" message arrived with ${fds.length} descriptors, not ${carries}`);
     switch (m.type) {
       case 'registered':
+        if (!(m.version >= MIN_PROTOCOL_VERSION && m.version <= this.#asking))
+          throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `registered with version ${m.version}, asked for ${this.#asking}`);
         this.#backoff = BACKOFF_MIN_MS;
-        this.emit('registered', { label: m.label, worker: m.worker, window: m.window });
+        this.#version = m.version;
+        this.#steered.registered();
+        this.emit('registered', { label: m.label, worker: m.worker, window: m.window, version: m.version });
         return;
       case 'connection': {
-        if (fds.length !== 1) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a connection arrived with ${fds.length} descriptors`);
         this.#unacked++;
         const socket = new Socket({ fd: fds[0]!, readable: true, writable: true });
         this.emit('connection', socket, { label: m.label, protocol: m.protocol, client: m.client, local: m.local });
@@ -172,19 +207,28 @@ export class Service extends EventEmitter<ServiceEvents> {
       }
       case 'datagram': {
         const info: ConnectionInfo = { label: m.label, protocol: 'udp', client: m.client, local: m.local };
-        const reply: Reply = (payload) => {
-          const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
-          if (bytes.length > MAX_UDP_PAYLOAD)
-            throw new RangeError(`a UDP reply holds at most ${MAX_UDP_PAYLOAD} bytes, not ${bytes.length}`);
+        this.#datagram(Buffer.from(m.payload), info, (bytes) => {
           if (this.#fd >= 0) native.sendFd(this.#fd, encodeReply(this.#out, info.client, info.local, bytes), -1);
-        };
-        this.emit('datagram', Buffer.from(m.payload), info, reply);
+        });
         return;
       }
+      case 'socket':
+        if ((m.protocol !== 'tcp' && m.protocol !== 'udp') || (m.family !== 4 && m.family !== 6))
+          throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a socket of protocol ${m.protocol} and family ${m.family}`);
+        this.#steered.add(m, fds[0]!);
+        return;
+      case 'reply-socket':
+        this.#steered.replySocket(m, fds[0]);
+        return;
       case 'drained':
         this.#drained?.();
         return;
       case 'error': {
+        if (m.code === 'ERR_VERSION' && this.#asking > MIN_PROTOCOL_VERSION) {
+          // A daemon older than this library: register again (the daemon closes; #lost reconnects) in its version.
+          this.#asking = MIN_PROTOCOL_VERSION;
+          return;
+        }
         const err = new DispatcherError(m.code as ErrorCode, `the dispatcher refused: ${m.message}`);
         if (FATAL.has(m.code)) this.#closing = true;
         this.emit('error', err);
@@ -210,6 +254,30 @@ export class Service extends EventEmitter<ServiceEvents> {
     if (this.#unacked > 0 && this.#send({ type: 'ack', count: this.#unacked })) this.#unacked = 0;
   }
 
+  /** Emits a datagram with its `reply`, which sends through `send`. */
+  #datagram(payload: Buffer, info: ConnectionInfo, send: (bytes: Uint8Array) => void): void {
+    const reply: Reply = (data) => {
+      const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+      if (bytes.length > MAX_UDP_PAYLOAD) throw new RangeError(`a UDP reply holds at most ${MAX_UDP_PAYLOAD} bytes, not ${bytes.length}`);
+      send(bytes);
+    };
+    this.emit('datagram', payload, info, reply);
+  }
+
+  /** Runs a handler of a steered socket's connection or datagram: what it throws is reported, the next one still served. */
+  #deliver(emit: () => void): void {
+    try {
+      emit();
+    } catch (err) {
+      this.#report(asError(err));
+    }
+  }
+
+  /** 'error', outside the native callback that found it: an 'error' nobody listens for throws. */
+  #report(err: Error): void {
+    process.nextTick(() => this.emit('error', err));
+  }
+
   #disconnect(): void {
     clearTimeout(this.#ackTimer);
     this.#ackTimer = undefined;
@@ -218,14 +286,17 @@ export class Service extends EventEmitter<ServiceEvents> {
     if (this.#fd >= 0) native.close(this.#fd);
     this.#fd = -1;
     this.#unacked = 0;
+    this.#version = undefined;
   }
 
-  /** The daemon went away (restart, crash): reconnect unless closing. */
+  /** The daemon went away (restart, crash): reconnect unless closing. The steered sockets are served meanwhile. */
   #lost(): void {
     this.#disconnect();
     this.emit('disconnected');
     this.#drained?.();
-    if (!this.#closing) this.#retry = setTimeout(() => this.#connect(), this.#backoff);
+    // Refused for good (a fatal error): the service is done with.
+    if (this.#closing) this.#steered.close();
+    else this.#retry = setTimeout(() => this.#connect(), this.#backoff);
   }
 }
 
@@ -244,9 +315,9 @@ export function serve(options: ServiceOptions, handlers: Handlers): Service {
 }
 
 /**
- * Emits every handed-off connection as 'connection' on `server` (a net.Server or http.Server), set up as
- * the server would set up a socket it accepted itself: its noDelay (http.Server's default) and keepAlive.
- * Without it, http.Server would leave Nagle on for handed-off connections only.
+ * Emits every connection, handed off or steered, as 'connection' on `server` (a net.Server or http.Server),
+ * set up as the server would set up a socket it accepted itself: its noDelay (http.Server's default) and
+ * keepAlive. Without it, http.Server would leave Nagle on for these connections only.
  */
 export function attach(server: Server, options: ServiceOptions): Service {
   const settings = server as Server & { noDelay?: boolean; keepAlive?: boolean; keepAliveInitialDelay?: number };
