@@ -1,5 +1,5 @@
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { type Logger } from 'pino';
 import { type Family } from '../bindings/address.js';
 import { type Protocol } from '../bindings/binding.js';
@@ -195,6 +195,7 @@ export class LabelSockets {
     }));
     const tmp = `${this.#path}.tmp`;
     try {
+      mkdirSync(dirname(this.#path), { recursive: true, mode: 0o700 });
       writeFileSync(tmp, `${JSON.stringify({ sockets }, null, 2)}\n`, { mode: 0o600 });
       renameSync(tmp, this.#path);
     } catch (err) {
