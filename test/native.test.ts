@@ -336,7 +336,7 @@ t.test('hostile arguments give a TypeError, a RangeError or -errno, never a cras
     relaySame: String(-errno.EINVAL),
     relayNotFunction: 'TypeError:ERR_INVALID_ARG',
     relayString: 'TypeError:ERR_INVALID_ARG',
-    watchBadFd: 'Error:ERR_SYSCALL',
+    watchBadFd: 'Error:EBADF',
     setEventsNotHandle: 'TypeError:ERR_INVALID_ARG',
     unwatchNumber: 'TypeError:ERR_INVALID_ARG',
     recvMsgString: 'TypeError:ERR_INVALID_ARG',
