@@ -198,7 +198,8 @@ const ROUTES: Routes = {
   'POST /adopted': async (h, { req, body }) => {
     const f = await readObject(req, body, ['label', 'pid', 'protocol', 'address']);
     const pid = f['pid'];
-    if (typeof pid !== 'number' || !Number.isInteger(pid) || pid < 1) throw new DispatcherError('ERR_REQUEST', '"pid" must be a process id');
+    if (typeof pid !== 'number' || !Number.isInteger(pid) || pid < 1)
+      throw new DispatcherError('ERR_REQUEST', '"pid" must be a process id');
     const at = f['address'] === undefined ? undefined : parseSocketAddress(f['address']);
     const request = { label: parseLabel(f['label']), pid, protocol: parseProtocol(f['protocol'] ?? 'tcp'), at };
     return { adopted: await h.adopt(request, peerOf(req)) };

@@ -30,7 +30,8 @@ import { Handovers, takeOver } from './takeover.js';
 export type { DaemonOptions } from './options.js';
 
 function onlyKernel(kernel: KernelMode | undefined): KernelMode {
-  if (kernel === undefined) throw new DispatcherError('ERR_MODE', 'adopting a server needs kernel steering (dispatcher daemon --mode kernel)');
+  if (kernel === undefined)
+    throw new DispatcherError('ERR_MODE', 'adopting a server needs kernel steering (dispatcher daemon --mode kernel)');
   return kernel;
 }
 
@@ -96,7 +97,10 @@ export class Daemon {
       // Kernel mode: an upstream may make the daemon serve a label's socket itself, or stop.
       setUpstream: (upstream) => store.setUpstream(upstream).finally(() => kernel?.refresh()),
       removeUpstream: (label) => store.removeUpstream(label).finally(() => kernel?.refresh()),
-      adopt: (request, caller) => onlyKernel(kernel).adoptServer({ ...request, caller }).then(adoptedJSON),
+      adopt: (request, caller) =>
+        onlyKernel(kernel)
+          .adoptServer({ ...request, caller })
+          .then(adoptedJSON),
       release: (label, protocol, family) => onlyKernel(kernel).release(label, protocol, family),
       services: () => services(registry),
       status: async () => ({

@@ -221,7 +221,11 @@ export class Metrics {
       });
     };
     perLabel('dispatcher_steered_total', 'Kernel mode: TCP connections (SYNs) and UDP datagrams steered to a label socket', 'steered');
-    perLabel('dispatcher_steer_missed_total', "Kernel mode: packets a binding covered whose label socket was missing (left untouched)", 'missed');
+    perLabel(
+      'dispatcher_steer_missed_total',
+      'Kernel mode: packets a binding covered whose label socket was missing (left untouched)',
+      'missed',
+    );
     new Counter({
       name: 'dispatcher_steer_spoofed_total',
       help: 'Kernel mode: UDP datagrams a steered socket tried to send from an address or port its label is not bound to (dropped)',

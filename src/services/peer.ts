@@ -254,7 +254,8 @@ export class Peer implements Worker {
 
   #replySocket(local: Endpoint): void {
     if (this.version < 2) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', '"reply-socket" needs protocol version 2');
-    const socket = this.#options.steered?.replySocket(this.label, local) ?? 'the daemon does not steer in the kernel (use "reply" messages)';
+    const socket =
+      this.#options.steered?.replySocket(this.label, local) ?? 'the daemon does not steer in the kernel (use "reply" messages)';
     if (typeof socket === 'string') return this.#send({ type: 'reply-socket', local, error: socket });
     native.sendFd(this.#fd, encode({ type: 'reply-socket', local }), socket);
     native.close(socket);

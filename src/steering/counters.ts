@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { type Protocol } from '../bindings/binding.js';
 import { STEER_TABLE } from './ruleset.js';
 
@@ -21,25 +22,22 @@ interface NftCounter {
 
 const CHAIN_COUNTER = /^(steered|missed)_(tcp|udp)[46]_(.+)$/;
 
+const execNft = promisify(execFile);
+
 /** Reads the steering table's named counters (`nft -j list counters`): one process, no map elements listed. */
-export function readCounters(nft = 'nft'): Promise<SteeringCounters> {
-  return new Promise((resolve, reject) => {
-    execFile(nft, ['-j', 'list', 'counters', 'table', 'inet', STEER_TABLE], { timeout: 10_000 }, (err, stdout) => {
-      if (err !== null) return reject(err);
-      const out: SteeringCounters = { labels: {}, spoofed: 0 };
-      const listed = (JSON.parse(stdout) as { nftables?: NftCounter[] }).nftables ?? [];
-      for (const { counter } of listed) {
-        if (counter === undefined) continue;
-        if (counter.name === 'spoofed') {
-          out.spoofed = counter.packets;
-          continue;
-        }
-        const m = CHAIN_COUNTER.exec(counter.name);
-        if (m === null) continue;
-        const counts = ((out.labels[m[3]!] ??= {})[m[2] as Protocol] ??= { steered: 0, missed: 0 });
-        counts[m[1] as 'steered' | 'missed'] += counter.packets;
-      }
-      resolve(out);
-    });
-  });
+export async function readCounters(nft = 'nft'): Promise<SteeringCounters> {
+  const { stdout } = await execNft(nft, ['-j', 'list', 'counters', 'table', 'inet', STEER_TABLE], { timeout: 10_000 });
+  const out: SteeringCounters = { labels: {}, spoofed: 0 };
+  for (const { counter } of (JSON.parse(stdout) as { nftables?: NftCounter[] }).nftables ?? []) {
+    if (counter === undefined) continue;
+    if (counter.name === 'spoofed') {
+      out.spoofed = counter.packets;
+      continue;
+    }
+    const m = CHAIN_COUNTER.exec(counter.name);
+    if (m === null) continue;
+    const counts = ((out.labels[m[3]!] ??= {})[m[2] as Protocol] ??= { steered: 0, missed: 0 });
+    counts[m[1] as 'steered' | 'missed'] += counter.packets;
+  }
+  return out;
 }

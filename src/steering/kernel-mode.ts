@@ -204,7 +204,14 @@ export class KernelMode extends ListeningMode implements SteeredSockets {
       throw new DispatcherError('ERR_ADOPT', `cannot make pid ${request.pid}'s socket transparent: ${(err as Error).message}`);
     }
     const target = address ?? (WILDCARD.has(found.address) ? (found.family === 4 ? '127.0.0.1' : '::1') : found.address);
-    const socket = { label: request.label, protocol: found.protocol, family: found.family, address: target, port: found.port, adoptedFrom: request.pid };
+    const socket = {
+      label: request.label,
+      protocol: found.protocol,
+      family: found.family,
+      address: target,
+      port: found.port,
+      adoptedFrom: request.pid,
+    };
     this.#options.log.info({ ...socket, bound: found.address }, 'server socket adopted');
     return this.#labels.adopt(socket, found.fd);
   }

@@ -65,7 +65,8 @@ export class LabelSockets {
       const saved = JSON.parse(readFileSync(this.#path, 'utf8')) as { sockets?: Saved[] };
       this.#saved = new Map((saved.sockets ?? []).map((s) => [key(s.label, s.protocol, s.family), s]));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#log.warn({ path: this.#path, error: (err as Error).message }, 'steering state left out');
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        this.#log.warn({ path: this.#path, error: (err as Error).message }, 'steering state left out');
     }
     return [...this.#saved.values()];
   }
@@ -118,7 +119,10 @@ export class LabelSockets {
     const k = key(socket.label, socket.protocol, socket.family);
     const old = this.#sockets.get(k);
     if (old !== undefined) this.#close(k, old);
-    const s: LabelSocket = { ...socket, reader: new SocketReader(fd, socket.protocol, this.#callbacks, this.#log, { label: socket.label }) };
+    const s: LabelSocket = {
+      ...socket,
+      reader: new SocketReader(fd, socket.protocol, this.#callbacks, this.#log, { label: socket.label }),
+    };
     this.#sockets.set(k, s);
     this.#save();
     return s;
@@ -151,7 +155,8 @@ export class LabelSockets {
   #open(label: string, protocol: Protocol, family: Family): LabelSocket | undefined {
     const k = key(label, protocol, family);
     const saved = this.#saved.get(k);
-    if (saved?.adoptedFrom !== undefined) this.#log.warn({ label, protocol, family, pid: saved.adoptedFrom }, 'adopted socket not taken again: the label gets its own');
+    if (saved?.adoptedFrom !== undefined)
+      this.#log.warn({ label, protocol, family, pid: saved.adoptedFrom }, 'adopted socket not taken again: the label gets its own');
     const address = LOOPBACK[family];
     const flags = LISTEN_TRANSPARENT | LISTEN_REUSEPORT | (protocol === 'udp' ? LISTEN_UDP : 0);
     // The port a previous daemon used first: its rules and its workers' sockets name it.
@@ -160,7 +165,14 @@ export class LabelSockets {
       try {
         const fd = native.listenInet(address, port, BACKLOG, flags, labelMark(label));
         const bound = native.sockName(fd, this.#self) === 0 ? this.#self[5]! : port;
-        const s: LabelSocket = { label, protocol, family, address, port: bound, reader: new SocketReader(fd, protocol, this.#callbacks, this.#log, { label }) };
+        const s: LabelSocket = {
+          label,
+          protocol,
+          family,
+          address,
+          port: bound,
+          reader: new SocketReader(fd, protocol, this.#callbacks, this.#log, { label }),
+        };
         this.#sockets.set(k, s);
         this.#failures.delete(k);
         this.#log.info({ label, protocol, family, address, port: bound }, 'label socket open');

@@ -13,19 +13,21 @@ import { renderElements, renderKey, renderMap } from './render.js';
  *     map tcp4 { type ipv4_addr . inet_service : verdict; flags interval;
  *       elements = { 198.51.100.0-198.51.100.127 . 443 : jump tcp4_a, ... } }
  *     map tcp6 { ... }  map udp4 { ... }  map udp6 { ... }
- *     chain tcp4_a { meta l4proto tcp tproxy ip to 127.0.0.1:40001 accept }
- *     chain tcp6_a { meta l4proto tcp tproxy ip6 to [::1]:40002 accept }
+ *     chain tcp4_a { meta l4proto tcp tproxy ip to 127.0.0.1:40001 counter name "steered_tcp4_a" accept
+ *                    counter name "missed_tcp4_a" }
+ *     set udp4_own { type mark . ipv4_addr . inet_service; flags interval; elements = { 0xd1... . ... } }
  *     chain prerouting {
  *       type filter hook prerouting priority mangle; policy accept;
  *       meta l4proto tcp socket transparent 1 accept
  *       ip daddr . tcp dport vmap @tcp4
  *       ...
  *     }
+ *     chain output { ... meta mark . ip saddr . udp sport != @udp4_own counter name "spoofed" drop }
  *   }
  *
  * The rule list is fixed: only the maps grow with the bindings, so a packet costs one map lookup at any
- * table size (a lookup that itself grows with the map, slowly: docs/ARCHITECTURE.md). Established TCP flows skip even that: their accepted socket is transparent (inherited from
- * the listener), which `socket transparent 1` finds. No mark, unlike the TPROXY document's recipe: the mark
+ * table size (a lookup that itself grows with the map, slowly: docs/ARCHITECTURE.md). Established TCP
+ * flows skip even that: their accepted socket is transparent (inherited from the listener), which `socket transparent 1` finds. No mark, unlike the TPROXY document's recipe: the mark
  * only feeds the policy route that makes non-local destinations local, and bound prefixes are local already
  * (AnyIP routes). UDP has no established socket to find, and a lookup there would let a transparent reply
  * socket bound to a dialled address (tproxy mode opens those) take datagrams meant for the label's socket.
@@ -35,6 +37,8 @@ import { renderElements, renderKey, renderMap } from './render.js';
  * socket would also take plain connections to its port on every local address, covered by a binding or not.
  * A label with no socket for a protocol and family gets no chain, and its elements are left out: its
  * traffic is a miss, untouched, as is traffic no element covers.
+ *
+ * The output chain keeps workers from spoofing: see labelMark.
  *
  * The table is written whole in one `nft -f` transaction (create-if-missing, delete, define), as tproxy
  * mode does, and changed by one transaction of the elements and chains that differ: either way each packet
@@ -158,7 +162,11 @@ export function steeringRuleset(steering: Steering): string {
 
 /** The output set of a UDP space: (mark . address interval . port interval) of every entry. */
 function renderOwnSet(space: Space): string {
-  const head = [`set ${ownSet(space)} {`, `  type mark . ${space.family === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service`, '  flags interval'];
+  const head = [
+    `set ${ownSet(space)} {`,
+    `  type mark . ${space.family === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service`,
+    '  flags interval',
+  ];
   if (space.all.length === 0) return [...head, '}'].join('\n');
   const elements = space.all.map((e) => `    ${ownKey(e, space.family)}`).join(',\n');
   return [...head, '  elements = {', elements, '  }', '}'].join('\n');
@@ -193,7 +201,8 @@ export function steeringUpdate(from: Steering, to: Steering): string {
       lines.push(`add element ${t} ${ownSet(space)} { ${own.added.map((e) => ownKey(e, space.family)).join(', ')} }`);
   }
   for (const name of from.chains.keys())
-    if (!to.chains.has(name)) lines.push(`delete chain ${t} ${name}`, `delete counter ${t} steered_${name}`, `delete counter ${t} missed_${name}`);
+    if (!to.chains.has(name))
+      lines.push(`delete chain ${t} ${name}`, `delete counter ${t} steered_${name}`, `delete counter ${t} missed_${name}`);
   return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
 

@@ -22,7 +22,12 @@ export const adoptCommand = defineCommand({
     const protocol = parseProtocol(argv.protocol);
     const pid = Number(argv.pid);
     if (!Number.isInteger(pid) || pid < 1) throw new DispatcherError('ERR_USAGE', `pid ${JSON.stringify(argv.pid)} is not a process id`);
-    const { adopted: a } = await client.adopt({ label: argv.label, pid, protocol, ...(argv.address === undefined ? {} : { address: argv.address }) });
+    const { adopted: a } = await client.adopt({
+      label: argv.label,
+      pid,
+      protocol,
+      ...(argv.address === undefined ? {} : { address: argv.address }),
+    });
     const at = a.family === 6 ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
     print(`${a.label} ${a.protocol}${a.family} -> pid ${a.pid}'s socket ${at}`);
   },
