@@ -132,6 +132,28 @@ t.test('a worker may only reply from addresses its label is bound to', async (t)
   t.equal(status.connections.replies, 0, 'and none was sent');
 });
 
+t.test('the version is negotiated: the lower of what the worker and the daemon speak', async (t) => {
+  const d = await daemonIn(t);
+  for (const [asked, agreed] of [
+    [1, 1],
+    [2, 2],
+    [7, 2],
+  ] as const) {
+    const { answers, closed } = await exchange(d.services, [JSON.stringify({ type: 'register', version: asked, label: 'web' })], -1, 200);
+    t.match(answers, [{ type: 'registered', version: agreed }], `version ${asked} is answered with ${agreed}`);
+    t.notOk(closed);
+  }
+  // Outside kernel mode there are no steered sockets: a version-2 worker asking for a reply socket is told
+  // so and stays registered; a version-1 worker asking breaks the protocol.
+  const ask = JSON.stringify({ type: 'reply-socket', local: { address: '127.0.0.1', port: 53 } });
+  const v2 = await exchange(d.services, [JSON.stringify({ type: 'register', version: 2, label: 'web' }), ask], -1, 200);
+  t.match(v2.answers, [{ type: 'registered' }, { type: 'reply-socket', error: /does not steer in the kernel/ }]);
+  t.notOk(v2.closed);
+  const v1 = await exchange(d.services, [register(), ask]);
+  t.match(v1.answers, [{ type: 'registered' }, { type: 'error', code: 'ERR_PROTOCOL_MESSAGE', message: /needs protocol version 2/ }]);
+  t.ok(v1.closed);
+});
+
 t.test('garbage on the control socket gets an HTTP error or a close', async (t) => {
   const d = await daemonIn(t);
   const send = (bytes: Buffer | string): Promise<string> =>
