@@ -118,9 +118,9 @@ async function firstData(c: Socket): Promise<string> {
   return chunk.toString();
 }
 
-function udpClient(t: TapTest): UdpSocket {
-  const c = createSocket('udp4');
-  c.bind(0, '127.0.0.1');
+function udpClient(t: TapTest, address = '127.0.0.1'): UdpSocket {
+  const c = createSocket(address.includes(':') ? 'udp6' : 'udp4');
+  c.bind(0, address);
   t.teardown(() => c.close());
   return c;
 }
@@ -328,23 +328,28 @@ t.test('the Python example serves steered sockets too', async (t) => {
   const worker = await starting;
   t.teardown(() => worker.stop());
   const tcp = labelSocket(t, 'tcp');
-  const udp = labelSocket(t, 'udp');
   daemon.send({ type: 'socket', label: 'web', protocol: 'tcp', family: 4 }, tcp.fd);
-  daemon.send({ type: 'socket', label: 'web', protocol: 'udp', family: 4 }, udp.fd);
-
   const c = client(t, tcp.port);
   await once(c, 'connect');
   const line = await firstData(c);
   t.equal(line, `web ${worker.pid} 127.0.0.1 ${c.localPort} 127.0.0.1 ${tcp.port} python -\n`);
 
-  const u = udpClient(t);
-  await once(u, 'listening');
-  u.send('hello', udp.port, '127.0.0.1');
-  const local = { address: '127.0.0.1', port: udp.port };
-  t.same(await daemon.receive(), { type: 'reply-socket', local });
-  const reply = received(u);
-  daemon.send({ type: 'reply-socket', local }, udp.fd);
-  t.same(await reply, [{ text: `web ${worker.pid} 127.0.0.1 ${u.address().port} 127.0.0.1 ${udp.port} udp -\nhello`, ...local }]);
+  // Both families: the destination arrives as a sockaddr_in or a sockaddr_in6.
+  for (const [family, address] of [
+    [4, '127.0.0.1'],
+    [6, '::1'],
+  ] as const) {
+    const udp = labelSocket(t, 'udp', address);
+    daemon.send({ type: 'socket', label: 'web', protocol: 'udp', family }, udp.fd);
+    const u = udpClient(t, address);
+    await once(u, 'listening');
+    u.send('hello', udp.port, address);
+    const local = { address, port: udp.port };
+    t.same(await daemon.receive(), { type: 'reply-socket', local });
+    const reply = received(u);
+    daemon.send({ type: 'reply-socket', local }, udp.fd);
+    t.same(await reply, [{ text: `web ${worker.pid} ${address} ${u.address().port} ${address} ${udp.port} udp -\nhello`, ...local }]);
+  }
 });
 
 t.test('the Python example falls back to version 1 too', async (t) => {
