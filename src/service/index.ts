@@ -11,3 +11,4 @@ export {
   type ServiceEvents,
   type ServiceOptions,
 } from '../services/client.js';
+export { type SteeredSocket } from '../services/steered.js';

@@ -294,7 +294,7 @@ export class Service extends EventEmitter<ServiceEvents> {
     this.#disconnect();
     this.emit('disconnected');
     this.#drained?.();
-    // Refused for good (a fatal error): the service is done with.
+    // Closing (drained, or refused for good): the steered sockets go too.
     if (this.#closing) this.#steered.close();
     else this.#retry = setTimeout(() => this.#connect(), this.#backoff);
   }
