@@ -1,5 +1,4 @@
 import { closeSync, openSync } from 'node:fs';
-import { type Logger } from 'pino';
 import { type Protocol } from '../bindings/binding.js';
 import {
   ACCEPT_RECORD,
@@ -18,6 +17,12 @@ import {
 export type OnAccepted = (batch: Int32Array, count: number, protocol: Protocol) => void;
 /** Called with a batch of datagrams received on `fd` (see DATAGRAM_RECORD for the layout). */
 export type OnDatagrams = (fd: number, data: Uint8Array, meta: Int32Array, count: number) => void;
+
+/** Where a reader reports: the daemon's logger, or a worker's error event (pino's Logger is one). */
+export interface ReaderLog {
+  warn(context: object, message: string): void;
+  error(context: object, message: string): void;
+}
 
 export interface ReaderCallbacks {
   onAccepted?: OnAccepted | undefined;
@@ -70,19 +75,20 @@ let datagrams: { data: Uint8Array; meta: Int32Array } | undefined;
 /**
  * Reads one listening socket while watched: accepts TCP connections or receives UDP datagrams in batches
  * and passes them on unread (the daemon never reads a byte of a connection). Ports and tproxy mode watch
- * every socket they open; kernel steering watches a label's socket only while the daemon must serve it.
+ * every socket they open; kernel steering watches a label's socket only while the daemon must serve it; a
+ * worker reads the steered sockets it was given (services/steered.ts).
  */
 export class SocketReader {
   readonly fd: number;
   readonly protocol: Protocol;
   readonly #callbacks: ReaderCallbacks;
-  readonly #log: Logger;
+  readonly #log: ReaderLog;
   /** What the logs name the socket by: its port, or its label. */
   readonly #context: Record<string, unknown>;
   #watch: WatchHandle | undefined;
   #paused: NodeJS.Timeout | undefined;
 
-  constructor(fd: number, protocol: Protocol, callbacks: ReaderCallbacks, log: Logger, context: Record<string, unknown>) {
+  constructor(fd: number, protocol: Protocol, callbacks: ReaderCallbacks, log: ReaderLog, context: Record<string, unknown>) {
     this.fd = fd;
     this.protocol = protocol;
     this.#callbacks = callbacks;

@@ -1,16 +1,7 @@
 import { Socket } from 'node:net';
-import { asError, DispatcherError } from '../errors.js';
-import {
-  ACCEPT_RECORD,
-  DATAGRAM_BATCH,
-  DATAGRAM_RECORD,
-  DATAGRAM_SLOT,
-  EMFILE,
-  ENFILE,
-  native,
-  READABLE,
-  type WatchHandle,
-} from '../native/index.js';
+import { DispatcherError } from '../errors.js';
+import { type ReaderLog, SocketReader } from '../listener/reader.js';
+import { DATAGRAM_SLOT, native } from '../native/index.js';
 import {
   ACCEPT,
   acceptFd,
@@ -48,20 +39,9 @@ export interface SteeredHost {
 
 interface Served extends SteeredSocket {
   label: string;
-  fd: number;
-  watch: WatchHandle;
+  /** Accepts or receives in batches, as the daemon's listeners do. */
+  reader: SocketReader;
 }
-
-// Accepts and receives per readiness callback, as the daemon's listeners take them (listeners.ts): a flood
-// keeps the batches full, and the socket, level-triggered, is called again after the loop's other work.
-const ACCEPT_BATCH = 64;
-const BATCHES_PER_CALL = 8;
-// Out of descriptors: stop accepting a moment rather than spin on a readable listener.
-const PAUSE_MS = 50;
-
-// Reads are synchronous, so every steered socket of every Service reads into the same buffers.
-const accepted = new Int32Array(ACCEPT_BATCH * ACCEPT_RECORD);
-let datagrams: { data: Uint8Array; meta: Int32Array } | undefined;
 
 const endpointAt = (record: Int32Array, at: number): Endpoint => ({ address: addressText(record, at), port: portAt(record, at) });
 
@@ -75,11 +55,16 @@ export class SteeredSockets {
   readonly #host: SteeredHost;
   readonly #sockets = new Set<Served>();
   readonly #replies: ReplySocketCache;
+  readonly #log: ReaderLog;
   #stopped = false;
 
   constructor(host: SteeredHost) {
     this.#host = host;
     this.#replies = new ReplySocketCache(host);
+    // What the reader would log goes to the Service's 'error' event (a throwing handler, a failed accept).
+    const report = (context: object, message: string): void =>
+      host.error(new Error(`steered socket: ${message} ${JSON.stringify(context)}`));
+    this.#log = { warn: report, error: report };
   }
 
   get list(): SteeredSocket[] {
@@ -99,15 +84,25 @@ export class SteeredSockets {
     }
     const self = new Int32Array(ADDRESS.SIZE);
     const port = native.sockName(fd, self) === 0 ? portAt(self, 0) : 0;
+    const { label, protocol, family } = header;
     const s: Served = {
-      label: header.label,
-      protocol: header.protocol,
-      family: header.family,
+      label,
+      protocol,
+      family,
       port,
-      fd,
-      watch: native.watch(fd, READABLE, (events) => this.#ready(s, events)),
+      reader: new SocketReader(
+        fd,
+        protocol,
+        {
+          onAccepted: (batch, count) => this.#accepted(s, batch, count),
+          onDatagrams: (_fd, data, meta, count) => this.#received(s, data, meta, count),
+        },
+        this.#log,
+        { label, protocol, port },
+      ),
     };
     this.#sockets.add(s);
+    s.reader.watch();
   }
 
   /** The daemon's answer to a `reply-socket` request: its descriptor, or undefined with `error`. */
@@ -134,65 +129,34 @@ export class SteeredSockets {
 
   #remove(s: Served): void {
     this.#sockets.delete(s);
-    native.unwatch(s.watch);
-    native.close(s.fd);
+    s.reader.close();
   }
 
-  #ready(s: Served, events: number): void {
-    // An exception thrown from a native callback ends the process: report it instead.
-    try {
-      if (events < 0) this.#remove(s);
-      else if (s.protocol === 'tcp') this.#accept(s);
-      else this.#receive(s);
-    } catch (err) {
-      this.#host.error(asError(err));
+  #accepted(s: Served, batch: Int32Array, count: number): void {
+    for (let i = 0; i < count; i++) {
+      const r = recordIn(batch, i, ACCEPT.SIZE);
+      const socket = new Socket({ fd: acceptFd(batch, i), readable: true, writable: true });
+      this.#host.connection(socket, {
+        label: s.label,
+        protocol: 'tcp',
+        client: endpointAt(r, ACCEPT.PEER),
+        local: endpointAt(r, ACCEPT.LOCAL),
+      });
     }
   }
 
-  #accept(s: Served): void {
-    for (let b = 0; b < BATCHES_PER_CALL; b++) {
-      const n = native.acceptBatch(s.fd, accepted, ACCEPT_BATCH);
-      for (let i = 0; i < n; i++) {
-        const r = recordIn(accepted, i, ACCEPT.SIZE);
-        const socket = new Socket({ fd: acceptFd(accepted, i), readable: true, writable: true });
-        this.#host.connection(socket, {
-          label: s.label,
-          protocol: 'tcp',
-          client: endpointAt(r, ACCEPT.PEER),
-          local: endpointAt(r, ACCEPT.LOCAL),
-        });
-      }
-      if (n === ACCEPT_BATCH) continue;
-      if (n === -EMFILE || n === -ENFILE) this.#pause(s);
-      return;
-    }
-  }
-
-  #pause(s: Served): void {
-    native.setEvents(s.watch, 0);
-    setTimeout(() => {
-      if (this.#sockets.has(s)) native.setEvents(s.watch, READABLE);
-    }, PAUSE_MS);
-  }
-
-  #receive(s: Served): void {
-    datagrams ??= { data: new Uint8Array(DATAGRAM_BATCH * DATAGRAM_SLOT), meta: new Int32Array(DATAGRAM_BATCH * DATAGRAM_RECORD) };
-    const { data, meta } = datagrams;
-    for (let b = 0; b < BATCHES_PER_CALL; b++) {
-      const n = native.recvDatagrams(s.fd, data, meta, DATAGRAM_BATCH);
-      for (let i = 0; i < n; i++) {
-        const r = recordIn(meta, i, DATAGRAM.SIZE);
-        const length = datagramLength(r);
-        // The daemon sets IP_RECVORIGDSTADDR: a datagram without its destination could not be answered from it.
-        if (length < 0 || addressAt(r, DATAGRAM.DESTINATION).family === 0) continue;
-        const local = endpointAt(r, DATAGRAM.DESTINATION);
-        // A copy: the batch's records are overwritten by the next read, and a reply can come any time later.
-        const client = r.slice(DATAGRAM.SOURCE, DATAGRAM.SOURCE + ADDRESS.SIZE);
-        const payload = Buffer.from(data.subarray(i * DATAGRAM_SLOT, i * DATAGRAM_SLOT + length));
-        const info: ConnectionInfo = { label: s.label, protocol: 'udp', client: endpointAt(r, DATAGRAM.SOURCE), local };
-        this.#host.datagram(payload, info, (bytes) => this.#replies.send(local, client, bytes));
-      }
-      if (n < DATAGRAM_BATCH) return;
+  #received(s: Served, data: Uint8Array, meta: Int32Array, count: number): void {
+    for (let i = 0; i < count; i++) {
+      const r = recordIn(meta, i, DATAGRAM.SIZE);
+      const length = datagramLength(r);
+      // The daemon sets IP_RECVORIGDSTADDR: a datagram without its destination could not be answered from it.
+      if (length < 0 || addressAt(r, DATAGRAM.DESTINATION).family === 0) continue;
+      const local = endpointAt(r, DATAGRAM.DESTINATION);
+      // A copy: the batch's records are overwritten by the next read, and a reply can come any time later.
+      const client = r.slice(DATAGRAM.SOURCE, DATAGRAM.SOURCE + ADDRESS.SIZE);
+      const payload = Buffer.from(data.subarray(i * DATAGRAM_SLOT, i * DATAGRAM_SLOT + length));
+      const info: ConnectionInfo = { label: s.label, protocol: 'udp', client: endpointAt(r, DATAGRAM.SOURCE), local };
+      this.#host.datagram(payload, info, (bytes) => this.#replies.send(local, client, bytes));
     }
   }
 }
