@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { type Family, parseAddress } from '../src/bindings/address.js';
 import { type Binding, PROTOCOLS, type Protocol } from '../src/bindings/binding.js';
-import { type CompiledTable, compileTable, type Entry } from '../src/steering/compile.js';
+import { type CompiledTable, compileSpace, compileTable, type Entry } from '../src/steering/compile.js';
 import { renderElements, renderMap } from '../src/steering/render.js';
 import { Table } from '../src/table/table.js';
 import { bind, randomBindings, rng } from './helpers/bindings.js';
@@ -134,6 +134,18 @@ t.test('the worked example: a /25 port 443 inside a /24 port 0, and a /32 port 0
     ].join(',\n'),
     "the issue's example: four elements",
   );
+});
+
+t.test('a change recompiles only its own protocol and family', async (t) => {
+  const rand = rng(7);
+  const table = Table.from(randomBindings(rand, 400));
+  const before = compileTable(table);
+  const { table: next } = table.with(bind('moved', 'tcp', '198.51.100.0/26', 80));
+  const after = compileTable(next);
+  t.equal(after.udp[4], before.udp[4], 'udp4 is the very same entries');
+  t.equal(after.tcp[6], before.tcp[6], 'tcp6 too');
+  t.not(after.tcp[4], before.tcp[4], 'tcp4 is compiled again');
+  t.same(after.tcp[4], compileSpace(next, 'tcp', 4), 'to what a fresh compile gives');
 });
 
 t.test('hand-written cases', async (t) => {

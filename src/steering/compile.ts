@@ -34,11 +34,17 @@ export type CompiledTable = Record<Protocol, Record<Family, Entry[]>>;
 
 const MAX_PORT = 65535;
 
+// A change copies only its own space of the table: the other three compile to what they did.
+const compiled = new WeakMap<object, Entry[]>();
+
 export function compileTable(table: Table): CompiledTable {
-  return {
-    tcp: { 4: compileSpace(table, 'tcp', 4), 6: compileSpace(table, 'tcp', 6) },
-    udp: { 4: compileSpace(table, 'udp', 4), 6: compileSpace(table, 'udp', 6) },
+  const space = (protocol: Protocol, family: Family): Entry[] => {
+    const key = table.spaceKey(protocol, family);
+    let entries = compiled.get(key);
+    if (entries === undefined) compiled.set(key, (entries = compileSpace(table, protocol, family)));
+    return entries;
   };
+  return { tcp: { 4: space('tcp', 4), 6: space('tcp', 6) }, udp: { 4: space('udp', 4), 6: space('udp', 6) } };
 }
 
 /** One protocol and family's entries, sorted by address then port, with no two overlapping. */

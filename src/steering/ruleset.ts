@@ -110,7 +110,9 @@ export function planSteering(compiled: CompiledTable, sockets: SocketTargets): S
         return targets.get(label);
       };
       const all = compiled[protocol][family];
-      spaces.push({ name, protocol, family, entries: all.filter((e) => targetOf(e.label) !== undefined), all });
+      const entries = all.filter((e) => targetOf(e.label) !== undefined);
+      // The compiled array itself when every label has a socket: an update skips a space it is the same in.
+      spaces.push({ name, protocol, family, entries: entries.length === all.length ? all : entries, all });
       for (const [label, target] of targets) {
         if (target === undefined) continue;
         const chain = `${name}_${label}`;
@@ -187,6 +189,7 @@ export function steeringUpdate(from: Steering, to: Steering): string {
     lines.push(`flush chain ${t} ${name}`, ...rule.split('\n').map((r) => `add rule ${t} ${name} ${r.trim()}`));
   }
   for (const [i, space] of to.spaces.entries()) {
+    if (from.spaces[i]?.entries === space.entries && from.spaces[i]?.all === space.all) continue;
     const verdict = jump(space);
     const { gone, added } = changedEntries(from.spaces[i]?.entries ?? [], space.entries);
     const keys = gone.map((e) => renderKey(e, space.family));

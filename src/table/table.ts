@@ -190,6 +190,14 @@ export class Table {
     }
   }
 
+  /**
+   * The (protocol, family) space as an opaque key: the same object in every snapshot where that space did
+   * not change (a change copies only its own space), so what is derived from a space can be cached on it.
+   */
+  spaceKey(protocol: Protocol, family: Family): object {
+    return this.#spaces[PROTOCOL_INDEX[protocol]]![family === 4 ? 0 : 1]!;
+  }
+
   /** The same binding (key and label) if this table has it. */
   find(binding: Binding): Binding | undefined {
     const list = this.#group(binding)?.bindings ?? [];
