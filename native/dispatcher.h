@@ -1,7 +1,7 @@
 // The dispatcher's native layer: only what Node has no API for. Descriptor passing (SCM_RIGHTS), peer
 // credentials (SO_PEERCRED), batch accept with the local address, SOCK_SEQPACKET sockets, reset-on-close,
 // and a readiness watcher on a raw descriptor (libuv's uv_poll) so that JavaScript can drive them.
-// One file per concern: address, listen, fdpass, watch, udp, relay, steer; init.c registers the exports.
+// One file per concern: address, listen, fdpass, watch, udp, relay, steer, notify; init.c registers the exports.
 //
 // Ownership rules, which the typed wrapper (src/native/index.ts) documents:
 // - A call that returns a descriptor gives it to the caller; nothing here keeps a copy.
@@ -84,5 +84,9 @@ napi_value Relay(napi_env env, napi_callback_info info);
 napi_value PidfdGetfd(napi_env env, napi_callback_info info);
 napi_value SocketInfo(napi_env env, napi_callback_info info);
 napi_value SetTransparent(napi_env env, napi_callback_info info);
+
+// notify.c
+napi_value Notify(napi_env env, napi_callback_info info);
+napi_value Inherited(napi_env env, napi_callback_info info);
 
 #endif

@@ -27,6 +27,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       FUNCTION("relay", Relay),
       FUNCTION("connectStream", ConnectStream),
       FUNCTION("socketError", SocketError),
+      FUNCTION("notify", Notify),
+      FUNCTION("inherited", Inherited),
       FUNCTION("pidfdGetfd", PidfdGetfd),
       FUNCTION("socketInfo", SocketInfo),
       FUNCTION("setTransparent", SetTransparent),

@@ -25,6 +25,7 @@ import { Endpoints } from './endpoints.js';
 import { requestHandover } from './handover.js';
 import { services, status } from './status.js';
 import { type DaemonOptions, optionFlags, resolveOptions, type ResolvedOptions } from './options.js';
+import { fdName, listenFds, Systemd } from './systemd.js';
 import { Handovers, takeOver } from './takeover.js';
 
 export type { DaemonOptions } from './options.js';
@@ -57,6 +58,8 @@ export class Daemon {
   readonly #udpRelay: UdpRelay;
   readonly #endpoints: Endpoints;
   readonly #handovers: Handovers;
+  readonly #systemd: Systemd;
+  readonly #summary: () => string;
 
   private constructor(o: Resolved, saved: LoadedState) {
     this.controlPath = o.controlPath;
@@ -76,9 +79,12 @@ export class Daemon {
     // An upstream's UDP answers leave like a worker's replies (the mode's socket for the address).
     const udpRelay = new UdpRelay((client, local, payload) => void replies.send(client, local, payload));
     const route = new Route({ current: store, registry, udpRelay, metrics, log, upstreamTimeoutMs: o.upstreamTimeoutMs });
+    const systemd = new Systemd(log);
     const modeOptions: ModeOptions = {
       address: o.listenAddress,
       log,
+      // Every listening socket goes into systemd's store as it opens, and leaves it as it closes.
+      onListener: (event, socket) => (event === 'open' ? systemd.store(socket) : systemd.forget(socket)),
       onAccepted: new AcceptPath(store, route, metrics).onAccepted,
       onDatagrams: new DatagramPath(store, route, flows, metrics).onDatagrams,
     };
@@ -91,7 +97,15 @@ export class Daemon {
       list: (filter) => store.list(filter),
       add: (binding) => store.add(binding),
       remove: (binding) => store.remove(binding),
-      replace: (bindings, dryRun) => store.replace(bindings, dryRun),
+      replace: async (bindings, dryRun) => {
+        // A bulk change may take a while (kernel mode applies it to nftables): systemd shows it reloading.
+        if (!dryRun) systemd.reloading();
+        try {
+          return await store.replace(bindings, dryRun);
+        } finally {
+          if (!dryRun) systemd.ready(summary());
+        }
+      },
       lookup: (protocol, address, port) => store.lookup(protocol, address, port),
       upstreams: () => store.upstreams(),
       // Kernel mode: an upstream may make the daemon serve a label's socket itself, or stop.
@@ -128,6 +142,15 @@ export class Daemon {
       log,
       onHandover: (channel) => void this.#handovers.offer(channel),
     });
+    const summary = (): string => {
+      const workers = registry.workers();
+      return `${o.mode} mode: ${store.table.size} bindings, ${workers.length} workers of ${new Set(workers.map((w) => w.label)).size} labels`;
+    };
+    this.#summary = summary;
+    registry.onChange = () => {
+      kernel?.refresh();
+      systemd.notify({ STATUS: summary() });
+    };
     if (kernel !== undefined) {
       // The daemon reads a label's sockets itself only for what workers cannot take from them: version-1
       // workers get hand-offs, and a label with no worker but an upstream is proxied. Otherwise the accept
@@ -139,7 +162,6 @@ export class Daemon {
         },
         (socket) => endpoints.announce(socket),
       );
-      registry.onChange = () => kernel.refresh();
       metrics.steeringFrom(() => kernel.counters());
     }
     this.#store = store;
@@ -148,7 +170,8 @@ export class Daemon {
     this.#route = route;
     this.#udpRelay = udpRelay;
     this.#endpoints = endpoints;
-    this.#handovers = new Handovers({ store, mode, endpoints, registry, log });
+    this.#systemd = systemd;
+    this.#handovers = new Handovers({ store, mode, endpoints, registry, log, systemd });
   }
 
   static async start(options: DaemonOptions = {}): Promise<Daemon> {
@@ -166,18 +189,33 @@ export class Daemon {
       throw err;
     }
     const d = new Daemon(o, saved);
-    const parts = { store: d.#store, mode: d.#mode, endpoints: d.#endpoints, registry: d.#registry, log: d.log };
-    if (inherited !== undefined)
+    const parts = { store: d.#store, mode: d.#mode, endpoints: d.#endpoints, registry: d.#registry, log: d.log, systemd: d.#systemd };
+    if (inherited !== undefined) {
       await takeOver(inherited.channel, inherited.sockets, parts, (label, conn) => d.#route.connection(label, conn));
-    else {
+    } else {
+      // What systemd passed (a socket unit, or the store after a crash) is used; the rest is opened.
+      const given = listenFds();
+      const unused = new Set([...given.sockets.map((s) => s.fd), ...given.unknown]);
+      if (given.sockets.length > 0) d.log.info({ sockets: given.sockets.map(fdName) }, 'sockets from systemd');
       try {
-        await d.#endpoints.open();
+        for (const s of given.sockets) {
+          if (s.kind !== 'tcp' && s.kind !== 'udp') continue;
+          d.#mode.adopt({ kind: s.kind, port: s.port, fd: s.fd });
+          unused.delete(s.fd);
+        }
+        await d.#endpoints.open(given.sockets, unused);
         await d.#mode.start(d.#store.table);
+        d.#mode.watchAdopted();
       } catch (err) {
         await d.stop();
         throw err;
+      } finally {
+        for (const fd of unused) native.close(fd);
       }
+      d.#systemd.ready(d.#summary());
     }
+    // Into the store: a crash leaves them to systemd, whose restart of the daemon gives them back.
+    for (const s of [...d.#endpoints.sockets(), ...d.#mode.sockets()]) if (s.kind !== 'metrics') d.#systemd.store(s);
     d.log.info(
       { control: o.controlPath, services: o.servicesPath, state: state.path, bindings: d.#store.table.size, version: VERSION },
       'daemon started',
@@ -196,6 +234,7 @@ export class Daemon {
   }
 
   async stop(): Promise<void> {
+    this.#systemd.stopping();
     await this.#mode.close().catch((err: Error) => this.log.error(err.message));
     this.#udpRelay.close();
     this.#registry.close();

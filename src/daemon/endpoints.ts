@@ -42,36 +42,39 @@ export class Endpoints {
     this.#control = createControlServer(options.handlers);
   }
 
-  /** A fresh start: each socket at its path (a stale one replaced, a live daemon's refused). */
-  async open(): Promise<void> {
-    const o = this.#o;
-    await this.#serveControl(listenUnixPath(o.controlPath, 512, 0o660, 'stream'));
-    this.#ownsPaths = true;
-    this.#services = ServicesSocket.listen(o.services);
-    this.#watchHandover(listenUnixPath(handoverPath(o.controlPath), 4, 0o600, 'seqpacket'));
-    if (o.metricsAddress !== undefined) this.#metrics = await serveMetrics(o.metrics, o.metricsAddress);
-  }
-
   /**
-   * A takeover: the previous daemon's sockets. The metrics socket first, as the step that can fail (its
-   * own when the address is the same, else a new one); the paths stay the previous daemon's until
-   * `claimPaths`. Each descriptor it takes leaves `unused` as it is taken (its part closes it from then on).
+   * Each socket: the one `given` (by systemd: a socket unit or the descriptor store), or a new one at its
+   * path (a stale one replaced, a live daemon's refused). The daemon removes on a clean stop only the
+   * control path it made. Each descriptor taken from `given` leaves `unused` (its part closes it from then on).
    */
-  async adopt(sockets: readonly InheritedSocket[], unused: Set<number>): Promise<void> {
+  async open(given: readonly InheritedSocket[] = [], unused = new Set<number>()): Promise<void> {
     const o = this.#o;
-    const one = (kind: InheritedSocket['kind']): number => {
-      const fd = sockets.find((s) => s.kind === kind)?.fd ?? -1;
-      unused.delete(fd);
+    const take = (kind: InheritedSocket['kind']): number | undefined => {
+      const fd = given.find((s) => s.kind === kind)?.fd;
+      if (fd !== undefined) unused.delete(fd);
       return fd;
     };
     if (o.metricsAddress !== undefined) {
-      const same = sockets.find((s) => s.kind === 'metrics' && s.address === o.metricsAddress);
+      // The previous daemon's own socket when the address is the same (a hand-over), else a new one.
+      const same = given.find((s) => s.kind === 'metrics' && s.address === o.metricsAddress);
       this.#metrics = await serveMetrics(o.metrics, o.metricsAddress, same?.fd);
       if (same !== undefined) unused.delete(same.fd);
     }
-    await this.#serveControl(one('control'));
-    this.#services = ServicesSocket.adopt(o.services, one('services'));
-    this.#watchHandover(one('handover'));
+    const control = take('control');
+    await this.#serveControl(control ?? listenUnixPath(o.controlPath, 512, 0o660, 'stream'));
+    this.#ownsPaths = control === undefined;
+    const services = take('services');
+    this.#services = services === undefined ? ServicesSocket.listen(o.services) : ServicesSocket.adopt(o.services, services);
+    this.#watchHandover(take('handover') ?? listenUnixPath(handoverPath(o.controlPath), 4, 0o600, 'seqpacket'));
+  }
+
+  /**
+   * A takeover: the previous daemon's sockets, all of them; the paths stay the previous daemon's until
+   * `claimPaths`.
+   */
+  async adopt(sockets: readonly InheritedSocket[], unused: Set<number>): Promise<void> {
+    await this.open(sockets, unused);
+    this.#ownsPaths = false;
   }
 
   /** A label's new steered socket, to its version-2 workers (kernel mode). */

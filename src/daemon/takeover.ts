@@ -5,6 +5,7 @@ import { native } from '../native/index.js';
 import { type Registry } from '../registry/registry.js';
 import { type ChangeStore } from '../store/store.js';
 import { type Endpoints } from './endpoints.js';
+import { type Systemd } from './systemd.js';
 import { type HandoverChannel, type InheritedSocket, offerSockets } from './handover.js';
 import { HAND_ON_MS, handOnWaiting, receiveWaiting } from './handover-completion.js';
 
@@ -15,6 +16,7 @@ export interface HandoverParts {
   endpoints: Endpoints;
   registry: Registry;
   log: Logger;
+  systemd: Systemd;
 }
 
 /**
@@ -100,6 +102,8 @@ export async function takeOver(
     await mode.start(store.table);
     await endpoints.adopt(sockets, unused);
     mode.watchAdopted();
+    // Before "ready", after which the old daemon exits: systemd must already follow this one.
+    parts.systemd.mainPid();
     channel.send({ type: 'ready' });
     for (const fd of unused) native.close(fd);
   } catch (err) {

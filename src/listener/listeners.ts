@@ -13,6 +13,7 @@ export interface ListenerOptions {
   log: Logger;
   onAccepted?: OnAccepted;
   onDatagrams?: OnDatagrams;
+  onListener?: ((event: 'open' | 'close', socket: { kind: Protocol; port: number; fd: number }) => void) | undefined;
 }
 
 export interface ListenerStatus {
@@ -144,6 +145,7 @@ export class Listeners {
       delete l.error;
       l.reader = this.#reader(l.port, fd);
       l.reader.watch();
+      this.#options.onListener?.('open', { kind: this.protocol, port: l.port, fd });
       this.#log.info(
         { protocol: this.protocol, address: this.#address, port: l.bound, transparent: this.#options.transparent },
         'listening',
@@ -165,6 +167,7 @@ export class Listeners {
     if (l.reader === undefined) return;
     // Connections already in the kernel's accept queue are dispatched, not dropped with the socket.
     l.reader.readQueued();
+    this.#options.onListener?.('close', { kind: this.protocol, port: l.port, fd: l.reader.fd });
     l.reader.close();
     this.#log.info({ protocol: this.protocol, port: l.port }, 'stopped listening');
   }

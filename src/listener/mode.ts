@@ -16,6 +16,8 @@ export interface ModeOptions {
   log: Logger;
   onAccepted: OnAccepted;
   onDatagrams: OnDatagrams;
+  /** A listening socket opened or closed (systemd's descriptor store follows). */
+  onListener?: ((event: 'open' | 'close', socket: ModeSocket) => void) | undefined;
 }
 
 /** The socket a UDP reply from a local address leaves by. */
@@ -44,7 +46,7 @@ export abstract class ListeningMode {
   readonly udp: Listeners;
 
   constructor(options: ModeOptions, transparent: boolean) {
-    const common = { address: options.address, transparent, log: options.log };
+    const common = { address: options.address, transparent, log: options.log, onListener: options.onListener };
     this.tcp = new Listeners({ ...common, protocol: 'tcp', onAccepted: options.onAccepted });
     this.udp = new Listeners({ ...common, protocol: 'udp', onDatagrams: options.onDatagrams });
   }

@@ -51,6 +51,13 @@ interface Addon {
   /** A non-blocking connect under way to `address`:`port` (port 0: a Unix socket path). */
   connectStream(address: string, port: number): number;
   socketError(fd: number): number;
+  /**
+   * One sd_notify datagram to `path` (systemd's $NOTIFY_SOCKET; a leading '@' is the abstract namespace),
+   * with the first `count` descriptors of `fds` (FDSTORE=1): bytes sent, or -errno. Closes nothing.
+   */
+  notify(path: string, message: Uint8Array, fds: Int32Array, count: number): number;
+  /** A descriptor systemd passed: made non-blocking and close-on-exec; 0 or -errno. */
+  inherited(fd: number): number;
   /** A duplicate of descriptor `fd` of process `pid` (pidfd_open + pidfd_getfd), close-on-exec: the caller's to close. Throws (EPERM, ESRCH, EBADF). */
   pidfdGetfd(pid: number, fd: number): number;
   /** What a socket is: [family 4 | 6 (0: neither), type 1 stream | 2 datagram, listening 0 | 1]. Throws if `fd` is not a socket. */

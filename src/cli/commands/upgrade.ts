@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { DispatcherError } from '../../errors.js';
 import { controlClient, defineCommand } from '../command.js';
 import { print } from '../format.js';
@@ -15,7 +15,10 @@ export const upgradeCommand = defineCommand({
     const old = await client.status();
     const flags = Object.entries(old.flags).flatMap(([k, v]) => (Array.isArray(v) ? v.flatMap((x) => [`--${k}`, x]) : [`--${k}`, v]));
     // Not this command's stderr: the daemon outlives it, and whoever reads this command's output would wait for the daemon.
-    const log = openSync(argv.log ?? join(String(old.flags['state-dir']), 'dispatcher.log'), 'a', 0o640);
+    const logPath = argv.log ?? join(String(old.flags['state-dir']), 'dispatcher.log');
+    // A daemon that never saved a binding has no state directory yet.
+    mkdirSync(dirname(logPath), { recursive: true, mode: 0o750 });
+    const log = openSync(logPath, 'a', 0o640);
     const child = spawn(process.execPath, [process.argv[1]!, 'daemon', '--takeover', '--control', argv.control, ...flags], {
       detached: true,
       stdio: ['ignore', 'ignore', log],
