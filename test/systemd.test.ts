@@ -150,7 +150,7 @@ t.test('the descriptor store: a SIGKILLed daemon refuses nothing, the restart se
   s.send('start');
   const served = await Promise.allSettled(during);
   t.same(
-    served.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason)),
+    served.filter((r) => r.status === 'rejected').map((r) => String((r).reason)),
     [],
     'no connection made while no daemon ran was refused or lost',
   );
