@@ -1,4 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -133,24 +134,36 @@ t.test('the descriptor store: a SIGKILLed daemon refuses nothing, the restart se
   const port = randomPort();
   const cli = (...args: string[]) => dispatcher(['--control', s.control, ...args]);
   t.equal((await cli('bind', 'add', 'web', 'tcp', '127.0.0.1', String(port))).code, 0);
-  await s.next((n) => n.fds?.includes(`tcp-${port}`) === true);
+  t.equal((await cli('bind', 'add', 'dns', 'udp', '127.0.0.1', String(port))).code, 0);
+  await s.next((n) => n.fds?.includes(`udp-${port}`) === true);
   s.send('store');
   const { store } = await s.next((n) => n.store !== undefined);
-  t.same([...(store ?? [])].sort(), ['control', 'handover', 'services', `tcp-${port}`].sort(), 'every socket that takes traffic is stored');
-  const worker = await startWorker('web', s.services);
-  t.teardown(() => worker.stop());
+  t.same(
+    [...(store ?? [])].sort(),
+    ['control', 'handover', 'services', `tcp-${port}`, `udp-${port}`].sort(),
+    'every socket that takes traffic is stored',
+  );
+  const workers = [await startWorker('web', s.services), await startWorker('dns', s.services)];
+  t.teardown(() => Promise.all(workers.map((w) => w.stop())));
   t.equal((await request('127.0.0.1', port)).label, 'web');
+  const client = createSocket('udp4');
+  t.teardown(() => client.close());
+  const answers = new Set<string>();
+  client.on('message', (m) => answers.add(m.toString().split('\n')[1] ?? ''));
+  await new Promise<void>((resolve) => client.bind(0, '127.0.0.1', resolve));
+  const ask = (i: number): void => client.send(`q${i}`, port, '127.0.0.1');
 
   s.send('kill');
   await s.next((n) => n.killed !== undefined);
   // No daemon runs: the stored socket still listens, so these connect and wait in its queue.
   const during = Array.from({ length: 20 }, () => request('127.0.0.1', port, { timeoutMs: 20_000 }));
+  for (let i = 0; i < 50; i++) ask(i);
   const status = cli('status', '--json'); // the stored control socket queues this request too
   await sleep(300);
   s.send('start');
   const served = await Promise.allSettled(during);
   t.same(
-    served.filter((r) => r.status === 'rejected').map((r) => String((r).reason)),
+    served.filter((r) => r.status === 'rejected').map((r) => String(r.reason)),
     [],
     'no connection made while no daemon ran was refused or lost',
   );
@@ -158,9 +171,11 @@ t.test('the descriptor store: a SIGKILLed daemon refuses nothing, the restart se
     served.every((r) => r.status === 'fulfilled' && r.value.label === 'web'),
     'each was served by web',
   );
+  for (let i = 0; i < 100 && answers.size < 50; i++) await sleep(100);
+  t.equal(answers.size, 50, 'every datagram sent while no daemon ran was answered after the restart');
   const answered = await status;
   t.equal(answered.code, 0, 'a control request sent while no daemon ran is answered by the restart');
-  t.equal((JSON.parse(answered.stdout) as StatusJSON).bindings.total, 1);
+  t.equal((JSON.parse(answered.stdout) as StatusJSON).bindings.total, 2);
   t.equal((await cli('bind', 'rm', 'web', 'tcp', '127.0.0.1', String(port))).code, 0);
   await s.next((n) => n.fields?.['FDSTOREREMOVE'] === '1' && n.fields['FDNAME'] === `tcp-${port}`);
   t.pass('a closed listener leaves the store: a restart would not reopen a port no binding names');

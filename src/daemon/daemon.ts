@@ -42,6 +42,9 @@ function adoptedJSON(s: LabelSocket): AdoptedJSON {
 
 type Resolved = ResolvedOptions & { logger: Logger };
 
+// How long datagrams from systemd's store wait for their workers to come back after a restart.
+const UDP_SETTLE_MS = 2_000;
+
 /**
  * The composition root: builds the parts and wires them, and nothing else. Traffic never passes through
  * here: listeners call the dispatch paths, which read the store's current table and route to the registry
@@ -205,7 +208,11 @@ export class Daemon {
         }
         await d.#endpoints.open(given.sockets, unused);
         await d.#mode.start(d.#store.table);
-        d.#mode.watchAdopted();
+        d.#mode.watchAdopted(['tcp']);
+        // Datagrams that queued while no daemon ran would be dropped with no worker to take them (TCP waits in
+        // the registry's queue): they stay in the socket until the labels' workers are back, 2 s at most.
+        const udpLabels = [...new Set(d.#store.table.bindings().flatMap((b) => (b.protocol === 'udp' ? [b.label] : [])))];
+        void d.#registry.whenServed(udpLabels, UDP_SETTLE_MS).then(() => d.#mode.watchAdopted(['udp']));
       } catch (err) {
         await d.stop();
         throw err;

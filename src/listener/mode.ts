@@ -82,9 +82,8 @@ export abstract class ListeningMode {
     (socket.kind === 'tcp' ? this.tcp : this.udp).adopt(socket.port, socket.fd);
   }
 
-  watchAdopted(): void {
-    this.tcp.watchAdopted();
-    this.udp.watchAdopted();
+  watchAdopted(protocols: readonly ('tcp' | 'udp')[] = ['tcp', 'udp']): void {
+    for (const p of protocols) this[p].watchAdopted();
   }
 
   /** After a hand-over (or a takeover that failed): this daemon's copies close, the sockets and rules live on. */

@@ -92,6 +92,26 @@ export class Registry {
 
   /** Called after a worker came or went (kernel steering then decides who reads the label's sockets). */
   onChange: (label: string) => void = () => {};
+  readonly #waiters = new Set<() => void>();
+
+  /** Resolves once each of `labels` has a worker, or after `ms`. */
+  whenServed(labels: readonly string[], ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (!labels.every((l) => this.#workers.has(l))) return;
+        clearTimeout(timer);
+        this.#waiters.delete(check);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(check);
+        resolve();
+      }, ms);
+      timer.unref();
+      this.#waiters.add(check);
+      check();
+    });
+  }
 
   add(worker: Worker): void {
     const list = this.#workers.get(worker.label) ?? [];
@@ -99,6 +119,7 @@ export class Registry {
     this.#workers.set(worker.label, list);
     this.#metrics.workers(worker.label, list.length);
     this.onChange(worker.label);
+    for (const check of [...this.#waiters]) check();
     this.drain(worker.label);
   }
 
