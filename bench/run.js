@@ -23,6 +23,7 @@ import { machine, resultFile, RESULTS_DIR } from './common.js';
  *     daemon: { replace_100k_ms: number, rss_1m_mib?: number },
  *   },
  *   steering?: { sizes: { size: number, entries: number, compile_ms: Summary, render_ms: Summary }[] },
+ *   'steering-packets'?: Record<'connections' | 'datagrams_steered' | 'datagrams_read', Record<string, Summary>>,
  *   control?: {
  *     bind_to_served_ms: { same_port: Summary, new_port: Summary },
  *     replace_100k_ms: Summary,
@@ -60,6 +61,15 @@ const suites = [
   { name: 'udp', script: 'udp.js', needs: [] },
   { name: 'control', script: 'control.js', needs: [] },
   { name: 'steering', script: 'steering.js', needs: [] },
+  {
+    name: 'steering-packets',
+    script: 'steering-packets.js',
+    needs: [
+      ['wrk', 'wrk'],
+      ['nft', 'nftables'],
+    ],
+    root: true,
+  },
   { name: 'scaling', script: 'scaling.js', needs: [['wrk', 'wrk']] },
   {
     name: 'tproxy',
@@ -151,6 +161,20 @@ function comparisons() {
       title: 'New connections/s as the registry grows (ratio to 1 worker)',
       bars: Object.entries(sc).map(([name, s]) => ({ name, value: s.median, ratio: s.median / base })),
     });
+  }
+  const sp = results['steering-packets'];
+  if (sp) {
+    for (const [title, figure] of /** @type {const} */ ([
+      ['Steered new connections/s by table size (ratio to 10 bindings)', sp.connections],
+      ['Steered datagrams/s by table size (ratio to 10 bindings)', sp.datagrams_steered],
+    ])) {
+      const base = figure['10'];
+      if (base)
+        out.push({
+          title,
+          bars: Object.entries(figure).map(([size, s]) => ({ name: `${size} bindings`, value: s.median, ratio: s.median / base.median })),
+        });
+    }
   }
   const tp = results.tproxy?.summary;
   if (tp)

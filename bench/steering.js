@@ -11,49 +11,20 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Binding, Table } from '../dist/index.js';
+import { Table } from '../dist/index.js';
 import { compileTable } from '../dist/steering/compile.js';
 import { renderElements } from '../dist/steering/render.js';
 import { applySteering, planSteering, removeSteering, steeringRuleset, updateSteering } from '../dist/steering/ruleset.js';
 import { interleaved, summary, writeResult } from './common.js';
-import { rng } from '../test/helpers/rng.js';
+import { randomBindings, randomLabelSocket } from './steering-tables.js';
 
+/** @typedef {import('../dist/index.js').Binding} Binding */
 /** @typedef {import('../dist/steering/compile.js').CompiledTable} CompiledTable */
 /** @typedef {import('./common.js').Summary} Summary */
 
 const QUICK = process.argv.includes('--quick');
 const SIZES = [10, 10_000, 100_000];
 const ROUNDS = QUICK ? 1 : 5;
-const PORTS = [80, 443, 53, 8080, 22, 8443, 25, 3306];
-
-/**
- * Dense enough to nest: IPv4 in 198.18.0.0/15 (lengths /16-/32), IPv6 in 2001:db8::/32 with few distinct
- * bits (lengths /48-/128); 40% port 0, 60% tcp, 1,000 labels. Nesting is what makes the compiler carve, and
- * bench/table.js's spread-out prefixes rarely nest.
- * @param {number} n
- * @param {number} seed
- */
-function randomBindings(n, seed) {
-  const r = rng(seed);
-  /** @param {number} bits */
-  const low = (bits) => Math.floor(r() * 2 ** bits);
-  /** @type {Map<string, Binding>} */
-  const byKey = new Map();
-  while (byKey.size < n) {
-    const v4 = r() < 0.75;
-    const length = v4 ? 32 - Math.floor(r() ** 2 * 17) : 128 - Math.floor(r() ** 2 * 81);
-    const words = v4 ? [(0xc6120000 | low(17)) >>> 0] : [0x20010db8, low(16) << 16, low(8), low(16)];
-    const masked = words.map((word, i) => {
-      const keep = Math.max(0, Math.min(32, length - 32 * i));
-      // A shift by 32 is a shift by 0 in JavaScript: a whole word is kept as it is.
-      return keep === 0 ? 0 : keep === 32 ? word : (word & ~(0xffffffff >>> keep)) >>> 0;
-    });
-    const port = r() < 0.4 ? 0 : /** @type {number} */ (PORTS[Math.floor(r() * PORTS.length)]);
-    const b = new Binding(`label-${Math.floor(r() * 1000)}`, r() < 0.6 ? 'tcp' : 'udp', v4 ? 4 : 6, masked, length, port);
-    byKey.set(b.key(), b);
-  }
-  return [...byKey.values()];
-}
 
 /** @param {CompiledTable} c */
 const entryCount = (c) => c.tcp[4].length + c.tcp[6].length + c.udp[4].length + c.udp[6].length;
@@ -87,8 +58,6 @@ for (const size of SIZES) {
 const compileMs = await interleaved(compiles, ROUNDS, 'compile ');
 const renderMs = await interleaved(renders, ROUNDS, 'render ');
 
-/** Every label has a socket for every protocol and family: the most chains. */
-const sockets = (/** @type {string} */ label) => ({ address: '127.0.0.1', port: 20000 + Number(label.slice('label-'.length)) });
 /** @type {Record<string, { ruleset_bytes: number, ruleset_ms: Summary, apply_fresh_ms: Summary, apply_replace_ms: Summary, update_one_ms: Summary }> | undefined} */
 let applied;
 const canApply =
@@ -103,7 +72,7 @@ const canApply =
   })();
 if (canApply) {
   // A namespace of its own: an empty nftables state, and nothing else on the machine touched.
-  const ns = `sta-bench-${process.pid}`;
+  const ns = `apl-steer-${process.pid}`;
   const dir = mkdtempSync(join(tmpdir(), 'steering-bench-'));
   const nft = join(dir, 'nft');
   writeFileSync(nft, `#!/bin/sh\nexec ip netns exec ${ns} nft "$@"\n`);
@@ -117,10 +86,10 @@ if (canApply) {
     /** @type {Record<string, import('./common.js').Case>} */
     const replace = {};
     for (const [size, { compiled: c }] of bySize) {
-      const plan = planSteering(c, sockets);
+      const plan = planSteering(c, randomLabelSocket);
       rulesets[size] = () => {
         const started = performance.now();
-        steeringRuleset(planSteering(c, sockets));
+        steeringRuleset(planSteering(c, randomLabelSocket));
         return performance.now() - started;
       };
       const apply = async () => {
@@ -144,11 +113,11 @@ if (canApply) {
     const at = (s, size) => /** @type {Summary} */ (s[size]);
     applied = {};
     for (const [size, { table, compiled: c }] of bySize) {
-      const plan = planSteering(c, sockets);
+      const plan = planSteering(c, randomLabelSocket);
       // One binding moved to a label of its own (a new chain): the diff and nft -f of an update, toggled
       // back and forth from the applied table. Recompiling the changed table is the compile column's.
       const first = /** @type {Binding} */ (table.bindings()[0]);
-      const moved = planSteering(compileTable(table.with(first.withLabel('label-1000')).table), sockets);
+      const moved = planSteering(compileTable(table.with(first.withLabel('label-1000')).table), randomLabelSocket);
       await applySteering(plan, nft);
       /** @type {number[]} */
       const updates = [];
