@@ -108,7 +108,7 @@ try {
   const nextLine = () => new Promise(/** @param {(line: string) => void} resolve */ (resolve) => (onLine = resolve));
   const first = nextLine();
   createInterface({ input: /** @type {import('node:stream').Readable} */ (sink.stdout) }).on('line', (line) => onLine(line));
-  const [tcpPort, udpPort] = (await first).split(' ').map(Number);
+  const [tcpPort = 0, udpPort = 0] = (await first).split(' ').map(Number);
   const ports = { tcp: tcpPort, udp: udpPort };
   /** The sink's datagram count so far. */
   const datagrams = async () => {
