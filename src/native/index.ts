@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { checkRecordSizes } from './records.js';
 
 /**
@@ -72,8 +73,12 @@ interface Addon {
 declare const watchHandle: unique symbol;
 export type WatchHandle = { readonly [watchHandle]: true };
 
+// node-gyp-build takes native/build/Release when the addon was compiled here (the repo, or an install that
+// found no prebuild that loads), else the package's prebuild for this platform (native/prebuilds/, made by
+// scripts/pack.sh): one N-API build serves every Node version.
 const require = createRequire(import.meta.url);
-const addon = require('../../native/build/Release/dispatcher.node') as Addon;
+const load = require('node-gyp-build') as (dir: string) => unknown;
+const addon = load(fileURLToPath(new URL('../../native', import.meta.url))) as Addon;
 checkRecordSizes(addon);
 
 export const native = addon;

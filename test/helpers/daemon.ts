@@ -19,10 +19,10 @@ export interface Run {
   stderr: string;
 }
 
-/** Runs the real `dispatcher` binary. */
-export function dispatcher(args: string[], env: Record<string, string> = {}): Promise<Run> {
+/** Runs the real `dispatcher` binary (`cli`: another copy's, e.g. an installed package's). */
+export function dispatcher(args: string[], env: Record<string, string> = {}, cli = CLI): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
+    execFile(process.execPath, [cli, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -48,7 +48,11 @@ export interface RunningDaemon {
 }
 
 /** Starts `dispatcher daemon` and waits until its control socket answers. */
-export async function startDaemon(dir: string, extra: string[] = [], options: { prefix?: string[] } = {}): Promise<RunningDaemon> {
+export async function startDaemon(
+  dir: string,
+  extra: string[] = [],
+  options: { prefix?: string[]; cli?: string } = {},
+): Promise<RunningDaemon> {
   const control = join(dir, 'control.sock');
   const stateDir = join(dir, 'state');
   const services = join(dir, 'services.sock');
@@ -56,7 +60,7 @@ export async function startDaemon(dir: string, extra: string[] = [], options: { 
   const command = [
     ...(options.prefix ?? []),
     process.execPath,
-    CLI,
+    options.cli ?? CLI,
     'daemon',
     '--control',
     control,
@@ -70,7 +74,7 @@ export async function startDaemon(dir: string, extra: string[] = [], options: { 
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const cli = (...args: string[]): Promise<Run> => dispatcher(['--control', control, ...args]);
+  const cli = (...args: string[]): Promise<Run> => dispatcher(['--control', control, ...args], {}, options.cli);
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}: ${stderr}`);
