@@ -15,7 +15,8 @@ export const upgradeCommand = defineCommand({
     const old = await client.status();
     const flags = Object.entries(old.flags).flatMap(([k, v]) => (Array.isArray(v) ? v.flatMap((x) => [`--${k}`, x]) : [`--${k}`, v]));
     // Not this command's stderr: the daemon outlives it, and whoever reads this command's output would wait for the daemon.
-    const log = openSync(argv.log ?? join(String(old.flags['state-dir']), 'dispatcher.log'), 'a', 0o640);
+    const logPath = argv.log ?? join(String(old.flags['state-dir']), 'dispatcher.log');
+    const log = openSync(logPath, 'a', 0o640);
     const child = spawn(process.execPath, [process.argv[1]!, 'daemon', '--takeover', '--control', argv.control, ...flags], {
       detached: true,
       stdio: ['ignore', 'ignore', log],
@@ -24,10 +25,11 @@ export const upgradeCommand = defineCommand({
     child.unref();
     for (let i = 0; i < 300; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      if (child.exitCode !== null) throw new DispatcherError('ERR_STATE', `the new daemon exited with ${child.exitCode} (see its log)`);
+      if (child.exitCode !== null)
+        throw new DispatcherError('ERR_STATE', `the new daemon exited with ${child.exitCode}: ${logPath} says why`);
       const now = await client.status().catch(() => undefined);
       if (now !== undefined && now.pid === child.pid) return print(`upgraded: pid ${old.pid} -> ${now.pid}`);
     }
-    throw new DispatcherError('ERR_STATE', 'the new daemon did not take over within 30 s');
+    throw new DispatcherError('ERR_STATE', `the new daemon did not take over within 30 s: ${logPath} says why`);
   },
 });
