@@ -23,10 +23,10 @@ t.test('add, replace, list, lookup and remove through the real CLI', async (t) =
     list.stdout,
     [
       'LABEL     PROTOCOL  PREFIX          PORT',
-      'edge      tcp       192.0.2.0/25    443',
-      'cdn       tcp       192.0.2.200/32  443',
-      'spectrum  tcp       192.0.2.0/24    0',
-      'dns       udp       2001:db8::/32   53',
+      'edge      tcp       192.0.2.0/25     443',
+      'cdn       tcp       192.0.2.200/32   443',
+      'spectrum  tcp       192.0.2.0/24       0',
+      'dns       udp       2001:db8::/32     53',
       '',
     ].join('\n'),
   );
