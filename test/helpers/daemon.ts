@@ -19,8 +19,8 @@ export interface Run {
   stderr: string;
 }
 
-/** Runs the real `dispatcher` binary. */
-export function dispatcher(args: string[], env: Record<string, string> = {}): Promise<Run> {
+/** Runs the real `dispatcher` binary; `env` adds to this process's environment (undefined unsets a variable). */
+export function dispatcher(args: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
   return new Promise((resolve) => {
     execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
