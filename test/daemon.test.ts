@@ -23,10 +23,10 @@ t.test('add, replace, list, lookup and remove through the real CLI', async (t) =
     list.stdout,
     [
       'LABEL     PROTOCOL  PREFIX          PORT',
-      'edge      tcp       192.0.2.0/25    443',
-      'cdn       tcp       192.0.2.200/32  443',
-      'spectrum  tcp       192.0.2.0/24    0',
-      'dns       udp       2001:db8::/32   53',
+      'edge      tcp       192.0.2.0/25     443',
+      'cdn       tcp       192.0.2.200/32   443',
+      'spectrum  tcp       192.0.2.0/24       0',
+      'dns       udp       2001:db8::/32     53',
       '',
     ].join('\n'),
   );
@@ -185,11 +185,15 @@ t.test('one daemon per control socket; a stale socket is replaced; mode 0660', a
   t.match((await d2.cli('bind', 'list')).stdout, /kept/, 'the stale socket was replaced and state restored');
 });
 
-t.test('the CLI says in one line when the daemon is not running', async (t) => {
+t.test('the CLI says in one line when the daemon is not running, and what to do', async (t) => {
   const dir = await tempDir(t);
   const r = await dispatcher(['bind', 'list'], { DISPATCHER_CONTROL: join(dir, 'none.sock') });
   t.equal(r.code, 2);
-  t.equal(r.stderr, `dispatcher: the daemon is not running (nothing answers on ${join(dir, 'none.sock')})\n`);
+  t.equal(
+    r.stderr,
+    `dispatcher: the daemon is not running (nothing answers on ${join(dir, 'none.sock')}): start it with \`dispatcher daemon\`, ` +
+      "or point --control (or DISPATCHER_CONTROL) at the daemon's control socket\n",
+  );
 });
 
 t.test('curl can drive the control API; garbage gets an error, not a crash', async (t) => {

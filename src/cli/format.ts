@@ -1,3 +1,4 @@
+import { stripVTControlCharacters, styleText } from 'node:util';
 import { type BindingJSON } from '../bindings/binding.js';
 
 /** `text` as lines: exactly one newline at the end, whatever the text (a message may carry its own). */
@@ -11,28 +12,40 @@ export const printWarnings = (warnings: readonly string[] | undefined): void => 
 
 export const describe = (b: BindingJSON): string => `${b.protocol} ${b.prefix} port ${b.port} -> ${b.label}`;
 
-export const BINDING_HEADER = ['LABEL', 'PROTOCOL', 'PREFIX', 'PORT'];
-export const bindingRow = (b: BindingJSON): string[] => [b.label, b.protocol, b.prefix, String(b.port)];
+/** The few colours the CLI uses: green for what works, yellow for what deserves a look, red for what is broken. */
+export type Colour = 'green' | 'yellow' | 'red';
+export type Paint = (colour: Colour, text: string) => string;
+export const plain: Paint = (_colour, text) => text;
+/**
+ * Colours for what goes to `stream`. styleText (Node 20.18+) decides as Node itself does: colour on a
+ * terminal unless NO_COLOR (or TERM=dumb) says otherwise, and anywhere if FORCE_COLOR asks; so a pipe gets
+ * plain text.
+ */
+export const paintFor =
+  (stream: NodeJS.WriteStream): Paint =>
+  (colour, text) =>
+    styleText(colour, text, { stream });
 
-/** Aligned columns, two spaces apart; the last column is not padded. */
-export function formatColumns(rows: readonly (readonly string[])[]): string {
-  const widths: number[] = [];
-  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
-  return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n');
+/** A table column: its title and how an item shows in it. Numbers are right-aligned, so that their digits line up. */
+export interface Column<T> {
+  title: string;
+  cell: (item: T) => string;
+  right?: boolean;
 }
 
-/** Nested status objects as `a.b: value` lines, aligned. */
-export function formatStatus(status: object): string {
-  const rows: string[][] = [];
-  const walk = (value: unknown, path: string): void => {
-    if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
-      for (const [k, v] of Object.entries(value)) walk(v, path === '' ? k : `${path}.${k}`);
-    } else if (Array.isArray(value) && value.some((v) => typeof v === 'object' && v !== null)) {
-      value.forEach((v, i) => walk(v, `${path}[${i}]`));
-    } else {
-      rows.push([`${path}:`, Array.isArray(value) ? value.join(', ') : String(value)]);
-    }
+/**
+ * `items` as aligned columns under their titles, two spaces apart, or `empty` if there are none. Widths
+ * are measured without colour codes, so a coloured cell lines up too; a last left-aligned column is not padded.
+ */
+export function formatTable<T>(columns: readonly Column<T>[], items: readonly T[], empty: string): string {
+  if (items.length === 0) return empty;
+  const rows = [columns.map((c) => c.title), ...items.map((item) => columns.map((c) => c.cell(item)))];
+  const widths = columns.map((_, i) => Math.max(...rows.map((row) => stripVTControlCharacters(row[i]!).length)));
+  const pad = (cell: string, i: number): string => {
+    const room = ' '.repeat(widths[i]! - stripVTControlCharacters(cell).length);
+    if (columns[i]!.right) return room + cell;
+    return i === columns.length - 1 ? cell : cell + room;
   };
-  walk(status, '');
-  return formatColumns(rows);
+  // An empty last cell leaves no spaces behind.
+  return rows.map((row) => row.map(pad).join('  ').trimEnd()).join('\n');
 }

@@ -1,7 +1,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { OPTIONS } from '../daemon/options.js';
-import { DispatcherError } from '../errors.js';
+import { DispatcherError, type ErrorCode } from '../errors.js';
 import { VERSION } from '../version.js';
 import { adoptCommand, releaseCommand } from './commands/adopt.js';
 import { bindCommand } from './commands/bind.js';
@@ -41,14 +41,26 @@ export async function main(args: string[]): Promise<void> {
     .help()
     .fail((message, err) => {
       if (err) throw err;
-      throw new DispatcherError('ERR_USAGE', `${message}\nRun "dispatcher --help" for usage.`);
+      throw new DispatcherError(
+        'ERR_USAGE',
+        `${message}\nRun "dispatcher COMMAND --help" for a command's arguments, "dispatcher --help" for the commands.`,
+      );
     })
     .parseAsync();
 }
 
 main(hideBin(process.argv)).catch((err: unknown) => {
-  exitWithError(err instanceof Error ? err.message : String(err));
+  const next = err instanceof DispatcherError ? NEXT_STEP[err.code] : undefined;
+  const message = err instanceof Error ? err.message : String(err);
+  exitWithError(next === undefined ? message : `${message}: ${next}`);
 });
+
+/** The way out, for errors whose message names the problem but cannot know the CLI that would solve it. */
+const NEXT_STEP: Partial<Record<ErrorCode, string>> = {
+  ERR_NO_BINDING: '`dispatcher bind list` shows the bindings',
+  ERR_LABEL_MISMATCH: 'remove it under the label it is bound to',
+  ERR_NO_UPSTREAM: '`dispatcher upstream list` shows the upstreams',
+};
 
 /** Every error the CLI reports ends here. Exits once the message is written: exiting at once can cut off a write still queued on a pipe. */
 function exitWithError(text: string): void {

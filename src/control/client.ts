@@ -126,7 +126,12 @@ export class ControlClient {
             try {
               body = JSON.parse(text);
             } catch {
-              return reject(new DispatcherError('ERR_REQUEST', `daemon answered ${res.statusCode} with a body that is not JSON`));
+              return reject(
+                new DispatcherError(
+                  'ERR_REQUEST',
+                  `${this.socketPath} answered ${res.statusCode} with a body that is not JSON: is it the dispatcher's control socket? (--control, DISPATCHER_CONTROL)`,
+                ),
+              );
             }
             if (res.statusCode === 200) return resolve(body as T);
             const e = (body as ErrorBody).error;
@@ -134,18 +139,30 @@ export class ControlClient {
           });
         },
       );
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
-          reject(new DispatcherError('ERR_DAEMON_UNREACHABLE', `the daemon is not running (nothing answers on ${this.socketPath})`));
-        } else if (err.code === 'EACCES') {
-          reject(
-            new DispatcherError('ERR_DAEMON_UNREACHABLE', `no permission to use ${this.socketPath} (run as root or a member of its group)`),
-          );
-        } else {
-          reject(new DispatcherError('ERR_DAEMON_UNREACHABLE', `cannot reach the daemon on ${this.socketPath}: ${err.message}`));
-        }
-      });
+      req.on('error', (err: NodeJS.ErrnoException) => reject(unreachable(this.socketPath, err)));
       req.end(options.body);
     });
+  }
+}
+
+/** Why the daemon could not be reached, and what to do about it. */
+function unreachable(path: string, err: NodeJS.ErrnoException): DispatcherError {
+  const elsewhere = "point --control (or DISPATCHER_CONTROL) at the daemon's control socket";
+  switch (err.code) {
+    // ECONNREFUSED: a socket file that nobody answers on, as a killed daemon leaves.
+    case 'ENOENT':
+    case 'ECONNREFUSED':
+      return new DispatcherError(
+        'ERR_DAEMON_UNREACHABLE',
+        `the daemon is not running (nothing answers on ${path}): start it with \`dispatcher daemon\`, or ${elsewhere}`,
+      );
+    case 'EACCES':
+    case 'EPERM':
+      return new DispatcherError(
+        'ERR_DAEMON_UNREACHABLE',
+        `no permission to use ${path}: run as root or as a member of the socket's group (\`ls -l ${path}\` shows it)`,
+      );
+    default:
+      return new DispatcherError('ERR_DAEMON_UNREACHABLE', `cannot reach the daemon on ${path} (${err.message}): ${elsewhere}`);
   }
 }

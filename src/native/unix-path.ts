@@ -16,7 +16,10 @@ export function listenUnixPath(path: string, backlog: number, mode: number, type
   const existing = lstatSync(path, { throwIfNoEntry: false });
   if (existing !== undefined) {
     if (!existing.isSocket())
-      throw new DispatcherError('ERR_ALREADY_RUNNING', `${path} exists and is not a socket; refusing to replace it`);
+      throw new DispatcherError(
+        'ERR_ALREADY_RUNNING',
+        `${path} exists and is not a socket; refusing to replace it: move it away, or choose another path`,
+      );
     let probe = -1;
     try {
       // The probe must be of the socket's own type: another type is refused as if nobody answered.
@@ -26,7 +29,10 @@ export function listenUnixPath(path: string, backlog: number, mode: number, type
     }
     if (probe >= 0) {
       native.close(probe);
-      throw new DispatcherError('ERR_ALREADY_RUNNING', `another daemon is listening on ${path}`);
+      throw new DispatcherError(
+        'ERR_ALREADY_RUNNING',
+        `another daemon is listening on ${path}: \`dispatcher upgrade\` replaces it without a gap; a second daemon needs its own --control, --services and --state-dir`,
+      );
     }
   }
   const umask = process.umask(~mode & 0o777);

@@ -19,8 +19,8 @@ export interface Run {
   stderr: string;
 }
 
-/** Runs the real `dispatcher` binary (`cli`: another copy's, e.g. an installed package's). */
-export function dispatcher(args: string[], env: Record<string, string> = {}, cli = CLI): Promise<Run> {
+/** Runs the real `dispatcher` binary (`cli`: another copy's, e.g. an installed package's); `env` adds to this process's environment (undefined unsets a variable). */
+export function dispatcher(args: string[], env: Record<string, string | undefined> = {}, cli = CLI): Promise<Run> {
   return new Promise((resolve) => {
     execFile(process.execPath, [cli, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });

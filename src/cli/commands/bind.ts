@@ -4,7 +4,14 @@ import { type BindingJSON, parseBinding, parsePortText, parseProtocol } from '..
 import { parseBindingsText } from '../../bindings/file.js';
 import { DispatcherError } from '../../errors.js';
 import { controlClient, defineCommand, type GlobalArgs } from '../command.js';
-import { BINDING_HEADER, bindingRow, describe, formatColumns, print, printJSON, printWarnings } from '../format.js';
+import { type Column, describe, formatTable, print, printJSON, printWarnings } from '../format.js';
+
+const BINDING_COLUMNS: Column<BindingJSON>[] = [
+  { title: 'LABEL', cell: (b) => b.label },
+  { title: 'PROTOCOL', cell: (b) => b.protocol },
+  { title: 'PREFIX', cell: (b) => b.prefix },
+  { title: 'PORT', cell: (b) => String(b.port), right: true },
+];
 
 const bindingArgs = (y: Argv<GlobalArgs>) =>
   y
@@ -57,7 +64,7 @@ const list = defineCommand({
       port: argv.port === undefined ? undefined : parsePortText(argv.port),
     });
     if (argv.json) printJSON(res);
-    else print(formatColumns([BINDING_HEADER, ...res.bindings.map(bindingRow)]));
+    else print(formatTable(BINDING_COLUMNS, res.bindings, 'no bindings'));
   },
 });
 

@@ -1,6 +1,6 @@
-import { type ServicesResponse } from '../../control/protocol.js';
+import { type ServicesResponse, type WorkerJSON } from '../../control/protocol.js';
 import { viewCommand } from '../command.js';
-import { formatColumns } from '../format.js';
+import { type Column, formatTable } from '../format.js';
 
 export const servicesCommand = viewCommand(
   'services',
@@ -9,19 +9,27 @@ export const servicesCommand = viewCommand(
   formatServices,
 );
 
+/** A row: a worker, or a label with connections waiting and no worker. */
+interface Row {
+  label: string;
+  worker?: WorkerJSON;
+  queued: number;
+}
+
+const of = (row: Row, cell: (w: WorkerJSON) => string): string => (row.worker === undefined ? '-' : cell(row.worker));
+
+const COLUMNS: Column<Row>[] = [
+  { title: 'LABEL', cell: (r) => r.label },
+  { title: 'WORKER', cell: (r) => of(r, (w) => String(w.id)), right: true },
+  { title: 'PID', cell: (r) => of(r, (w) => String(w.pid)), right: true },
+  { title: 'UID', cell: (r) => of(r, (w) => String(w.uid)), right: true },
+  { title: 'HANDOFFS', cell: (r) => of(r, (w) => String(w.handoffs)), right: true },
+  { title: 'UNACKED', cell: (r) => of(r, (w) => `${w.inflight}/${w.window}`), right: true },
+  { title: 'QUEUED', cell: (r) => String(r.queued), right: true },
+];
+
 function formatServices(res: ServicesResponse): string {
-  const rows = res.workers.map((w) => [
-    w.label,
-    String(w.id),
-    String(w.pid),
-    String(w.uid),
-    String(w.handoffs),
-    `${w.inflight}/${w.window}`,
-    String(res.queued[w.label] ?? 0),
-  ]);
-  // Labels with connections waiting and no worker.
-  for (const [label, n] of Object.entries(res.queued)) {
-    if (!res.workers.some((w) => w.label === label)) rows.push([label, '-', '-', '-', '0', '-', String(n)]);
-  }
-  return formatColumns([['LABEL', 'WORKER', 'PID', 'UID', 'HANDOFFS', 'UNACKED', 'QUEUED'], ...rows]);
+  const rows: Row[] = res.workers.map((w) => ({ label: w.label, worker: w, queued: res.queued[w.label] ?? 0 }));
+  for (const [label, queued] of Object.entries(res.queued)) if (!res.workers.some((w) => w.label === label)) rows.push({ label, queued });
+  return formatTable(COLUMNS, rows, 'no workers registered');
 }

@@ -27,10 +27,11 @@ export const upgradeCommand = defineCommand({
     child.unref();
     for (let i = 0; i < 300; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      if (child.exitCode !== null) throw new DispatcherError('ERR_STATE', `the new daemon exited with ${child.exitCode} (see its log)`);
+      if (child.exitCode !== null)
+        throw new DispatcherError('ERR_STATE', `the new daemon exited with ${child.exitCode}: ${logPath} says why`);
       const now = await client.status().catch(() => undefined);
       if (now !== undefined && now.pid === child.pid) return print(`upgraded: pid ${old.pid} -> ${now.pid}`);
     }
-    throw new DispatcherError('ERR_STATE', 'the new daemon did not take over within 30 s');
+    throw new DispatcherError('ERR_STATE', `the new daemon did not take over within 30 s: ${logPath} says why`);
   },
 });

@@ -1,6 +1,6 @@
 import { parseUpstream } from '../../proxy/upstream.js';
 import { controlClient, defineCommand, viewCommand } from '../command.js';
-import { formatColumns, print } from '../format.js';
+import { formatTable, print } from '../format.js';
 
 const add = defineCommand({
   command: 'add <label> <address>',
@@ -35,7 +35,16 @@ const list = viewCommand(
   'list',
   'the upstreams',
   (client) => client.upstreams(),
-  (res) => formatColumns([['LABEL', 'ADDRESS', 'PROXY-PROTOCOL'], ...res.upstreams.map((u) => [u.label, u.address, u.proxy_protocol])]),
+  (res) =>
+    formatTable(
+      [
+        { title: 'LABEL', cell: (u) => u.label },
+        { title: 'ADDRESS', cell: (u) => u.address },
+        { title: 'PROXY-PROTOCOL', cell: (u) => u.proxy_protocol },
+      ],
+      res.upstreams,
+      'no upstreams',
+    ),
 );
 
 export const upstreamCommand = defineCommand({
