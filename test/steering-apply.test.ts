@@ -187,7 +187,9 @@ t.test('every probe reaches the socket of the label the table gives, and misses 
   const s = await setUp(t);
   const rand = rng(13);
   const table = Table.from(randomTable(rand, 150));
-  const plan = planSteering(compileTable(table), s.sockets);
+  // Shards of at most 16 entries: dozens of them, their edges cutting through entries.
+  const plan = planSteering(compileTable(table), s.sockets, 16);
+  t.ok(plan.spaces.every((space) => space.shards.length > 1 || space.entries.length <= 16), 'the spaces are sharded');
   const hook = steeringRuleset(plan).split('chain prerouting {\n')[1]!.split('\n  }')[0]!.split('\n');
   t.equal(hook.length, 6, 'the hook chain: its type and five fixed rules, whatever the table');
   await applySteering(plan, s.nft);
@@ -195,7 +197,7 @@ t.test('every probe reaches the socket of the label the table gives, and misses 
 
   // Another random table, reached by an update of what differs: as exact.
   const next = Table.from(randomTable(rand, 150));
-  const nextPlan = planSteering(compileTable(next), s.sockets);
+  const nextPlan = planSteering(compileTable(next), s.sockets, 16);
   t.notOk(steeringUpdate(plan, nextPlan).includes('table'), 'the update names elements and chains, not the table');
   t.equal(await updateSteering(plan, nextPlan, s.nft), 'updated', 'updated in place');
   await probeTable(t, s, next, rand, 200);

@@ -3,6 +3,7 @@ import { PROTOCOLS, type Protocol } from '../bindings/binding.js';
 import { applyRuleset } from '../listener/nftables.js';
 import { type CompiledTable, type Entry } from './compile.js';
 import { renderElements, renderKey, renderMap } from './render.js';
+import { compare, type Shard, SHARD_SIZE, shardEntries } from './shards.js';
 
 /**
  * Kernel steering's ruleset: the compiled table (compile.ts) as four interval maps, one per protocol and
@@ -90,6 +91,8 @@ interface Space {
   readonly family: Family;
   /** The map's elements: those of labels with a socket. */
   readonly entries: readonly Entry[];
+  /** The same, cut into shards by address (shards.ts). */
+  readonly shards: readonly Shard[];
   /** Every entry: UDP's become the output set `udp4_own`, whatever has a socket now. */
   readonly all: readonly Entry[];
 }
@@ -98,7 +101,8 @@ const owned = (space: Space): boolean => space.protocol === 'udp';
 const ownSet = (space: Space): string => `${space.name}_own`;
 const ownKey = (e: Entry, family: Family): string => `0x${labelMark(e.label).toString(16)} . ${renderKey(e, family)}`;
 
-export function planSteering(compiled: CompiledTable, sockets: SocketTargets): Steering {
+/** `shardSize`: entries per shard map (shards.ts; tests make it small to have many). */
+export function planSteering(compiled: CompiledTable, sockets: SocketTargets, shardSize = SHARD_SIZE): Steering {
   const spaces: Space[] = [];
   const chains = new Map<string, string>();
   for (const protocol of PROTOCOLS) {
@@ -110,9 +114,10 @@ export function planSteering(compiled: CompiledTable, sockets: SocketTargets): S
         return targets.get(label);
       };
       const all = compiled[protocol][family];
-      const entries = all.filter((e) => targetOf(e.label) !== undefined);
+      const filtered = all.filter((e) => targetOf(e.label) !== undefined);
       // The compiled array itself when every label has a socket: an update skips a space it is the same in.
-      spaces.push({ name, protocol, family, entries: entries.length === all.length ? all : entries, all });
+      const entries = filtered.length === all.length ? all : filtered;
+      spaces.push({ name, protocol, family, entries, shards: shardEntries(name, family, entries, shardSize), all });
       for (const [label, target] of targets) {
         if (target === undefined) continue;
         const chain = `${name}_${label}`;
@@ -134,7 +139,7 @@ export function steeringRuleset(steering: Steering): string {
     'chain prerouting {',
     '  type filter hook prerouting priority mangle; policy accept;',
     '  meta l4proto tcp socket transparent 1 accept',
-    ...steering.spaces.map((s) => `  ${ip(s)} daddr . ${s.protocol} dport vmap @${s.name}`),
+    ...steering.spaces.map((s) => `  meta l4proto ${s.protocol} ${ip(s)} daddr vmap @${s.name}`),
     '}',
   ];
   const ownedSpaces = steering.spaces.filter(owned);
@@ -152,7 +157,11 @@ export function steeringRuleset(steering: Steering): string {
     'counter spoofed {\n}',
     ...[...steering.chains.keys()].flatMap((name) => [`counter steered_${name} {\n}`, `counter missed_${name} {\n}`]),
     ...[...steering.chains].map(([name, rule]) => `chain ${name} {\n  ${rule}\n}`),
-    ...steering.spaces.map((s) => renderMap(s.name, s.family, s.entries, jump(s))),
+    // Each shard's map, then its chain (a rule names a map declared before it), then the address map.
+    ...steering.spaces.flatMap((s) =>
+      s.shards.flatMap((shard) => [renderMap(shard.name, s.family, shard.entries, jump(s)), `chain ${shard.name} {\n  ${shardRule(s, shard)}\n}`]),
+    ),
+    ...steering.spaces.map((s) => renderShardMap(s)),
     ...ownedSpaces.map((s) => renderOwnSet(s)),
     prerouting.join('\n'),
     output.join('\n'),
@@ -160,6 +169,17 @@ export function steeringRuleset(steering: Steering): string {
     .join('\n')
     .replace(/^/gm, '  ');
   return [`table inet ${STEER_TABLE}`, `delete table inet ${STEER_TABLE}`, `table inet ${STEER_TABLE} {`, body, '}', ''].join('\n');
+}
+
+const shardRule = (space: Space, shard: Shard): string =>
+  `${space.family === 4 ? 'ip' : 'ip6'} daddr . ${space.protocol} dport vmap @${shard.name}`;
+
+/** A space's address map: each shard's prefix to its chain. */
+function renderShardMap(space: Space): string {
+  const head = [`map ${space.name} {`, `  type ${space.family === 4 ? 'ipv4_addr' : 'ipv6_addr'} : verdict`, '  flags interval'];
+  if (space.shards.length === 0) return [...head, '}'].join('\n');
+  const elements = space.shards.map((shard) => `    ${shard.prefix} : jump ${shard.name}`).join(',\n');
+  return [...head, '  elements = {', elements, '  }', '}'].join('\n');
 }
 
 /** The output set of a UDP space: (mark . address interval . port interval) of every entry. */
@@ -188,14 +208,36 @@ export function steeringUpdate(from: Steering, to: Steering): string {
     if (!from.chains.has(name)) lines.push(`add counter ${t} steered_${name}`, `add counter ${t} missed_${name}`, `add chain ${t} ${name}`);
     lines.push(`flush chain ${t} ${name}`, ...rule.split('\n').map((r) => `add rule ${t} ${name} ${r.trim()}`));
   }
+  const goneShards: string[] = [];
   for (const [i, space] of to.spaces.entries()) {
-    if (from.spaces[i]?.entries === space.entries && from.spaces[i]?.all === space.all) continue;
+    const before = from.spaces[i];
+    if (before?.entries === space.entries && before.all === space.all) continue;
     const verdict = jump(space);
-    const { gone, added } = changedEntries(from.spaces[i]?.entries ?? [], space.entries);
-    const keys = gone.map((e) => renderKey(e, space.family));
-    if (keys.length > 0) lines.push(`delete element ${t} ${space.name} { ${keys.join(', ')} }`);
-    if (added.length > 0)
-      lines.push(`add element ${t} ${space.name} { ${renderElements(added, space.family, verdict).replace(/\n/g, ' ')} }`);
+    const type = `${space.family === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service : verdict`;
+    const old = new Map((before?.shards ?? []).map((shard) => [shard.name, shard]));
+    const gonePrefixes: string[] = [];
+    const newElements: string[] = [];
+    for (const shard of space.shards) {
+      const was = old.get(shard.name);
+      old.delete(shard.name);
+      if (was === undefined) {
+        // A new shard: its map, its chain, then its place in the address map.
+        lines.push(`add map ${t} ${shard.name} { type ${type}; flags interval; }`, `add chain ${t} ${shard.name}`);
+        lines.push(`add rule ${t} ${shard.name} ${shardRule(space, shard)}`);
+        newElements.push(`${shard.prefix} : jump ${shard.name}`);
+      }
+      const { gone, added } = changedEntries(was?.entries ?? [], shard.entries);
+      const keys = gone.map((e) => renderKey(e, space.family));
+      if (keys.length > 0) lines.push(`delete element ${t} ${shard.name} { ${keys.join(', ')} }`);
+      if (added.length > 0)
+        lines.push(`add element ${t} ${shard.name} { ${renderElements(added, space.family, verdict).replace(/\n/g, ' ')} }`);
+    }
+    for (const shard of old.values()) {
+      gonePrefixes.push(shard.prefix);
+      goneShards.push(shard.name);
+    }
+    if (gonePrefixes.length > 0) lines.push(`delete element ${t} ${space.name} { ${gonePrefixes.join(', ')} }`);
+    if (newElements.length > 0) lines.push(`add element ${t} ${space.name} { ${newElements.join(', ')} }`);
     if (!owned(space)) continue;
     const own = changedEntries(from.spaces[i]?.all ?? [], space.all);
     if (own.gone.length > 0)
@@ -203,6 +245,8 @@ export function steeringUpdate(from: Steering, to: Steering): string {
     if (own.added.length > 0)
       lines.push(`add element ${t} ${ownSet(space)} { ${own.added.map((e) => ownKey(e, space.family)).join(', ')} }`);
   }
+  // Out of the address map already: a shard's chain goes before its map (the chain's rule names the map).
+  for (const name of goneShards) lines.push(`delete chain ${t} ${name}`, `delete map ${t} ${name}`);
   for (const name of from.chains.keys())
     if (!to.chains.has(name))
       lines.push(`delete chain ${t} ${name}`, `delete counter ${t} steered_${name}`, `delete counter ${t} missed_${name}`);
@@ -222,7 +266,7 @@ function changedEntries(before: readonly Entry[], after: readonly Entry[]): { go
   while (i < before.length || j < after.length) {
     const a = before[i];
     const b = after[j];
-    const order = a === undefined ? 1 : b === undefined ? -1 : compareWords(a.addrLo, b.addrLo) || a.portLo - b.portLo;
+    const order = a === undefined ? 1 : b === undefined ? -1 : compare(a.addrLo, b.addrLo) || a.portLo - b.portLo;
     if (order < 0) gone.push(before[i++]!);
     else if (order > 0) added.push(after[j++]!);
     else {
@@ -237,14 +281,9 @@ function changedEntries(before: readonly Entry[], after: readonly Entry[]): { go
   return { gone, added };
 }
 
-function compareWords(a: readonly number[], b: readonly number[]): number {
-  // Unsigned, as the entries are ordered.
-  for (let k = 0; k < a.length; k++) if (a[k] !== b[k]) return (a[k]! >>> 0) - (b[k]! >>> 0);
-  return 0;
-}
 
 function sameEntry(a: Entry, b: Entry): boolean {
-  return a.label === b.label && a.portHi === b.portHi && compareWords(a.addrHi, b.addrHi) === 0;
+  return a.label === b.label && a.portHi === b.portHi && compare(a.addrHi, b.addrHi) === 0;
 }
 
 /** Removes the table, whether it exists or not: a clean stop. */
