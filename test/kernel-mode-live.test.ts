@@ -1,8 +1,10 @@
+import { execFile } from 'node:child_process';
 import t from 'tap';
 import { formatAddress, maskWords } from '../src/bindings/address.js';
 import { Binding } from '../src/bindings/binding.js';
 import { Table } from '../src/table/table.js';
 import { rng } from './helpers/bindings.js';
+import { CLI } from './helpers/daemon.js';
 import {
   answeredBy,
   eventually,
@@ -203,3 +205,26 @@ t.test(
     t.same((await k.ns.probe('tcp', '198.51.100.9', 443)).map(answeredBy), ['ECONNREFUSED'], 'nothing is steered any more');
   },
 );
+
+t.test("a second daemon refused on the same paths leaves the first one's saved ports alone", { skip: skipKernel }, async (t) => {
+  const k = await kernelDaemon(t);
+  await k.d.cli('bind', 'add', 'web', 'tcp', '198.51.100.0/24', '0');
+  const worker = await k.worker('web');
+  const ports = async (): Promise<number[]> => (await k.status()).listeners.map((l) => l.port);
+  const before = await ports();
+  // Started twice by mistake: the second finds the control socket taken and exits.
+  const { control, stateDir, services } = k.d;
+  const args = [CLI, 'daemon', '--control', control, '--state-dir', stateDir, '--services', services, ...k.flags];
+  const second = await new Promise<string>((resolve) =>
+    execFile(k.ns.inHost()[0]!, [...k.ns.inHost().slice(1), process.execPath, ...args], { timeout: 30_000 }, (err, _out, stderr) =>
+      resolve(`${err === null ? 0 : String(err.code)} ${stderr}`),
+    ),
+  );
+  t.match(second, /^2 [^]*another daemon is listening/, 'the second daemon is refused');
+  await k.d.stop('SIGKILL');
+  await k.restart();
+  t.ok(await eventually(async () => (await k.control.services()).workers.length === 1), 'the worker re-registered');
+  t.same(await ports(), before, 'the first daemon, restarted after a crash, binds the same ports: its steering.json is still there');
+  const [probe] = await k.ns.probe('tcp', '198.51.100.9', 80);
+  t.same([answeredBy(probe!), parseEcho(probe!.line ?? '').pid], ['web', worker.pid], 'and serves');
+});
