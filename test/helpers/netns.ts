@@ -36,8 +36,9 @@ export interface Namespaces {
   remove(): Promise<void>;
 }
 
-export async function createNamespaces(): Promise<Namespaces> {
-  const id = `${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+/** `prefix` starts the id (`kt`: disp-h-kt...), so a file's namespaces can be told apart from the others'. */
+export async function createNamespaces(prefix = ''): Promise<Namespaces> {
+  const id = `${prefix}${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
   const host = `disp-h-${id}`;
   const client = `disp-c-${id}`;
   const up = await run(NETNS, ['up', id]);
