@@ -3,7 +3,8 @@
 // Kernel steering (daemon --mode kernel: nftables steers each packet to its label's own socket, which the
 // workers accept and receive on) against listening directly and against the hand-off path (--mode ports),
 // every client in the client namespace of scripts/netns.sh, every server in the host namespace. Each part's
-// cases run in the same interleaved rounds; figures are medians, compared as ratios from the same run.
+// cases run in the same interleaved rounds; figures are medians, compared as ratios from the same run: the
+// ratio of the medians, and the median of each round's ratio (steadier on a machine whose load drifts).
 // 1. New connections/s and p99 latency (wrk, Connection: close) to the same Node http server code:
 //    listening directly on the AnyIP range, attached to the ports daemon (hand-off), attached to the kernel
 //    daemon (version 2); and each daemon's CPU time per connection (/proc/PID/stat over the round).
@@ -33,8 +34,8 @@ import { CLI, cpuSeconds, daemon, netns, requireTool, start, startQuiet, status,
 /** @typedef {import('../dist/index.js').BindingJSON} BindingJSON */
 
 const QUICK = process.argv.includes('--quick');
-const ROUNDS = QUICK ? 3 : 7;
-const SECONDS = QUICK ? 1 : 5;
+const ROUNDS = QUICK ? 3 : 15;
+const SECONDS = QUICK ? 1 : 2;
 const CONNECTIONS = 32;
 const BULK_CONNECTIONS = 4;
 const IN_FLIGHT = 64;
@@ -107,6 +108,22 @@ async function cpuDuring(pids, fn) {
  * @param {F} field
  */
 const medianOf = (rounds, field) => median(rounds.map((r) => r[field]));
+
+/**
+ * Case `a` over case `b` by `field`: the ratio of their medians, and the median (min, max) of each round's
+ * ratio: the two ran in the same round, so a drift of the machine's load between rounds cancels out of it.
+ * @template {string} F
+ * @param {Record<F, number>[]} a
+ * @param {Record<F, number>[]} b
+ * @param {F} field
+ */
+function ratio(a, b, field) {
+  return { of_medians: medianOf(a, field) / medianOf(b, field), per_round: summary(a.map((r, i) => r[field] / (b[i]?.[field] ?? NaN))) };
+}
+
+/** @param {ReturnType<typeof ratio>} r */
+const showRatio = (r) =>
+  `${r.of_medians.toFixed(3)} (per round ${r.per_round.median.toFixed(3)}, ${r.per_round.min.toFixed(2)}-${r.per_round.max.toFixed(2)})`;
 
 /**
  * Runs `cases` in interleaved rounds, keeping every round's whole result; the figure the rounds are
@@ -410,12 +427,16 @@ try {
       `  ${name.padEnd(10)} ${si(c[name].median).padStart(7)}/s ${range(c[name]).padEnd(15)} p99 ${p99[name].toFixed(2).padStart(6)} ms  daemon ${cpu(daemonUs[name])}  server ${cpu(serverUs[name])}`,
     );
   }
-  console.log(
-    `  kernel/direct   ${(c.kernel.median / c.direct.median).toFixed(3)} conns/s, p99 ${(p99.kernel / p99.direct).toFixed(2)}   (target >= 0.97 conns/s)`,
-  );
-  console.log(
-    `  kernel/hand-off ${(c.kernel.median / c['hand-off'].median).toFixed(3)} conns/s, p99 ${(p99.kernel / p99['hand-off']).toFixed(2)}`,
-  );
+  const connectionRatios = {
+    kernel_direct: ratio(connections.raw.kernel, connections.raw.direct, 'figure'),
+    kernel_handoff: ratio(connections.raw.kernel, connections.raw['hand-off'], 'figure'),
+    p99_kernel_direct: ratio(connections.raw.kernel, connections.raw.direct, 'p99'),
+    p99_kernel_handoff: ratio(connections.raw.kernel, connections.raw['hand-off'], 'p99'),
+  };
+  console.log(`  kernel/direct    conns/s ${showRatio(connectionRatios.kernel_direct)}   (target >= 0.97)`);
+  console.log(`                   p99     ${showRatio(connectionRatios.p99_kernel_direct)}`);
+  console.log(`  kernel/hand-off  conns/s ${showRatio(connectionRatios.kernel_handoff)}`);
+  console.log(`                   p99     ${showRatio(connectionRatios.p99_kernel_handoff)}`);
   console.log(`  the kernel daemon's hand-offs meanwhile: ${kernelAfter.connections.handoffs - kernelBefore.connections.handoffs}`);
   console.log(`\n2. UDP echoes/s (${IN_FLIGHT} in flight); CPU per echo (direct: the idle kernel daemon)`);
   for (const name of CASES) {
@@ -423,18 +444,23 @@ try {
       `  ${name.padEnd(10)} ${si(u[name].median).padStart(7)}/s ${range(u[name]).padEnd(15)} daemon ${cpu(udpDaemonUs[name])}  server ${cpu(udpServerUs[name])}`,
     );
   }
-  console.log(
-    `  kernel/direct ${(u.kernel.median / u.direct.median).toFixed(3)} (target >= 0.90), hand-off/direct ${(u['hand-off'].median / u.direct.median).toFixed(3)}`,
-  );
+  const udpRatios = {
+    kernel_direct: ratio(udp.raw.kernel, udp.raw.direct, 'figure'),
+    handoff_direct: ratio(udp.raw['hand-off'], udp.raw.direct, 'figure'),
+  };
+  console.log(`  kernel/direct   ${showRatio(udpRatios.kernel_direct)}   (target >= 0.90)`);
+  console.log(`  hand-off/direct ${showRatio(udpRatios.handoff_direct)}`);
   console.log(
     `\n3. Bulk from nginx, keep-alive, wrk -c${BULK_CONNECTIONS} (adopt took ${adoptMs.toFixed(0)} ms: ${adopted.adopted.address}:${adopted.adopted.port} of pid ${adopted.adopted.pid})`,
   );
   for (const [name, s] of Object.entries(nginxBulk.summary)) console.log(`  ${name.padEnd(16)} ${s.median.toFixed(2).padStart(6)} Gbit/s`);
-  for (const name of Object.keys(FILES)) {
-    const a = nginxBulk.summary[`adopted, ${name}`];
-    const d = nginxBulk.summary[`direct, ${name}`];
-    if (a && d) console.log(`  adopted/direct, ${name}: ${(a.median / d.median).toFixed(3)}`);
-  }
+  const bulkRatios = Object.fromEntries(
+    Object.keys(FILES).map((name) => [
+      name,
+      ratio(nginxBulk.raw[`adopted, ${name}`] ?? [], nginxBulk.raw[`direct, ${name}`] ?? [], 'figure'),
+    ]),
+  );
+  for (const [name, r] of Object.entries(bulkRatios)) console.log(`  adopted/direct, ${name}: ${showRatio(r)}`);
   console.log(`\n4. From bind add to the first connection the worker served (${TRIALS} trials, CLI ${CLI_TRIALS}; target < 50 ms)`);
   /** @param {Summary} s */
   const ms = (s) => `median ${s.median.toFixed(1)} ms, max ${s.max.toFixed(1)} ms`;
@@ -463,12 +489,7 @@ try {
         daemon_us_per_connection: daemonUs,
         server_us_per_connection: serverUs,
         kernel_daemon_handoffs: kernelAfter.connections.handoffs - kernelBefore.connections.handoffs,
-        ratios: {
-          kernel_direct: c.kernel.median / c.direct.median,
-          kernel_handoff: c.kernel.median / c['hand-off'].median,
-          p99_kernel_direct: p99.kernel / p99.direct,
-          p99_kernel_handoff: p99.kernel / p99['hand-off'],
-        },
+        ratios: connectionRatios,
         rounds_raw: connections.raw,
       },
       udp: {
@@ -476,19 +497,14 @@ try {
         summary: u,
         daemon_us_per_echo: udpDaemonUs,
         server_us_per_echo: udpServerUs,
-        ratios: { kernel_direct: u.kernel.median / u.direct.median, handoff_direct: u['hand-off'].median / u.direct.median },
+        ratios: udpRatios,
         rounds_raw: udp.raw,
       },
       bulk: {
         connections: BULK_CONNECTIONS,
         adopt_ms: adoptMs,
         summary: nginxBulk.summary,
-        ratios: Object.fromEntries(
-          Object.keys(FILES).map((name) => [
-            name,
-            (nginxBulk.summary[`adopted, ${name}`]?.median ?? NaN) / (nginxBulk.summary[`direct, ${name}`]?.median ?? NaN),
-          ]),
-        ),
+        ratios: bulkRatios,
         rounds_raw: nginxBulk.raw,
       },
       steering,

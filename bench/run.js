@@ -35,14 +35,16 @@ import { machine, resultFile, RESULTS_DIR } from './common.js';
  *       summary: Record<KernelCase, Summary>,
  *       p99_ms: Record<KernelCase, number>,
  *       daemon_us_per_connection: Record<KernelCase, number>,
+ *       ratios: Record<'kernel_direct' | 'kernel_handoff' | 'p99_kernel_direct' | 'p99_kernel_handoff', Ratio>,
  *     },
- *     udp: { summary: Record<KernelCase, Summary>, daemon_us_per_echo: Record<KernelCase, number> },
- *     bulk: { summary: Record<string, Summary> },
+ *     udp: { summary: Record<KernelCase, Summary>, daemon_us_per_echo: Record<KernelCase, number>, ratios: Record<'kernel_direct' | 'handoff_direct', Ratio> },
+ *     bulk: { summary: Record<string, Summary>, ratios: Record<string, Ratio> },
  *     bind_to_steered: Record<string, { replace_ms: number } & Record<'new_address' | 'carved' | 'cli', { served_ms: Summary, returned_ms: Summary }>>,
  *   },
  * }} Results
  */
 /** bench/kernel.js's cases of new connections and UDP. @typedef {'direct' | 'hand-off' | 'kernel'} KernelCase */
+/** bench/kernel.js's ratio of two cases: of their medians, and each round's. @typedef {{ of_medians: number, per_round: Summary }} Ratio */
 /** A chart's group of bars, each a ratio to its group's direct case. @typedef {{ title: string, bars: { name: string, value: number, ratio: number }[] }} Group */
 
 const QUICK = process.argv.includes('--quick');
@@ -294,6 +296,11 @@ function markdown(groups) {
       '## Kernel steering',
       '',
       `- New connections, p99 latency: direct ${c.p99_ms.direct.toFixed(2)} ms, hand-off ${c.p99_ms['hand-off'].toFixed(2)} ms, kernel ${c.p99_ms.kernel.toFixed(2)} ms.`,
+      `- Each round's ratio (median over the rounds): new connections kernel/direct ${k.connections.ratios.kernel_direct.per_round.median.toFixed(2)}, kernel/hand-off ${k.connections.ratios.kernel_handoff.per_round.median.toFixed(2)}; p99 kernel/direct ${k.connections.ratios.p99_kernel_direct.per_round.median.toFixed(2)}; UDP kernel/direct ${k.udp.ratios.kernel_direct.per_round.median.toFixed(2)}; nginx adopted/direct ${Object.entries(
+        k.bulk.ratios,
+      )
+        .map(([size, r]) => `${r.per_round.median.toFixed(2)} (${size})`)
+        .join(', ')}.`,
       `- The daemon's CPU per connection: hand-off ${c.daemon_us_per_connection['hand-off'].toFixed(2)} µs, kernel ${c.daemon_us_per_connection.kernel.toFixed(2)} µs; per UDP echo: hand-off ${k.udp.daemon_us_per_echo['hand-off'].toFixed(2)} µs, kernel ${k.udp.daemon_us_per_echo.kernel.toFixed(2)} µs.`,
       '',
       '| bindings | bind add to served: new address | carved from a bound prefix | new address, CLI |',
