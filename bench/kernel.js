@@ -360,25 +360,32 @@ try {
       : kernel.client.addBinding(binding);
     const served = (await probe.served()) - started;
     await returned;
-    const result = { served, returned: performance.now() - started };
+    const result = { served, returned: performance.now() - started, removed: 0 };
+    const removing = performance.now();
     await kernel.client.removeBinding(binding);
+    result.removed = performance.now() - removing;
     return result;
   };
-  /** @typedef {{ served_ms: Summary, returned_ms: Summary }} Trials */
+  /** @typedef {{ served_ms: Summary, returned_ms: Summary, removed_ms: Summary }} Trials */
   /**
    * @param {number} n
    * @param {string} what
-   * @param {() => Promise<{ served: number, returned: number }>} run
+   * @param {() => Promise<{ served: number, returned: number, removed: number }>} run
    * @returns {Promise<Trials>}
    */
   const trials = async (n, what, run) => {
-    /** @type {{ served: number, returned: number }[]} */
+    /** @type {{ served: number, returned: number, removed: number }[]} */
     const all = [];
     for (let i = 0; i < n; i++) {
       progress(`bind to steered, ${what}: trial ${i + 1}/${n}`);
       all.push(await run());
     }
-    return { served_ms: summary(all.map((r) => r.served)), returned_ms: summary(all.map((r) => r.returned)) };
+    return {
+      served_ms: summary(all.map((r) => r.served)),
+      returned_ms: summary(all.map((r) => r.returned)),
+      // The removal after it, by the control API: rm (and a carve's undoing) deletes map elements.
+      removed_ms: summary(all.map((r) => r.removed)),
+    };
   };
   /** @type {Record<string, { replace_ms: number, new_address: Trials, carved: Trials, cli: Trials }>} */
   const bindToSteered = {};
@@ -432,12 +439,20 @@ try {
     kernel_handoff: ratio(connections.raw.kernel, connections.raw['hand-off'], 'figure'),
     p99_kernel_direct: ratio(connections.raw.kernel, connections.raw.direct, 'p99'),
     p99_kernel_handoff: ratio(connections.raw.kernel, connections.raw['hand-off'], 'p99'),
+    server_kernel_direct: ratio(connections.raw.kernel, connections.raw.direct, 'server_us_per_connection'),
   };
+  // The daemon's CPU per connection summed over every kernel round: a finer bound than a round's (10 ms ticks).
+  const kernelConnections = connections.raw.kernel.reduce((n, r) => n + r.requests, 0);
+  const kernelMs = connections.raw.kernel.reduce((ms, r) => ms + (r.daemon_us_per_connection * r.requests) / 1000, 0);
+  const kernelCpu = { ms: kernelMs, connections: kernelConnections, us_per_connection: (kernelMs * 1000) / kernelConnections };
   console.log(`  kernel/direct    conns/s ${showRatio(connectionRatios.kernel_direct)}   (target >= 0.97)`);
   console.log(`                   p99     ${showRatio(connectionRatios.p99_kernel_direct)}`);
   console.log(`  kernel/hand-off  conns/s ${showRatio(connectionRatios.kernel_handoff)}`);
   console.log(`                   p99     ${showRatio(connectionRatios.p99_kernel_handoff)}`);
-  console.log(`  the kernel daemon's hand-offs meanwhile: ${kernelAfter.connections.handoffs - kernelBefore.connections.handoffs}`);
+  console.log(`  server CPU kernel/direct ${showRatio(connectionRatios.server_kernel_direct)}`);
+  console.log(
+    `  the kernel daemon over all kernel rounds: ${kernelCpu.us_per_connection.toFixed(3)} µs CPU/connection (${kernelCpu.ms.toFixed(0)} ms for ${kernelCpu.connections} connections), ${kernelAfter.connections.handoffs - kernelBefore.connections.handoffs} hand-offs`,
+  );
   console.log(`\n2. UDP echoes/s (${IN_FLIGHT} in flight); CPU per echo (direct: the idle kernel daemon)`);
   for (const name of CASES) {
     console.log(
@@ -447,9 +462,11 @@ try {
   const udpRatios = {
     kernel_direct: ratio(udp.raw.kernel, udp.raw.direct, 'figure'),
     handoff_direct: ratio(udp.raw['hand-off'], udp.raw.direct, 'figure'),
+    server_kernel_direct: ratio(udp.raw.kernel, udp.raw.direct, 'server_us_per_echo'),
   };
   console.log(`  kernel/direct   ${showRatio(udpRatios.kernel_direct)}   (target >= 0.90)`);
   console.log(`  hand-off/direct ${showRatio(udpRatios.handoff_direct)}`);
+  console.log(`  server CPU kernel/direct ${showRatio(udpRatios.server_kernel_direct)}`);
   console.log(
     `\n3. Bulk from nginx, keep-alive, wrk -c${BULK_CONNECTIONS} (adopt took ${adoptMs.toFixed(0)} ms: ${adopted.adopted.address}:${adopted.adopted.port} of pid ${adopted.adopted.pid})`,
   );
@@ -471,7 +488,7 @@ try {
       ['carved, API', b.carved],
       ['new address, CLI', b.cli],
     ])) {
-      console.log(`    ${name.padEnd(17)} served ${ms(t.served_ms)}; returned ${ms(t.returned_ms)}`);
+      console.log(`    ${name.padEnd(17)} served ${ms(t.served_ms)}; returned ${ms(t.returned_ms)}; bind rm after it ${ms(t.removed_ms)}`);
     }
   }
   const socketErrors = [...Object.entries(connections.raw), ...Object.entries(nginxBulk.raw)].flatMap(([name, rs]) =>
@@ -489,6 +506,7 @@ try {
         daemon_us_per_connection: daemonUs,
         server_us_per_connection: serverUs,
         kernel_daemon_handoffs: kernelAfter.connections.handoffs - kernelBefore.connections.handoffs,
+        kernel_daemon_over_all_rounds: kernelCpu,
         ratios: connectionRatios,
         rounds_raw: connections.raw,
       },

@@ -39,7 +39,7 @@ import { machine, resultFile, RESULTS_DIR } from './common.js';
  *     },
  *     udp: { summary: Record<KernelCase, Summary>, daemon_us_per_echo: Record<KernelCase, number>, ratios: Record<'kernel_direct' | 'handoff_direct', Ratio> },
  *     bulk: { summary: Record<string, Summary>, ratios: Record<string, Ratio> },
- *     bind_to_steered: Record<string, { replace_ms: number } & Record<'new_address' | 'carved' | 'cli', { served_ms: Summary, returned_ms: Summary }>>,
+ *     bind_to_steered: Record<string, { replace_ms: number } & Record<'new_address' | 'carved' | 'cli', { served_ms: Summary, returned_ms: Summary, removed_ms: Summary }>>,
  *   },
  * }} Results
  */
@@ -303,10 +303,11 @@ function markdown(groups) {
         .join(', ')}.`,
       `- The daemon's CPU per connection: hand-off ${c.daemon_us_per_connection['hand-off'].toFixed(2)} µs, kernel ${c.daemon_us_per_connection.kernel.toFixed(2)} µs; per UDP echo: hand-off ${k.udp.daemon_us_per_echo['hand-off'].toFixed(2)} µs, kernel ${k.udp.daemon_us_per_echo.kernel.toFixed(2)} µs.`,
       '',
-      '| bindings | bind add to served: new address | carved from a bound prefix | new address, CLI |',
-      '| --- | --- | --- | --- |',
+      '| bindings | bind add to served: new address | carved from a bound prefix | new address, CLI | bind rm: new address, carved |',
+      '| --- | --- | --- | --- | --- |',
       ...Object.entries(k.bind_to_steered).map(
-        ([size, b]) => `| ${size} | ${served(b.new_address)} | ${served(b.carved)} | ${served(b.cli)} |`,
+        ([size, b]) =>
+          `| ${size} | ${served(b.new_address)} | ${served(b.carved)} | ${served(b.cli)} | ${b.new_address.removed_ms.median.toFixed(1)} ms, ${b.carved.removed_ms.median.toFixed(1)} ms |`,
       ),
       '',
     );
