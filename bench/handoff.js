@@ -6,14 +6,13 @@
 // - a dispatch-only run against a service that closes what it receives: the daemon's ceiling;
 // - keep-alive requests per second and a 1 GiB transfer on one connection (the daemon is out of the path);
 // - proxy mode (the daemon relays to the direct service) and HAProxy's own `mode tcp` proxy beside them.
-import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { capture, interleaved, si, writeResult } from './common.js';
-import { bind, cpuSeconds, daemon, requireTool, start, startServer, status, stopAll } from './harness.js';
+import { interleaved, si, writeResult } from './common.js';
+import { bind, cpuSeconds, daemon, requireTool, start, startServer, status, stopAll, wrk as runWrk } from './harness.js';
 
 /** @typedef {import('./harness.js').Daemon} Daemon */
 /** @typedef {import('./common.js').Summary} Summary */
@@ -31,34 +30,14 @@ const CONNECTIONS = 32;
 const BULK_BYTES = QUICK ? 256 * 2 ** 20 : 2 ** 30;
 const SERVICE = fileURLToPath(new URL('./services/http-service.mjs', import.meta.url));
 
-/** @param {string} text wrk's latency, e.g. 812.00us, 1.20ms, 2.01s */
-function toMs(text) {
-  const m = /^([\d.]+)(us|ms|s)$/.exec(text);
-  if (!m) return NaN;
-  const [, value, unit] = m;
-  return Number(value) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1);
-}
-
 /**
  * @param {number} port
  * @param {boolean} close with Connection: close, a new connection per request
  * @returns {WrkRound}
  */
 function wrk(port, close) {
-  const args = [
-    '-t1',
-    `-c${CONNECTIONS}`,
-    `-d${SECONDS}s`,
-    '--latency',
-    ...(close ? ['-H', 'Connection: close'] : []),
-    `http://127.0.0.1:${port}/`,
-  ];
-  const out = execFileSync('wrk', args, { encoding: 'utf8' });
-  const rps = Number(capture(/Requests\/sec:\s+([\d.]+)/, out));
-  const p50 = toMs(capture(/^\s+50%\s+(\S+)/m, out));
-  const p99 = toMs(capture(/^\s+99%\s+(\S+)/m, out));
-  const errors = /Socket errors: (.*)/.exec(out)?.[1] ?? '';
-  return { figure: rps, rps, p50, p99, errors };
+  const r = runWrk(`http://127.0.0.1:${port}/`, { seconds: SECONDS, connections: CONNECTIONS, close });
+  return { figure: r.rps, rps: r.rps, p50: r.p50, p99: r.p99, errors: r.errors };
 }
 
 /** @param {ControlClient} client */

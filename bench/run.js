@@ -1,9 +1,11 @@
-// npm run bench [-- --quick]
+// npm run bench [-- --quick] [-- SUITE...]
 //
 // Every benchmark in one run, one after another (each interleaves its own cases in rounds), then one
 // results file, a Markdown summary and an SVG chart of the ratios to direct:
 //   bench/results/<date>.json, bench/results/summary.md, bench/results/chart.svg (-quick for --quick)
 // --quick is a smoke check (short cases, smaller tables): it proves the suite works, not how fast it is.
+// Suite names (table, handoff, udp, ..., kernel) run only those, into files named after them
+// (summary-kernel.md).
 import { spawn, execFileSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -29,8 +31,21 @@ import { machine, resultFile, RESULTS_DIR } from './common.js';
  *     replace_100k_ms: Summary,
  *     during_replaces: { served: number, failed: number },
  *   },
+ *   kernel?: {
+ *     connections: {
+ *       summary: Record<KernelCase, Summary>,
+ *       p99_ms: Record<KernelCase, number>,
+ *       daemon_us_per_connection: Record<KernelCase, number>,
+ *       ratios: Record<'kernel_direct' | 'kernel_handoff' | 'p99_kernel_direct' | 'p99_kernel_handoff', Ratio>,
+ *     },
+ *     udp: { summary: Record<KernelCase, Summary>, daemon_us_per_echo: Record<KernelCase, number>, ratios: Record<'kernel_direct' | 'handoff_direct', Ratio> },
+ *     bulk: { summary: Record<string, Summary>, ratios: Record<string, Ratio> },
+ *     bind_to_steered: Record<string, { replace_ms: number } & Record<'new_address' | 'carved' | 'cli', { served_ms: Summary, returned_ms: Summary, removed_ms: Summary }>>,
+ *   },
  * }} Results
  */
+/** bench/kernel.js's cases of new connections and UDP. @typedef {'direct' | 'hand-off' | 'kernel'} KernelCase */
+/** bench/kernel.js's ratio of two cases: of their medians, and each round's. @typedef {{ of_medians: number, per_round: Summary }} Ratio */
 /** A chart's group of bars, each a ratio to its group's direct case. @typedef {{ title: string, bars: { name: string, value: number, ratio: number }[] }} Group */
 
 const QUICK = process.argv.includes('--quick');
@@ -80,23 +95,41 @@ const suites = [
     ],
     root: true,
   },
+  {
+    name: 'kernel',
+    script: 'kernel.js',
+    needs: [
+      ['wrk', 'wrk'],
+      ['nft', 'nftables'],
+      ['nginx', 'nginx'],
+    ],
+    root: true,
+  },
 ];
+
+const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const unknown = only.filter((name) => !suites.some((s) => s.name === name));
+if (unknown.length > 0) {
+  console.error(`no suite ${unknown.join(', ')}: the suites are ${suites.map((s) => s.name).join(', ')}`);
+  process.exit(2);
+}
+const chosen = only.length > 0 ? suites.filter((s) => only.includes(s.name)) : suites;
 
 /** @type {Results} */
 const results = {};
 /** @type {string[]} */
 const skipped = [];
 const started = Date.now();
-for (const [i, suite] of suites.entries()) {
+for (const [i, suite] of chosen.entries()) {
   const missing = suite.needs.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg);
   if (missing.length > 0 || (suite.root && process.getuid?.() !== 0)) {
     const why = missing.length > 0 ? `missing ${missing.join(', ')} (apt-get install ${missing.join(' ')})` : 'needs root';
     skipped.push(`${suite.name}: ${why}`);
-    process.stderr.write(`[${i + 1}/${suites.length}] ${suite.name}: skipped, ${why}\n`);
+    process.stderr.write(`[${i + 1}/${chosen.length}] ${suite.name}: skipped, ${why}\n`);
     continue;
   }
   const elapsed = Math.round((Date.now() - started) / 1000);
-  process.stderr.write(`[${i + 1}/${suites.length}] ${suite.name} (${elapsed} s so far)\n`);
+  process.stderr.write(`[${i + 1}/${chosen.length}] ${suite.name} (${elapsed} s so far)\n`);
   const code = await new Promise(
     /** @param {(code: number | null) => void} resolve */ (resolve) => {
       const child = spawn(process.execPath, [...(suite.node ?? []), join(HERE, suite.script), ...(QUICK ? ['--quick'] : [])], {
@@ -182,6 +215,26 @@ function comparisons() {
       title: 'New connections/s from another namespace',
       bars: Object.entries(tp).map(([name, s]) => ({ name, value: s.median, ratio: s.median / tp.direct.median })),
     });
+  const k = results.kernel;
+  if (k) {
+    /**
+     * @param {string} title
+     * @param {Record<string, Summary>} cases
+     * @param {string} direct
+     */
+    const group = (title, cases, direct) => {
+      const base = cases[direct]?.median ?? NaN;
+      out.push({ title, bars: Object.entries(cases).map(([name, s]) => ({ name, value: s.median, ratio: s.median / base })) });
+    };
+    group('Kernel steering: new TCP connections/s from a client namespace', k.connections.summary, 'direct');
+    group('Kernel steering: UDP echoes/s from a client namespace', k.udp.summary, 'direct');
+    for (const size of new Set(Object.keys(k.bulk.summary).map((name) => name.split(', ')[1] ?? name))) {
+      const cases = Object.fromEntries(
+        Object.entries(k.bulk.summary).flatMap(([name, s]) => (name.endsWith(`, ${size}`) ? [[name.split(', ')[0] ?? name, s]] : [])),
+      );
+      group(`nginx adopted by kernel steering: ${size} files over keep-alive, Gbit/s`, cases, 'direct');
+    }
+  }
   return out;
 }
 
@@ -258,13 +311,39 @@ function markdown(groups) {
       '',
     );
   }
+  const k = results.kernel;
+  if (k) {
+    const c = k.connections;
+    /** @param {{ served_ms: Summary }} t */
+    const served = (t) => `${t.served_ms.median.toFixed(1)} ms (max ${t.served_ms.max.toFixed(1)})`;
+    lines.push(
+      '## Kernel steering',
+      '',
+      `- New connections, p99 latency: direct ${c.p99_ms.direct.toFixed(2)} ms, hand-off ${c.p99_ms['hand-off'].toFixed(2)} ms, kernel ${c.p99_ms.kernel.toFixed(2)} ms.`,
+      `- Each round's ratio (median over the rounds): new connections kernel/direct ${k.connections.ratios.kernel_direct.per_round.median.toFixed(2)}, kernel/hand-off ${k.connections.ratios.kernel_handoff.per_round.median.toFixed(2)}; p99 kernel/direct ${k.connections.ratios.p99_kernel_direct.per_round.median.toFixed(2)}; UDP kernel/direct ${k.udp.ratios.kernel_direct.per_round.median.toFixed(2)}; nginx adopted/direct ${Object.entries(
+        k.bulk.ratios,
+      )
+        .map(([size, r]) => `${r.per_round.median.toFixed(2)} (${size})`)
+        .join(', ')}.`,
+      `- The daemon's CPU per connection: hand-off ${c.daemon_us_per_connection['hand-off'].toFixed(2)} µs, kernel ${c.daemon_us_per_connection.kernel.toFixed(2)} µs; per UDP echo: hand-off ${k.udp.daemon_us_per_echo['hand-off'].toFixed(2)} µs, kernel ${k.udp.daemon_us_per_echo.kernel.toFixed(2)} µs.`,
+      '',
+      '| bindings | bind add to served: new address | carved from a bound prefix | new address, CLI | bind rm: new address, carved |',
+      '| --- | --- | --- | --- | --- |',
+      ...Object.entries(k.bind_to_steered).map(
+        ([size, b]) =>
+          `| ${size} | ${served(b.new_address)} | ${served(b.carved)} | ${served(b.cli)} | ${b.new_address.removed_ms.median.toFixed(1)} ms, ${b.carved.removed_ms.median.toFixed(1)} ms |`,
+      ),
+      '',
+    );
+  }
   if (skipped.length > 0) lines.push('## Not run', '', ...skipped.map((s) => `- ${s}`), '');
   return lines.join('\n');
 }
 
 const groups = comparisons();
-// A quick run keeps its own files, so a smoke check never replaces the figures the README shows.
-const suffix = QUICK ? '-quick' : '';
+// A quick run keeps its own files, so a smoke check never replaces the figures the README shows; nor does
+// a run of some suites only.
+const suffix = `${only.length > 0 ? `-${only.join('-')}` : ''}${QUICK ? '-quick' : ''}`;
 const files = /** @type {const} */ ([`${date}${suffix}.json`, `summary${suffix}.md`, `chart${suffix}.svg`]);
 await writeFile(join(RESULTS_DIR, files[0]), `${JSON.stringify({ date, quick: QUICK, machine: machine(), results, skipped }, null, 2)}\n`);
 await writeFile(join(RESULTS_DIR, files[1]), markdown(groups));

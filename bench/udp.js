@@ -3,11 +3,11 @@
 // UDP datagrams per second through the dispatcher versus a direct UDP echo service, same run, interleaved
 // rounds. The client keeps 64 datagrams of 64 bytes in flight and counts echoes; the daemon's CPU per
 // datagram comes from /proc (a datagram crosses the daemon twice: to the worker and the reply back).
-import { createSocket } from 'node:dgram';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { udpEchoRate } from './clients.js';
 import { interleaved, median, si, writeResult } from './common.js';
 import { bind, cpuSeconds, daemon, start, status, stopAll } from './harness.js';
 
@@ -17,36 +17,8 @@ const SECONDS = QUICK ? 1 : 5;
 const IN_FLIGHT = 64;
 const ECHO = fileURLToPath(new URL('./services/udp-echo.mjs', import.meta.url));
 
-/**
- * Echoes per second from `port` with IN_FLIGHT datagrams outstanding.
- * @param {number} port
- * @returns {Promise<number>}
- */
-function load(port) {
-  return new Promise((resolve) => {
-    const s = createSocket('udp4');
-    const payload = Buffer.alloc(64, 'x');
-    let echoes = 0;
-    let t0 = 0;
-    s.on('message', () => {
-      echoes++;
-      s.send(payload, port, '127.0.0.1');
-    });
-    s.bind(0, '127.0.0.1', () => {
-      t0 = performance.now();
-      for (let i = 0; i < IN_FLIGHT; i++) s.send(payload, port, '127.0.0.1');
-      // A lost datagram would shrink the window for good: top it up now and then.
-      const topUp = setInterval(() => {
-        for (let i = 0; i < 8; i++) s.send(payload, port, '127.0.0.1');
-      }, 100);
-      setTimeout(() => {
-        clearInterval(topUp);
-        s.close();
-        resolve(echoes / ((performance.now() - t0) / 1000));
-      }, SECONDS * 1000);
-    });
-  });
-}
+/** @param {number} port */
+const load = (port) => udpEchoRate('127.0.0.1', port, { seconds: SECONDS, inFlight: IN_FLIGHT, local: '127.0.0.1' });
 
 const dir = await mkdtemp(join(tmpdir(), 'dispatcher-bench-'));
 try {

@@ -1,5 +1,5 @@
 // UDP echo for bench:udp: directly on a port, or behind the dispatcher.
-//   node udp-echo.mjs direct PORT | node udp-echo.mjs attach LABEL SERVICES_SOCKET
+//   node udp-echo.mjs direct PORT [HOST] | node udp-echo.mjs attach LABEL SERVICES_SOCKET
 import { createSocket } from 'node:dgram';
 import { serve } from '../../dist/service/index.js';
 
@@ -7,7 +7,7 @@ const [mode, a, b] = process.argv.slice(2);
 if (mode === 'direct') {
   const s = createSocket('udp4');
   s.on('message', (m, r) => s.send(m, r.port, r.address));
-  s.bind(Number(a), '127.0.0.1', () => console.log('ready'));
+  s.bind(Number(a), b ?? '127.0.0.1', () => console.log('ready'));
 } else {
   if (a === undefined) {
     console.error('udp-echo attach: LABEL missing');
