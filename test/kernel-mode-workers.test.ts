@@ -33,9 +33,14 @@ t.test(
     const k = await kernelDaemon(t);
     await k.d.cli('bind', 'add', 'web', 'tcp', '198.51.100.0/24', '80');
     await k.d.cli('bind', 'add', 'dns', 'udp', '198.51.100.0/24', '53');
-    // examples/python/echo_service.py registers with version 1.
+    // examples/python/echo_service.py, told to speak version 1.
     const v1 = await Promise.all(
-      ['web', 'dns'].map((label) => k.worker(label, { command: ['python3', PYTHON_SERVICE, label, k.d.services] })),
+      ['web', 'dns'].map((label) =>
+        k.worker(label, {
+          command: ['python3', PYTHON_SERVICE, label, k.d.services],
+          spawn: { env: { ...process.env, DISPATCHER_PROTOCOL: '1' } },
+        }),
+      ),
     );
     let status = await k.status();
     t.same(
@@ -306,4 +311,10 @@ t.test('an adopted server that exits leaves its traffic a miss, not a black hole
     'a connection to the label is refused at once, as a miss (ruleset.ts: "an adopted server gone")',
   );
   t.ok(((await k.steering()).labels['web']?.tcp?.missed ?? 0) > missedBefore, 'and counted as missed');
+  const status = JSON.parse((await k.d.cli('status', '--json')).stdout) as StatusJSON;
+  t.match(
+    status.listeners.find((l) => l.label === 'web'),
+    { state: 'failed', adopted_from: server.pid, error: /has exited.*adopt again, or release/ },
+    'status says the adopted server is gone, and what to do',
+  );
 });

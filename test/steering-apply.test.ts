@@ -189,7 +189,10 @@ t.test('every probe reaches the socket of the label the table gives, and misses 
   const table = Table.from(randomTable(rand, 150));
   // Shards of at most 16 entries: dozens of them, their edges cutting through entries.
   const plan = planSteering(compileTable(table), s.sockets, 16);
-  t.ok(plan.spaces.every((space) => space.shards.length > 1 || space.entries.length <= 16), 'the spaces are sharded');
+  t.ok(
+    plan.spaces.every((space) => space.shards.length > 1 || space.entries.length <= 16),
+    'the spaces are sharded',
+  );
   const hook = steeringRuleset(plan).split('chain prerouting {\n')[1]!.split('\n  }')[0]!.split('\n');
   t.equal(hook.length, 6, 'the hook chain: its type and five fixed rules, whatever the table');
   await applySteering(plan, s.nft);

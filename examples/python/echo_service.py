@@ -71,7 +71,8 @@ class Worker:
         # to give it (a list), or None once refused. A real service bounds both, as the TypeScript library
         # does (256 sockets, 64 replies waiting per address and port).
         self.reply_sockets = {}
-        self.connect(version=2)
+        # DISPATCHER_PROTOCOL=1 speaks version 1 only (hand-offs even in kernel mode): for tests and old daemons.
+        self.connect(version=int(os.environ.get("DISPATCHER_PROTOCOL", "2")))
 
     def connect(self, version: int) -> None:
         self.version = version

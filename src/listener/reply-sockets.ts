@@ -1,6 +1,6 @@
 import { type Logger } from 'pino';
 import { type Address, formatAddress } from '../bindings/address.js';
-import { LISTEN_TRANSPARENT, LISTEN_UDP, native } from '../native/index.js';
+import { LISTEN_REUSEPORT, LISTEN_TRANSPARENT, LISTEN_UDP, native } from '../native/index.js';
 
 // A reply socket nobody used for this long is closed.
 const IDLE_MS = 60_000;
@@ -47,7 +47,8 @@ export class ReplySockets {
       return found.fd;
     }
     try {
-      const fd = native.listenInet(text, port, 0, LISTEN_TRANSPARENT | LISTEN_UDP);
+      // REUSEPORT: kernel mode also binds the address for version-2 workers' own reply sockets (same owner).
+      const fd = native.listenInet(text, port, 0, LISTEN_TRANSPARENT | LISTEN_UDP | LISTEN_REUSEPORT);
       for (const [oldest, s] of this.#sockets) {
         if (this.#sockets.size < this.#max) break;
         native.close(s.fd);

@@ -30,7 +30,7 @@ export interface SteeredSocket {
   readonly label: string;
   readonly protocol: 'tcp' | 'udp';
   readonly family: 4 | 6;
-  readonly reader: { readonly fd: number };
+  readonly reader: { readonly fd: number } | undefined;
   /** A server's own socket that `adopt` took: not given to workers. */
   readonly adoptedFrom?: number;
 }
@@ -53,6 +53,8 @@ const REGISTER_TIMEOUT_MS = 5_000;
 // is level-triggered), so the rest waits a loop turn and a flooding peer cannot starve the others,
 // hand-offs or the control socket. 64 keeps the per-wake-up cost amortized for an honest busy worker.
 export const MAX_PER_CALLBACK = 64;
+// A worker that asks without reading the answers holds a descriptor per answer: bounded, as the window is.
+const MAX_ANSWERS_WAITING = 1024;
 
 export interface PeerHooks {
   registered(): void;
@@ -76,6 +78,8 @@ export class Peer implements Worker {
   handoffs = 0;
   registered = false;
   #blocked = false;
+  /** Answers to reply-socket requests that did not fit the worker's socket buffer: sent when it drains. */
+  readonly #answers: { message: Uint8Array; fd: number }[] = [];
   #draining = false;
   #closed = false;
   readonly #fd: number;
@@ -124,7 +128,7 @@ export class Peer implements Worker {
 
   /** Gives a version-2 worker one of its label's steered sockets (a duplicate; the daemon keeps its own). */
   sendSocket(socket: SteeredSocket): void {
-    if (this.#closed || this.version < 2 || socket.adoptedFrom !== undefined) return;
+    if (this.#closed || this.version < 2 || socket.reader === undefined) return;
     const header = encode({ type: 'socket', label: socket.label, protocol: socket.protocol, family: socket.family });
     const rc = native.sendFd(this.#fd, header, socket.reader.fd);
     // A message of a few bytes that does not fit means a worker that reads nothing: it cannot serve the label.
@@ -149,6 +153,7 @@ export class Peer implements Worker {
     native.unwatch(this.#watch);
     // Descriptors still in flight to this worker are released by the kernel with the socket.
     native.close(this.#fd);
+    for (const a of this.#answers.splice(0)) if (a.fd >= 0) native.close(a.fd);
     this.#hooks.closed(this.registered);
     if (this.registered) {
       this.#options.registry.remove(this);
@@ -169,6 +174,7 @@ export class Peer implements Worker {
   #handleEvents(events: number): void {
     if (events < 0) return this.close();
     if (events & WRITABLE && this.#blocked) {
+      if (!this.#flushAnswers()) return;
       this.#blocked = false;
       native.setEvents(this.#watch, READABLE);
       this.#options.registry.drain(this.label);
@@ -254,11 +260,38 @@ export class Peer implements Worker {
 
   #replySocket(local: Endpoint): void {
     if (this.version < 2) throw new DispatcherError('ERR_PROTOCOL_MESSAGE', '"reply-socket" needs protocol version 2');
+    if (this.#answers.length >= MAX_ANSWERS_WAITING) {
+      throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `over ${MAX_ANSWERS_WAITING} reply-socket requests with their answers unread`);
+    }
     const socket =
       this.#options.steered?.replySocket(this.label, local) ?? 'the daemon does not steer in the kernel (use "reply" messages)';
-    if (typeof socket === 'string') return this.#send({ type: 'reply-socket', local, error: socket });
-    native.sendFd(this.#fd, encode({ type: 'reply-socket', local }), socket);
-    native.close(socket);
+    if (typeof socket === 'string') this.#answer(encode({ type: 'reply-socket', local, error: socket }), -1);
+    else this.#answer(encode({ type: 'reply-socket', local }), socket);
+  }
+
+  /**
+   * Sends an answer now, or once the worker's socket has room (a worker re-registering asks for all its
+   * endpoints at once): an answer lost would leave its endpoint's replies waiting for good. Takes `fd`.
+   */
+  #answer(message: Uint8Array, fd: number): void {
+    this.#answers.push({ message, fd });
+    if (this.#answers.length === 1 && !this.#flushAnswers()) this.block();
+  }
+
+  /** Sends the waiting answers in order; false if the socket is full again (the rest wait for writable). */
+  #flushAnswers(): boolean {
+    while (this.#answers.length > 0) {
+      const { message, fd } = this.#answers[0]!;
+      const rc = native.sendFd(this.#fd, message, fd);
+      if (rc === -EAGAIN) return false;
+      this.#answers.shift();
+      if (fd >= 0) native.close(fd);
+      if (rc < 0) {
+        this.fail(`a reply-socket answer failed with errno ${-rc}`);
+        return false;
+      }
+    }
+    return true;
   }
 
   #send(message: DaemonMessage): void {

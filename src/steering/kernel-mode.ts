@@ -109,15 +109,21 @@ export class KernelMode extends ListeningMode implements SteeredSockets {
   }
 
   override status(): ListenerStatus[] {
-    return this.#labels.all().map((s) => ({
-      protocol: s.protocol,
-      address: s.address,
-      port: s.port,
-      state: 'listening',
-      label: s.label,
-      ...(s.adoptedFrom === undefined ? {} : { adopted_from: s.adoptedFrom }),
-      served_by: s.reader.watching ? 'daemon' : 'workers',
-    }));
+    return this.#labels.all().map((s) => {
+      const gone = s.adoptedFrom !== undefined && !running(s.adoptedFrom);
+      return {
+        protocol: s.protocol,
+        address: s.address,
+        port: s.port,
+        state: gone ? 'failed' : 'listening',
+        ...(gone
+          ? { error: `pid ${s.adoptedFrom} has exited: ${s.label}'s ${s.protocol} traffic is missed (adopt again, or release)` }
+          : {}),
+        label: s.label,
+        ...(s.adoptedFrom === undefined ? {} : { adopted_from: s.adoptedFrom }),
+        served_by: s.reader?.watching === true ? 'daemon' : 'workers',
+      };
+    });
   }
 
   /** Takeover hand-overs pass no sockets in this mode: the workers hold them, and the next daemon binds beside them. */
@@ -132,9 +138,8 @@ export class KernelMode extends ListeningMode implements SteeredSockets {
   /** Starts or stops the daemon reading each label socket, as `servedByDaemon` says now. */
   refresh(): void {
     for (const s of this.#labels.all()) {
-      if (s.adoptedFrom !== undefined) continue;
-      if (this.#servedByDaemon(s.label)) s.reader.watch();
-      else s.reader.unwatch();
+      if (this.#servedByDaemon(s.label)) s.reader?.watch();
+      else s.reader?.unwatch();
     }
   }
 
@@ -190,9 +195,11 @@ export class KernelMode extends ListeningMode implements SteeredSockets {
     await this.#queue.catch(() => undefined);
     await super.close();
     this.#replies.close();
-    if (this.#applied !== undefined) await removeSteering(this.#options.nft);
+    // A daemon that never ran the rules (refused at start: another one runs) leaves them, and their state, alone.
+    const ran = this.#applied !== undefined;
+    if (ran) await removeSteering(this.#options.nft);
     this.#applied = undefined;
-    this.#labels.close();
+    this.#labels.close(ran);
   }
 
   #adoptFound(request: Omit<AdoptRequest, 'caller'>, address?: string): LabelSocket {
@@ -200,8 +207,10 @@ export class KernelMode extends ListeningMode implements SteeredSockets {
     try {
       native.setTransparent(found.fd, labelMark(request.label));
     } catch (err) {
-      native.close(found.fd);
       throw new DispatcherError('ERR_ADOPT', `cannot make pid ${request.pid}'s socket transparent: ${(err as Error).message}`);
+    } finally {
+      // The options belong to the socket, not to this copy: the server's own is what the kernel steers to.
+      native.close(found.fd);
     }
     const target = address ?? (WILDCARD.has(found.address) ? (found.family === 4 ? '127.0.0.1' : '::1') : found.address);
     const socket = {
@@ -213,7 +222,7 @@ export class KernelMode extends ListeningMode implements SteeredSockets {
       adoptedFrom: request.pid,
     };
     this.#options.log.info({ ...socket, bound: found.address }, 'server socket adopted');
-    return this.#labels.adopt(socket, found.fd);
+    return this.#labels.adopt(socket);
   }
 
   async #apply(table: Table): Promise<void> {
@@ -224,7 +233,7 @@ export class KernelMode extends ListeningMode implements SteeredSockets {
   }
 
   #opened(socket: LabelSocket): void {
-    if (this.#servedByDaemon(socket.label)) socket.reader.watch();
+    if (this.#servedByDaemon(socket.label)) socket.reader?.watch();
     this.#announce(socket);
   }
 
@@ -232,6 +241,15 @@ export class KernelMode extends ListeningMode implements SteeredSockets {
     const next = this.#queue.then(work, work);
     this.#queue = next.catch(() => undefined);
     return next;
+  }
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -14,8 +14,12 @@ export interface LabelSocket {
   readonly family: Family;
   readonly address: string;
   readonly port: number;
-  /** The daemon's copy; the kernel keeps the socket while any copy is open, a worker's included. */
-  readonly reader: SocketReader;
+  /**
+   * The daemon's copy; the kernel keeps the socket while any copy is open, a worker's included. None for an
+   * adopted server's socket: the server alone keeps it, so when the server exits the socket goes with it and
+   * its traffic is a counted miss, not a queue nobody reads.
+   */
+  readonly reader: SocketReader | undefined;
   /** The pid of the server it was taken from. */
   readonly adoptedFrom?: number;
 }
@@ -115,14 +119,11 @@ export class LabelSockets {
   }
 
   /** Puts a server's socket in its label's place: the daemon's own one, if any, is dispatched and closed. */
-  adopt(socket: Omit<LabelSocket, 'reader'>, fd: number): LabelSocket {
+  adopt(socket: Omit<LabelSocket, 'reader'>): LabelSocket {
     const k = key(socket.label, socket.protocol, socket.family);
     const old = this.#sockets.get(k);
     if (old !== undefined) this.#close(k, old);
-    const s: LabelSocket = {
-      ...socket,
-      reader: new SocketReader(fd, socket.protocol, this.#callbacks, this.#log, { label: socket.label }),
-    };
+    const s: LabelSocket = { ...socket, reader: undefined };
     this.#sockets.set(k, s);
     this.#save();
     return s;
@@ -140,14 +141,14 @@ export class LabelSockets {
 
   /** The daemon's copies close; the sockets live on in the workers, the rules in the kernel (a hand-over). */
   detach(): void {
-    for (const s of this.#sockets.values()) s.reader.close();
+    for (const s of this.#sockets.values()) s.reader?.close();
     this.#sockets.clear();
   }
 
-  /** A clean stop: the copies close and nothing is left to restore. */
-  close(): void {
+  /** A clean stop: the copies close, and (`forget`: if this daemon ran the rules) nothing is left to restore. */
+  close(forget: boolean): void {
     this.detach();
-    rmSync(this.#path, { force: true });
+    if (forget) rmSync(this.#path, { force: true });
   }
 
   static key = key;
@@ -191,8 +192,8 @@ export class LabelSockets {
   #close(k: string, s: LabelSocket): void {
     this.#sockets.delete(k);
     // Connections waiting in the daemon's copy are dispatched by the new table, not dropped with it.
-    if (s.adoptedFrom === undefined) s.reader.readQueued();
-    s.reader.close();
+    s.reader?.readQueued();
+    s.reader?.close();
     this.#log.info({ label: s.label, protocol: s.protocol, family: s.family, port: s.port }, 'label socket closed');
   }
 

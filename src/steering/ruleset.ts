@@ -159,7 +159,10 @@ export function steeringRuleset(steering: Steering): string {
     ...[...steering.chains].map(([name, rule]) => `chain ${name} {\n  ${rule}\n}`),
     // Each shard's map, then its chain (a rule names a map declared before it), then the address map.
     ...steering.spaces.flatMap((s) =>
-      s.shards.flatMap((shard) => [renderMap(shard.name, s.family, shard.entries, jump(s)), `chain ${shard.name} {\n  ${shardRule(s, shard)}\n}`]),
+      s.shards.flatMap((shard) => [
+        renderMap(shard.name, s.family, shard.entries, jump(s)),
+        `chain ${shard.name} {\n  ${shardRule(s, shard)}\n}`,
+      ]),
     ),
     ...steering.spaces.map((s) => renderShardMap(s)),
     ...ownedSpaces.map((s) => renderOwnSet(s)),
@@ -280,7 +283,6 @@ function changedEntries(before: readonly Entry[], after: readonly Entry[]): { go
   }
   return { gone, added };
 }
-
 
 function sameEntry(a: Entry, b: Entry): boolean {
   return a.label === b.label && a.portHi === b.portHi && compare(a.addrHi, b.addrHi) === 0;
