@@ -1,5 +1,5 @@
 import { type Address } from '../bindings/address.js';
-import { type Protocol } from '../bindings/binding.js';
+import { PROTOCOLS, type Protocol } from '../bindings/binding.js';
 import { type Current } from '../dispatch/current.js';
 import { DispatcherError } from '../errors.js';
 import { ListeningMode, type ModeOptions, type ReplyRoute } from '../listener/mode.js';
@@ -253,9 +253,23 @@ function running(pid: number): boolean {
   }
 }
 
-/** The (label, protocol, family) triples the table's bindings need a socket for. */
+// The labels of each space, cached on the table's unchanged spaces as the compiled entries are.
+const spaceLabels = new WeakMap<object, Set<string>>();
+
+/** The (label, protocol, family) keys the table's bindings need a socket for. */
 function wanted(table: Table): Set<string> {
   const out = new Set<string>();
-  for (const b of table.bindings()) out.add(LabelSockets.key(b.label, b.protocol, b.family));
+  for (const protocol of PROTOCOLS) {
+    for (const family of [4, 6] as const) {
+      const key = table.spaceKey(protocol, family);
+      let labels = spaceLabels.get(key);
+      if (labels === undefined) {
+        labels = new Set();
+        for (const group of table.groups(protocol, family)) for (const b of group.bindings) labels.add(b.label);
+        spaceLabels.set(key, labels);
+      }
+      for (const label of labels) out.add(LabelSockets.key(label, protocol, family));
+    }
+  }
   return out;
 }

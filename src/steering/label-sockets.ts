@@ -107,15 +107,16 @@ export class LabelSockets {
       if (s !== undefined) opened.push(s);
     }
     for (const k of this.#failures.keys()) if (!want.has(k)) this.#failures.delete(k);
-    this.#save();
+    if (opened.length > 0) this.#save();
     return opened;
   }
 
   /** Closes the daemon's sockets not in `want`, after dispatching what waits in them. */
   closeUnwanted(want: ReadonlySet<string>): void {
     // An adoption stays until it is released, bindings or not: the server is there for the label.
-    for (const [k, s] of this.#sockets) if (!want.has(k) && s.adoptedFrom === undefined) this.#close(k, s);
-    this.#save();
+    const unwanted = [...this.#sockets].filter(([k, s]) => !want.has(k) && s.adoptedFrom === undefined);
+    for (const [k, s] of unwanted) this.#close(k, s);
+    if (unwanted.length > 0) this.#save();
   }
 
   /** Puts a server's socket in its label's place: the daemon's own one, if any, is dispatched and closed. */
