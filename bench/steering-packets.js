@@ -121,7 +121,11 @@ try {
   const plans = new Map();
   for (const size of SIZES) {
     const plan = planSteering(compileTable(table(size)), (label, protocol, family) =>
-      label === LABEL ? (family === 4 ? { address: '127.0.0.1', port: ports[protocol] } : undefined) : randomLabelSocket(label),
+      label === LABEL
+        ? family === 4
+          ? { address: '127.0.0.1', port: ports[protocol] }
+          : undefined
+        : randomLabelSocket(label, protocol, family),
     );
     plans.set(size, { plan, entries: plan.spaces.reduce((n, s) => n + s.entries.length, 0) });
   }

@@ -38,5 +38,10 @@ export function randomBindings(n, seed) {
  * and makes every chain (the largest table). Nothing listens there: the benchmarks only time the ruleset,
  * or send their traffic elsewhere.
  * @param {string} label `label-N`
+ * @param {string} _protocol
+ * @param {4 | 6} family
  */
-export const randomLabelSocket = (label) => ({ address: '127.0.0.1', port: 20000 + Number(label.slice('label-'.length)) });
+export const randomLabelSocket = (label, _protocol, family) => ({
+  address: family === 4 ? '127.0.0.1' : '::1',
+  port: 20000 + Number(label.slice('label-'.length)),
+});

@@ -37,7 +37,7 @@ interface MiniSystemd {
   process: ChildProcess;
 }
 
-async function miniSystemd(t: TapTest, extra: string[] = []): Promise<MiniSystemd> {
+async function miniSystemd(t: TapTest, extra: string[] = [], env: Record<string, string> = {}): Promise<MiniSystemd> {
   const dir = await tempDir(t);
   const control = join(dir, 'control.sock');
   const services = join(dir, 'services.sock');
@@ -53,7 +53,10 @@ async function miniSystemd(t: TapTest, extra: string[] = []): Promise<MiniSystem
     join(dir, 'state'),
     ...extra,
   ];
-  const child = spawn('python3', [MINI_SYSTEMD, join(dir, 'notify.sock'), '--', ...daemon], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn('python3', [MINI_SYSTEMD, join(dir, 'notify.sock'), '--', ...daemon], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
+  });
   t.teardown(() => {
     child.stdin.end();
     return new Promise((resolve) => (child.exitCode === null ? child.once('exit', resolve) : resolve(undefined)));
@@ -98,11 +101,15 @@ async function miniSystemd(t: TapTest, extra: string[] = []): Promise<MiniSystem
 
 const ready = (n: Notification): boolean => n.fields?.['READY'] === '1';
 
-t.test('notifications: READY with a STATUS line, RELOADING around a bulk load, STOPPING', async (t) => {
-  const s = await miniSystemd(t);
+t.test('notifications: READY with a STATUS line, the watchdog, RELOADING around a bulk load, STOPPING', async (t) => {
+  // WatchdogSec=0.4 s, as systemd passes it: a ping every 0.2 s.
+  const s = await miniSystemd(t, [], { WATCHDOG_USEC: '400000' });
   s.send('start');
   const first = await s.next(ready);
   t.match(first.fields?.['STATUS'], /^ports mode: 0 bindings, 0 workers of 0 labels$/, 'a one-line summary');
+  await s.next((n) => n.fields?.['WATCHDOG'] === '1');
+  await s.next((n) => n.fields?.['WATCHDOG'] === '1');
+  t.pass('the watchdog is pinged, again and again');
   const cli = (...args: string[]) => dispatcher(['--control', s.control, ...args]);
   const port = randomPort();
   const file = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'examples', 'bindings.json');

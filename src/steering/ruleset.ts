@@ -6,21 +6,24 @@ import { renderElements, renderKey, renderMap } from './render.js';
 import { compare, type Shard, SHARD_SIZE, shardEntries } from './shards.js';
 
 /**
- * Kernel steering's ruleset: the compiled table (compile.ts) as four interval maps, one per protocol and
- * family, whose verdicts jump to a chain per label that hands the packet to that label's own transparent
- * socket. One table of its own, `inet dispatcher_steer`, apart from tproxy mode's `inet dispatcher`:
+ * Kernel steering's ruleset: the compiled table (compile.ts) as interval maps, per protocol and family an
+ * address map to shards (shards.ts) and a small (address . port) map per shard, whose verdicts jump to a
+ * chain per label that hands the packet to that label's own transparent socket. One table of its own,
+ * `inet dispatcher_steer`, apart from tproxy mode's `inet dispatcher`:
  *
  *   table inet dispatcher_steer {
- *     map tcp4 { type ipv4_addr . inet_service : verdict; flags interval;
+ *     map tcp4.c6336400.24 { type ipv4_addr . inet_service : verdict; flags interval;
  *       elements = { 198.51.100.0-198.51.100.127 . 443 : jump tcp4_a, ... } }
- *     map tcp6 { ... }  map udp4 { ... }  map udp6 { ... }
+ *     chain tcp4.c6336400.24 { ip daddr . tcp dport vmap @tcp4.c6336400.24 }
+ *     map tcp4 { type ipv4_addr : verdict; flags interval; elements = { 198.51.100.0/24 : jump tcp4.c6336400.24 } }
+ *     ... tcp6, udp4, udp6 alike
  *     chain tcp4_a { meta l4proto tcp tproxy ip to 127.0.0.1:40001 counter name "steered_tcp4_a" accept
  *                    counter name "missed_tcp4_a" }
  *     set udp4_own { type mark . ipv4_addr . inet_service; flags interval; elements = { 0xd1... . ... } }
  *     chain prerouting {
  *       type filter hook prerouting priority mangle; policy accept;
  *       meta l4proto tcp socket transparent 1 accept
- *       ip daddr . tcp dport vmap @tcp4
+ *       meta l4proto tcp ip daddr vmap @tcp4
  *       ...
  *     }
  *     chain output { ... meta mark . ip saddr . udp sport != @udp4_own counter name "spoofed" drop }

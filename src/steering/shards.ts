@@ -24,8 +24,11 @@ export interface Shard {
   readonly entries: readonly Entry[];
 }
 
-/** At most this many entries per shard: the per-packet cost stayed flat from 10 to 100,000 bindings. */
-export const SHARD_SIZE = 1024;
+/**
+ * At most this many entries per shard. A pipapo lookup ANDs a bitmap word per 64 rules of its set, so a
+ * smaller shard costs less per packet and more shards (more maps, more elements cut at their edges).
+ */
+export const SHARD_SIZE = 256;
 
 export function shardEntries(space: string, family: Family, entries: readonly Entry[], max = SHARD_SIZE): Shard[] {
   const width = family === 4 ? 32 : 128;
