@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
 import t from 'tap';
 import { formatAddress, maskWords } from '../src/bindings/address.js';
 import { Binding } from '../src/bindings/binding.js';
@@ -227,4 +228,24 @@ t.test("a second daemon refused on the same paths leaves the first one's saved p
   t.same(await ports(), before, 'the first daemon, restarted after a crash, binds the same ports: its steering.json is still there');
   const [probe] = await k.ns.probe('tcp', '198.51.100.9', 80);
   t.same([answeredBy(probe!), parseEcho(probe!.line ?? '').pid], ['web', worker.pid], 'and serves');
+});
+
+t.test('a change the state file refuses is not steered either: the rules go back with it', { skip: skipKernel }, async (t) => {
+  const k = await kernelDaemon(t);
+  await k.d.cli('bind', 'add', 'web', 'tcp', '198.51.100.0/24', '0');
+  await k.worker('web');
+  await k.worker('api');
+  // The state directory becomes a file: the next save fails (root ignores permissions, not this).
+  await rm(k.d.stateDir, { recursive: true, force: true });
+  await writeFile(k.d.stateDir, 'not a directory');
+  t.teardown(() => rm(k.d.stateDir, { force: true }));
+  const refused = await k.d.cli('bind', 'add', 'api', 'tcp', '198.51.100.9/32', '0');
+  t.equal(refused.code, 2, `the change is refused: ${refused.stderr.trim()}`);
+  const [probe] = await k.ns.probe('tcp', '198.51.100.9', 80);
+  t.equal(answeredBy(probe!), 'web', 'the address is still steered to the label the table has');
+  t.same(
+    (await k.control.listBindings()).bindings.map((b) => b.label),
+    ['web'],
+    'and the table is unchanged',
+  );
 });

@@ -169,15 +169,18 @@ export class ChangeStore {
     return run;
   }
 
-  /** Persists first: if the disk or the rules refuse, the live table stays as it was and the caller gets the error. */
+  /**
+   * Persists and prepares together (kernel mode's rules then change while the state file is written, not
+   * after it: a binding is steered sooner), then swaps. If the disk or the rules refuse, both go back to
+   * the live table, which stays as it was, and the caller gets the error.
+   */
   async #commit(next: Table, what: Record<string, unknown>): Promise<void> {
-    await this.#save(next, this.#upstreams);
-    try {
-      await this.#follower?.prepare(next);
-    } catch (err) {
-      // What serves the table did not change, so neither may the bindings.
-      await this.#save(this.#table, this.#upstreams);
-      throw err;
+    const [saved, prepared] = await Promise.allSettled([this.#save(next, this.#upstreams), this.#follower?.prepare(next)]);
+    if (saved.status === 'rejected' || prepared.status === 'rejected') {
+      // What serves the table must not change, so neither may the bindings: undo whichever step went through.
+      if (saved.status === 'fulfilled') await this.#save(this.#table, this.#upstreams);
+      if (prepared.status === 'fulfilled') await this.#follower?.prepare(this.#table).catch(() => undefined);
+      throw saved.status === 'rejected' ? saved.reason : (prepared as PromiseRejectedResult).reason;
     }
     this.#table = next;
     this.#follower?.follow(next);
