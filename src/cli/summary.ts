@@ -3,7 +3,7 @@ import { type ServicesResponse, type StatusResponse } from '../control/protocol.
 import { type ListenerStatus } from '../listener/listeners.js';
 import { type LabelCounts } from '../metrics/metrics.js';
 import { type Upstream } from '../proxy/upstream.js';
-import { type SteeredCounts, type SteeringCounters } from '../steering/counters.js';
+import { type SteeredCounts, type SteeringCounters } from '../metrics/metrics.js';
 import { type Colour, type Column, formatTable, type Paint, plain } from './format.js';
 
 /** One reading of the daemon: all that `dispatcher status` summarises. */

@@ -7,9 +7,8 @@
 import { type BindingJSON, type Protocol } from '../bindings/binding.js';
 import { type BindingsFile } from '../bindings/file.js';
 import { type ListenerStatus } from '../listener/listeners.js';
-import { type LabelCounts, type Metrics } from '../metrics/metrics.js';
 import { type Upstream } from '../proxy/upstream.js';
-import { type SteeringCounters } from '../steering/counters.js';
+import { type LabelCounts, type Metrics, type SteeringCounters } from '../metrics/metrics.js';
 
 export const API_PREFIX = '/v1';
 export const DEFAULT_CONTROL_PATH = '/run/dispatcher/control.sock';

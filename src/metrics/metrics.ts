@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { type SteeringCounters } from '../steering/counters.js';
+import { type Protocol } from '../bindings/binding.js';
 
 const counter = <L extends string>(registry: Registry, name: string, help: string, labelNames: L[]): Counter<L> =>
   new Counter({ name, help, labelNames, registers: [registry] });
@@ -19,6 +19,23 @@ export interface LabelCounts {
   lookups: number;
   handoffs: number;
   resets: number;
+}
+
+/** A label and protocol's packets steered to its socket, and those its socket was missing for. */
+export interface SteeredCounts {
+  steered: number;
+  missed: number;
+}
+
+/**
+ * What the kernel counted in kernel mode (read by steering/counters.ts): per label and protocol, packets
+ * steered to its socket and those its socket was missing for; and UDP a steered socket tried to spoof.
+ */
+export interface SteeringCounters {
+  /** label -> protocol -> counts. */
+  labels: Record<string, Partial<Record<Protocol, SteeredCounts>>>;
+  /** UDP datagrams a steered socket tried to send from an address or port its label is not bound to, dropped. */
+  spoofed: number;
 }
 
 export type RefusalReason = 'not_allowed' | 'too_many' | 'protocol' | 'version';

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { type Server, Socket } from 'node:net';
 import { asError, DispatcherError, type ErrorCode } from '../errors.js';
 import {
-  type ConnectionHeader,
+  type ConnectionInfo,
   decodeDaemonMessage,
   DEFAULT_SERVICES_PATH,
   DEFAULT_WINDOW,
@@ -36,8 +36,7 @@ export interface ServiceOptions {
   window?: number;
 }
 
-/** What a worker learns of each connection or datagram: its header, as the protocol defines it. */
-export type ConnectionInfo = Omit<ConnectionHeader, 'type'>;
+export type { ConnectionInfo } from './protocol.js';
 
 export type ConnectionHandler = (socket: Socket, info: ConnectionInfo) => void;
 

@@ -48,6 +48,9 @@ export interface ConnectionHeader {
   local: Endpoint;
 }
 
+/** What a worker learns of each connection or datagram: its header, as the protocol defines it. */
+export type ConnectionInfo = Omit<ConnectionHeader, 'type'>;
+
 export interface DatagramHeader {
   type: 'datagram';
   label: string;

@@ -16,8 +16,7 @@ import {
   recordIn,
   SEND,
 } from '../native/records.js';
-import { type ConnectionInfo } from './client.js';
-import { type Endpoint, type ReplySocketHeader, type SocketHeader } from './protocol.js';
+import { type ConnectionInfo, type Endpoint, type ReplySocketHeader, type SocketHeader } from './protocol.js';
 
 /** A steered socket a worker serves, as `Service.steered` lists it. */
 export interface SteeredSocket {

@@ -1,21 +1,11 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { type Protocol } from '../bindings/binding.js';
+import { type SteeringCounters } from '../metrics/metrics.js';
 import { STEER_TABLE } from './ruleset.js';
 
-/** What the kernel counted for a label and protocol: packets steered to its socket, and those its socket was missing for. */
-export interface SteeredCounts {
-  steered: number;
-  missed: number;
-}
-
-export interface SteeringCounters {
-  /** label -> protocol -> counts (both families summed). TCP counts connections (SYNs): established flows skip the maps. */
-  labels: Record<string, Partial<Record<Protocol, SteeredCounts>>>;
-  /** UDP datagrams a steered socket tried to send from an address or port its label is not bound to, dropped. */
-  spoofed: number;
-}
-
+// The shape is the metrics' (metrics/metrics.ts): TCP counts connections (SYNs), since established flows
+// skip the maps; both families are summed.
 interface NftCounter {
   counter?: { name: string; packets: number };
 }

@@ -10,7 +10,8 @@ import { type SteeredSockets } from '../services/peer.js';
 import { type Table } from '../table/table.js';
 import { findServerSocket, mayTrace } from './adopt.js';
 import { compileTable } from './compile.js';
-import { readCounters, type SteeringCounters } from './counters.js';
+import { type SteeringCounters } from '../metrics/metrics.js';
+import { readCounters } from './counters.js';
 import { LabelSockets, type LabelSocket } from './label-sockets.js';
 import { applySteering, labelMark, planSteering, removeSteering, type Steering, updateSteering } from './ruleset.js';
 

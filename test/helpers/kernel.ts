@@ -3,7 +3,7 @@ import { chmod } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ControlClient } from '../../src/control/client.js';
-import { type SteeringCounters } from '../../src/steering/counters.js';
+import { type SteeringCounters } from '../../src/metrics/metrics.js';
 import { type RunningDaemon, startDaemon, type StatusJSON, tempDir } from './daemon.js';
 import { createNamespaces, type Namespaces, type ProbeResult } from './netns.js';
 import { type RunningWorker, sleep, startWorker } from './services.js';
