@@ -1,0 +1,330 @@
+import { randomBytes } from 'node:crypto';
+import { Etcd3, type IOptions, type Watcher } from 'etcd3';
+import { type Binding } from '../bindings/binding.js';
+import { DispatcherError } from '../errors.js';
+import { type Upstream } from '../proxy/upstream.js';
+import {
+  chunkKey,
+  chunks,
+  genDir,
+  overlayDir,
+  overlayKey,
+  parseChunk,
+  parseOverlay,
+  parsePointer,
+  parseUpstreams,
+  type Pointer,
+  pointerKey,
+  type Scope,
+  scopeBindings,
+  scopeDir,
+  upstreamsKey,
+} from './etcd-layout.js';
+
+export { type Scope } from './etcd-layout.js';
+
+export interface EtcdOptions {
+  endpoints: string[];
+  /** Every key lives under it, e.g. `/dispatcher/prod`. */
+  prefix: string;
+  /** This daemon's host: its scope is layered over the global one. */
+  host: string;
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  auth?: { username: string; password: string };
+}
+
+export interface Snapshot {
+  /** The etcd revision the snapshot was read at. */
+  revision: number;
+  /** The global scope with this host's layered over it: on the same (protocol, prefix, port, family), the host's label wins. */
+  bindings: Binding[];
+  upstreams: Upstream[];
+}
+
+// Chunk writes in flight at once during a load: a few keep etcd busy without queueing 8 MB on the socket.
+const WRITES = 4;
+
+/**
+ * Bindings and upstreams in etcd, for a fleet: each scope's set is a generation of chunks that readers reach
+ * only through one pointer key, flipped in one compare-and-swap transaction, so no reader sees half a load.
+ */
+export class EtcdBindings {
+  readonly #client: Etcd3;
+  readonly #prefix: string;
+  readonly #host: string;
+
+  private constructor(client: Etcd3, prefix: string, host: string) {
+    this.#client = client;
+    this.#prefix = prefix.replace(/\/+$/, '');
+    this.#host = host;
+  }
+
+  /** A client for `options.endpoints`; resolves once etcd answered a read. */
+  static async connect(options: EtcdOptions): Promise<EtcdBindings> {
+    scopeDir(options.prefix, { host: options.host });
+    const config: IOptions = { hosts: options.endpoints };
+    if (options.tls !== undefined)
+      config.credentials = { rootCertificate: options.tls.ca, privateKey: options.tls.key, certChain: options.tls.cert };
+    if (options.auth !== undefined) config.auth = options.auth;
+    const store = new EtcdBindings(new Etcd3(config), options.prefix, options.host);
+    try {
+      await store.#client.get(upstreamsKey(store.#prefix)).exec();
+    } catch (err) {
+      store.close();
+      throw new DispatcherError('ERR_STORE', `etcd at ${options.endpoints.join(', ')} did not answer: ${(err as Error).message}`);
+    }
+    return store;
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+
+  /** The global and this host's bindings, layered, and the upstreams, all at one revision (the latest if none is given). */
+  async read(atRevision?: number): Promise<Snapshot> {
+    const first = await this.#client
+      .get(upstreamsKey(this.#prefix))
+      .revision(atRevision ?? 0)
+      .exec();
+    const revision = atRevision ?? Number(first.header.revision);
+    const up = first.kvs[0];
+    const upstreams = up === undefined ? [] : parseUpstreams(up.key.toString(), up.value.toString());
+    const [global, host] = await Promise.all([this.#readScope('global', revision), this.#readScope({ host: this.#host }, revision)]);
+    for (const [k, b] of host) global.set(k, b);
+    return { revision, bindings: [...global.values()], upstreams };
+  }
+
+  /**
+   * Loads `bindings` as the whole of `scope`: a new generation, then the pointer flipped if nobody changed
+   * it since `expectedRevision` (or since this call read it). Returns the revision of the flip.
+   */
+  async replace(scope: Scope, bindings: readonly Binding[], expectedRevision?: number): Promise<number> {
+    const dir = scopeDir(this.#prefix, scope);
+    const { mod, pointer } = await this.#pointer(dir);
+    checkExpected(dir, mod, expectedRevision);
+    const gen = newGen();
+    const texts = chunks(bindings);
+    let revision: number;
+    try {
+      for (let i = 0; i < texts.length; i += WRITES) {
+        await Promise.all(
+          texts.slice(i, i + WRITES).map((text, j) =>
+            this.#client
+              .put(chunkKey(dir, gen, i + j))
+              .value(text)
+              .exec(),
+          ),
+        );
+      }
+      const next: Pointer = { gen, chunks: texts.length };
+      const txn = await this.#client
+        .if(pointerKey(dir), 'Mod', '==', mod)
+        .then(this.#client.put(pointerKey(dir)).value(JSON.stringify(next)))
+        .else(this.#client.get(pointerKey(dir)))
+        .commit();
+      if (!txn.succeeded) throw conflict(dir, lostTo(txn), expectedRevision ?? mod);
+      revision = Number(txn.header.revision);
+    } catch (err) {
+      await this.#client
+        .delete()
+        .prefix(genDir(dir, gen))
+        .exec()
+        .catch(() => undefined);
+      throw err;
+    }
+    // Nobody follows the old generation any more; a failure here leaves garbage, never a wrong read.
+    if (pointer !== undefined)
+      await this.#client
+        .delete()
+        .prefix(genDir(dir, pointer.gen))
+        .exec()
+        .catch(() => undefined);
+    return revision;
+  }
+
+  /** Adds (or relabels) one binding in `scope`: one small key, compared and written in one transaction. */
+  add(scope: Scope, binding: Binding, expectedRevision?: number): Promise<number> {
+    return this.#overlay(scope, binding, JSON.stringify(binding.toJSON()), expectedRevision);
+  }
+
+  /** Removes the binding with `binding`'s (protocol, prefix, port) from `scope`, whatever its label. */
+  remove(scope: Scope, binding: Binding, expectedRevision?: number): Promise<number> {
+    return this.#overlay(scope, binding, 'null', expectedRevision);
+  }
+
+  /** Sets the upstreams (one key: at most one per label, they are few). */
+  async setUpstreams(upstreams: readonly Upstream[], expectedRevision?: number): Promise<number> {
+    const key = upstreamsKey(this.#prefix);
+    const got = await this.#client.get(key).exec();
+    const mod = Number(got.kvs[0]?.mod_revision ?? 0);
+    checkExpected(key, mod, expectedRevision);
+    const txn = await this.#client
+      .if(key, 'Mod', '==', mod)
+      .then(this.#client.put(key).value(JSON.stringify(upstreams)))
+      .else(this.#client.get(key))
+      .commit();
+    if (!txn.succeeded) throw conflict(key, lostTo(txn), expectedRevision ?? mod);
+    return Number(txn.header.revision);
+  }
+
+  /**
+   * Calls `onChange` with a whole snapshot after every change past `fromRevision`: a pointer flip, a single
+   * binding, the upstreams; never for a generation's chunks, which nobody follows until the flip. Changes
+   * that arrive while a snapshot is read are delivered together, in one later snapshot. After a
+   * disconnection the client resumes at the last revision it saw; if etcd compacted that away, the watch
+   * starts over from a full read.
+   */
+  watch(
+    fromRevision: number,
+    onChange: (snapshot: Snapshot) => void,
+    onError: (err: Error) => void = () => undefined,
+  ): { close(): Promise<void> } {
+    const dirs = [scopeDir(this.#prefix, 'global'), scopeDir(this.#prefix, { host: this.#host })];
+    const wanted = (key: string): boolean =>
+      key === upstreamsKey(this.#prefix) || dirs.some((d) => key === pointerKey(d) || (key.startsWith(`${d}/gen/`) && key.includes('/o/')));
+    let delivered = fromRevision;
+    let pending = fromRevision;
+    let closed = false;
+    let running: Promise<void> | undefined;
+    let watcher: Watcher | undefined;
+
+    const deliver = async (): Promise<void> => {
+      while (!closed && pending > delivered) {
+        const at = pending;
+        let snapshot: Snapshot;
+        try {
+          snapshot = await this.read(at);
+        } catch (err) {
+          if (!compacted(err)) throw err;
+          snapshot = await this.read();
+        }
+        if (closed) return;
+        delivered = snapshot.revision;
+        onChange(snapshot);
+      }
+    };
+    const kick = (): void => {
+      running ??= deliver()
+        .catch((err: unknown) => onError(err as Error))
+        .finally(() => {
+          running = undefined;
+          if (pending > delivered && !closed) kick();
+        });
+    };
+    const start = async (from: number): Promise<void> => {
+      const w = await this.#client
+        .watch()
+        .prefix(`${this.#prefix}/`)
+        .startRevision(String(from + 1))
+        .create();
+      if (closed) return void (await w.cancel());
+      watcher = w;
+      w.on('data', (res) => {
+        for (const ev of res.events)
+          if (wanted(ev.kv.key.toString()) && ev.type === 'Put') pending = Math.max(pending, Number(ev.kv.mod_revision));
+        kick();
+      });
+      // etcd cancels a watch whose revision was compacted: start over from a full read at the latest revision.
+      w.on('error', () => {
+        void w.cancel().catch(() => undefined);
+        void this.#client
+          .get(pointerKey(dirs[0]!))
+          .exec()
+          .then((got) => {
+            if (closed) return;
+            pending = Math.max(pending, Number(got.header.revision));
+            kick();
+            return start(pending);
+          })
+          .catch((err: unknown) => onError(err as Error));
+      });
+    };
+    void start(fromRevision).catch((err: unknown) => onError(err as Error));
+    return {
+      close: async () => {
+        closed = true;
+        await watcher?.cancel();
+        await running;
+      },
+    };
+  }
+
+  async #overlay(scope: Scope, binding: Binding, value: string, expectedRevision?: number): Promise<number> {
+    const dir = scopeDir(this.#prefix, scope);
+    const { mod, pointer, revision } = await this.#pointer(dir);
+    // An empty scope gets an empty generation to hang the overlay on, created in the same transaction.
+    const gen = pointer?.gen ?? newGen();
+    const key = overlayKey(dir, gen, binding);
+    const got = await this.#client.get(key).revision(revision).exec();
+    const keyMod = Number(got.kvs[0]?.mod_revision ?? 0);
+    checkExpected(dir, Math.max(mod, keyMod), expectedRevision);
+    const writes = [this.#client.put(key).value(value)];
+    if (pointer === undefined) writes.push(this.#client.put(pointerKey(dir)).value(JSON.stringify({ gen, chunks: 0 })));
+    const txn = await this.#client
+      .if(pointerKey(dir), 'Mod', '==', mod)
+      .and(key, 'Mod', '==', keyMod)
+      .then(...writes)
+      .else(this.#client.get(pointerKey(dir)), this.#client.get(key))
+      .commit();
+    if (!txn.succeeded) throw conflict(key, lostTo(txn), expectedRevision ?? Math.max(mod, keyMod));
+    return Number(txn.header.revision);
+  }
+
+  /** A scope's pointer, its mod revision (0: none) and the revision it was read at. */
+  async #pointer(dir: string): Promise<{ mod: number; pointer: Pointer | undefined; revision: number }> {
+    const got = await this.#client.get(pointerKey(dir)).exec();
+    const revision = Number(got.header.revision);
+    const kv = got.kvs[0];
+    if (kv === undefined) return { mod: 0, pointer: undefined, revision };
+    return { mod: Number(kv.mod_revision), pointer: parsePointer(pointerKey(dir), kv.value.toString()), revision };
+  }
+
+  async #readScope(scope: Scope, revision: number): Promise<Map<string, Binding>> {
+    const dir = scopeDir(this.#prefix, scope);
+    const got = await this.#client.get(pointerKey(dir)).revision(revision).exec();
+    const kv = got.kvs[0];
+    if (kv === undefined) return new Map();
+    const pointer = parsePointer(pointerKey(dir), kv.value.toString());
+    const keys = Array.from({ length: pointer.chunks }, (_, n) => chunkKey(dir, pointer.gen, n));
+    const [base, overlays] = await Promise.all([
+      // One get per chunk: a range over them all would pass gRPC's 4 MiB message limit at 100k bindings.
+      Promise.all(
+        keys.map(async (key) => {
+          const text = await this.#client.get(key).revision(revision).string();
+          if (text === null) throw new DispatcherError('ERR_STORE', `etcd key ${key}: missing, yet ${pointerKey(dir)} counts it`);
+          return parseChunk(key, text);
+        }),
+      ),
+      this.#client.getAll().prefix(overlayDir(dir, pointer.gen)).revision(revision).strings(),
+    ]);
+    return scopeBindings(
+      base,
+      keys,
+      Object.entries(overlays).map(([key, text]) => parseOverlay(key, text)),
+    );
+  }
+}
+
+function newGen(): string {
+  return `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+}
+
+function checkExpected(key: string, mod: number, expectedRevision: number | undefined): void {
+  if (expectedRevision !== undefined && mod > expectedRevision) throw conflict(key, mod, expectedRevision);
+}
+
+/** The mod revision of the first key a failed transaction read back. */
+function lostTo(txn: { responses: { response_range?: { kvs: { mod_revision: string }[] } | null }[] }): number {
+  return Math.max(0, ...txn.responses.flatMap((r) => r.response_range?.kvs.map((kv) => Number(kv.mod_revision)) ?? []));
+}
+
+function conflict(key: string, theirs: number, ours: number): DispatcherError {
+  return new DispatcherError(
+    'ERR_CONFLICT',
+    `${key} was changed at revision ${theirs} by another writer, after revision ${ours} this change was based on: read again and retry`,
+  );
+}
+
+function compacted(err: unknown): boolean {
+  return /compacted/.test((err as Error).message);
+}
