@@ -203,12 +203,21 @@ export class EtcdBindings {
         onChange(snapshot);
       }
     };
+    // A failed read (etcd away, bad data under the prefix) is told and retried a second later; the caller
+    // keeps serving the last snapshot meanwhile.
+    let retry: NodeJS.Timeout | undefined;
     const kick = (): void => {
       running ??= deliver()
-        .catch((err: unknown) => onError(err as Error))
-        .finally(() => {
+        .then(
+          () => false,
+          (err: unknown) => (onError(err as Error), true),
+        )
+        .then((failed) => {
           running = undefined;
-          if (pending > delivered && !closed) kick();
+          if (pending > delivered && !closed) {
+            if (failed) retry ??= setTimeout(() => ((retry = undefined), kick()), 1000);
+            else kick();
+          }
         });
     };
     const start = async (from: number): Promise<void> => {
@@ -243,6 +252,7 @@ export class EtcdBindings {
     return {
       close: async () => {
         closed = true;
+        clearTimeout(retry);
         await watcher?.cancel();
         await running;
       },
