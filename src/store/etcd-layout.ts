@@ -4,13 +4,14 @@ import { DispatcherError } from '../errors.js';
 import { parseUpstream, type Upstream } from '../proxy/upstream.js';
 
 /**
- * The keys of the store in etcd (docs/ARCHITECTURE.md, "The store in etcd"), under a PREFIX:
+ * The keys of the store in etcd (docs/ARCHITECTURE.md, "The store in etcd"), under a PREFIX. What readers
+ * follow lives under `live/`, the chunks under `data/`, so a watch of `live/` never carries a load's bulk:
  *
- *   PREFIX/global/current                  {"gen":"<id>","chunks":N}: the one key readers follow
- *   PREFIX/global/gen/<id>/c/<n>           {"bindings":[...]}: chunk n of generation <id>, n < N
- *   PREFIX/global/gen/<id>/o/<binding key> a binding (or null: removed) added after the load: an overlay
- *   PREFIX/host/<host>/...                 the same, for one host's scope
- *   PREFIX/upstreams                       [Upstream, ...]
+ *   PREFIX/live/global/current                {"gen":"<id>","chunks":N}: the one key readers follow
+ *   PREFIX/live/global/o/<id>/<binding key>   a binding (or null: removed) changed since the load: an overlay
+ *   PREFIX/data/global/<id>/<n>               {"bindings":[...]}: chunk n of generation <id>, n < N
+ *   PREFIX/live/host/<host>/..., PREFIX/data/host/<host>/...   the same, for one host's scope
+ *   PREFIX/live/upstreams                     [Upstream, ...]
  */
 
 /** A chunk's JSON stays under this: a quarter of etcd's default 1.5 MiB request limit. */
@@ -20,20 +21,36 @@ export type Scope = 'global' | { host: string };
 
 const HOST = /^[A-Za-z0-9._-]{1,253}$/;
 
-export function scopeDir(prefix: string, scope: Scope): string {
-  if (scope === 'global') return `${prefix}/global`;
-  if (!HOST.test(scope.host))
-    throw new DispatcherError('ERR_USAGE', `host ${show(scope.host)} is not 1-253 characters of A-Z a-z 0-9 . _ -`);
-  return `${prefix}/host/${scope.host}`;
+/** One scope's keys. */
+export interface ScopeKeys {
+  pointer: string;
+  /** Every overlay key of the scope starts so, whatever the generation. */
+  overlayRoot: string;
+  overlays(gen: string): string;
+  overlay(gen: string, b: Binding): string;
+  chunks(gen: string): string;
+  chunk(gen: string, n: number): string;
 }
 
-export const pointerKey = (dir: string): string => `${dir}/current`;
-export const genDir = (dir: string, gen: string): string => `${dir}/gen/${gen}/`;
-export const chunkKey = (dir: string, gen: string, n: number): string => `${genDir(dir, gen)}c/${n}`;
-export const overlayDir = (dir: string, gen: string): string => `${genDir(dir, gen)}o/`;
-/** The binding key (protocol, prefix, port) as text; the prefix names the family. */
-export const overlayKey = (dir: string, gen: string, b: Binding): string => `${overlayDir(dir, gen)}${b.protocol},${b.prefix},${b.port}`;
-export const upstreamsKey = (prefix: string): string => `${prefix}/upstreams`;
+export function scopeKeys(prefix: string, scope: Scope): ScopeKeys {
+  if (scope !== 'global' && !HOST.test(scope.host))
+    throw new DispatcherError('ERR_USAGE', `host ${show(scope.host)} is not 1-253 characters of A-Z a-z 0-9 . _ -`);
+  const path = scope === 'global' ? 'global' : `host/${scope.host}`;
+  const live = `${prefix}/live/${path}`;
+  const data = `${prefix}/data/${path}`;
+  return {
+    pointer: `${live}/current`,
+    overlayRoot: `${live}/o/`,
+    overlays: (gen) => `${live}/o/${gen}/`,
+    // The binding key (protocol, prefix, port) as text; the prefix names the family.
+    overlay: (gen, b) => `${live}/o/${gen}/${b.protocol},${b.prefix},${b.port}`,
+    chunks: (gen) => `${data}/${gen}/`,
+    chunk: (gen, n) => `${data}/${gen}/${n}`,
+  };
+}
+
+export const liveDir = (prefix: string): string => `${prefix}/live/`;
+export const upstreamsKey = (prefix: string): string => `${prefix}/live/upstreams`;
 
 export interface Pointer {
   gen: string;
@@ -77,10 +94,10 @@ export function parseChunk(key: string, text: string): Binding[] {
 
 /** An overlay: the identity of the binding its key names, and the binding, or undefined when it records a removal. */
 export function parseOverlay(key: string, text: string): { id: string; binding: Binding | undefined } {
-  const m = /\/o\/(tcp|udp),([^,]+),([0-9]{1,5})$/.exec(key);
+  const m = /\/o\/[^/]+\/(tcp|udp),([^,]+),([0-9]{1,5})$/.exec(key);
   let named: Binding;
   try {
-    if (m === null) throw new Error('the key does not end in /o/<protocol>,<prefix>,<port>');
+    if (m === null) throw new Error('the key does not end in /o/<generation>/<protocol>,<prefix>,<port>');
     named = parseBinding({ label: 'x', protocol: m[1], prefix: m[2], port: Number(m[3]) });
   } catch (err) {
     throw storeError(key, (err as Error).message);

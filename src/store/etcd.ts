@@ -4,20 +4,17 @@ import { type Binding } from '../bindings/binding.js';
 import { DispatcherError } from '../errors.js';
 import { type Upstream } from '../proxy/upstream.js';
 import {
-  chunkKey,
   chunks,
-  genDir,
-  overlayDir,
-  overlayKey,
+  liveDir,
   parseChunk,
   parseOverlay,
   parsePointer,
   parseUpstreams,
   type Pointer,
-  pointerKey,
   type Scope,
   scopeBindings,
-  scopeDir,
+  type ScopeKeys,
+  scopeKeys,
   upstreamsKey,
 } from './etcd-layout.js';
 
@@ -61,7 +58,7 @@ export class EtcdBindings {
 
   /** A client for `options.endpoints`; resolves once etcd answered a read. */
   static async connect(options: EtcdOptions): Promise<EtcdBindings> {
-    scopeDir(options.prefix, { host: options.host });
+    scopeKeys(options.prefix, { host: options.host });
     const config: IOptions = { hosts: options.endpoints };
     if (options.tls !== undefined)
       config.credentials = { rootCertificate: options.tls.ca, privateKey: options.tls.key, certChain: options.tls.cert };
@@ -99,9 +96,9 @@ export class EtcdBindings {
    * it since `expectedRevision` (or since this call read it). Returns the revision of the flip.
    */
   async replace(scope: Scope, bindings: readonly Binding[], expectedRevision?: number): Promise<number> {
-    const dir = scopeDir(this.#prefix, scope);
-    const { mod, pointer } = await this.#pointer(dir);
-    checkExpected(dir, mod, expectedRevision);
+    const keys = scopeKeys(this.#prefix, scope);
+    const { mod, pointer } = await this.#pointer(keys);
+    checkExpected(keys.pointer, mod, expectedRevision);
     const gen = newGen();
     const texts = chunks(bindings);
     let revision: number;
@@ -110,7 +107,7 @@ export class EtcdBindings {
         await Promise.all(
           texts.slice(i, i + WRITES).map((text, j) =>
             this.#client
-              .put(chunkKey(dir, gen, i + j))
+              .put(keys.chunk(gen, i + j))
               .value(text)
               .exec(),
           ),
@@ -118,28 +115,31 @@ export class EtcdBindings {
       }
       const next: Pointer = { gen, chunks: texts.length };
       const txn = await this.#client
-        .if(pointerKey(dir), 'Mod', '==', mod)
-        .then(this.#client.put(pointerKey(dir)).value(JSON.stringify(next)))
-        .else(this.#client.get(pointerKey(dir)))
+        .if(keys.pointer, 'Mod', '==', mod)
+        .then(this.#client.put(keys.pointer).value(JSON.stringify(next)))
+        .else(this.#client.get(keys.pointer))
         .commit();
-      if (!txn.succeeded) throw conflict(dir, lostTo(txn), expectedRevision ?? mod);
+      if (!txn.succeeded) throw conflict(keys.pointer, lostTo(txn), expectedRevision ?? mod);
       revision = Number(txn.header.revision);
     } catch (err) {
-      await this.#client
-        .delete()
-        .prefix(genDir(dir, gen))
-        .exec()
-        .catch(() => undefined);
+      await this.#dropGen(keys, gen);
       throw err;
     }
     // Nobody follows the old generation any more; a failure here leaves garbage, never a wrong read.
-    if (pointer !== undefined)
-      await this.#client
-        .delete()
-        .prefix(genDir(dir, pointer.gen))
-        .exec()
-        .catch(() => undefined);
+    if (pointer !== undefined) await this.#dropGen(keys, pointer.gen);
     return revision;
+  }
+
+  async #dropGen(keys: ScopeKeys, gen: string): Promise<void> {
+    await Promise.all(
+      [keys.chunks(gen), keys.overlays(gen)].map((p) =>
+        this.#client
+          .delete()
+          .prefix(p)
+          .exec()
+          .catch(() => undefined),
+      ),
+    );
   }
 
   /** Adds (or relabels) one binding in `scope`: one small key, compared and written in one transaction. */
@@ -179,9 +179,9 @@ export class EtcdBindings {
     onChange: (snapshot: Snapshot) => void,
     onError: (err: Error) => void = () => undefined,
   ): { close(): Promise<void> } {
-    const dirs = [scopeDir(this.#prefix, 'global'), scopeDir(this.#prefix, { host: this.#host })];
+    const scopes = [scopeKeys(this.#prefix, 'global'), scopeKeys(this.#prefix, { host: this.#host })];
     const wanted = (key: string): boolean =>
-      key === upstreamsKey(this.#prefix) || dirs.some((d) => key === pointerKey(d) || (key.startsWith(`${d}/gen/`) && key.includes('/o/')));
+      key === upstreamsKey(this.#prefix) || scopes.some((k) => key === k.pointer || key.startsWith(k.overlayRoot));
     let delivered = fromRevision;
     let pending = fromRevision;
     let closed = false;
@@ -223,7 +223,7 @@ export class EtcdBindings {
     const start = async (from: number): Promise<void> => {
       const w = await this.#client
         .watch()
-        .prefix(`${this.#prefix}/`)
+        .prefix(liveDir(this.#prefix))
         .startRevision(String(from + 1))
         .create();
       if (closed) return void (await w.cancel());
@@ -237,7 +237,7 @@ export class EtcdBindings {
       w.on('error', () => {
         void w.cancel().catch(() => undefined);
         void this.#client
-          .get(pointerKey(dirs[0]!))
+          .get(upstreamsKey(this.#prefix))
           .exec()
           .then((got) => {
             if (closed) return;
@@ -260,56 +260,56 @@ export class EtcdBindings {
   }
 
   async #overlay(scope: Scope, binding: Binding, value: string, expectedRevision?: number): Promise<number> {
-    const dir = scopeDir(this.#prefix, scope);
-    const { mod, pointer, revision } = await this.#pointer(dir);
+    const keys = scopeKeys(this.#prefix, scope);
+    const { mod, pointer, revision } = await this.#pointer(keys);
     // An empty scope gets an empty generation to hang the overlay on, created in the same transaction.
     const gen = pointer?.gen ?? newGen();
-    const key = overlayKey(dir, gen, binding);
+    const key = keys.overlay(gen, binding);
     const got = await this.#client.get(key).revision(revision).exec();
     const keyMod = Number(got.kvs[0]?.mod_revision ?? 0);
-    checkExpected(dir, Math.max(mod, keyMod), expectedRevision);
+    checkExpected(keys.pointer, Math.max(mod, keyMod), expectedRevision);
     const writes = [this.#client.put(key).value(value)];
-    if (pointer === undefined) writes.push(this.#client.put(pointerKey(dir)).value(JSON.stringify({ gen, chunks: 0 })));
+    if (pointer === undefined) writes.push(this.#client.put(keys.pointer).value(JSON.stringify({ gen, chunks: 0 })));
     const txn = await this.#client
-      .if(pointerKey(dir), 'Mod', '==', mod)
+      .if(keys.pointer, 'Mod', '==', mod)
       .and(key, 'Mod', '==', keyMod)
       .then(...writes)
-      .else(this.#client.get(pointerKey(dir)), this.#client.get(key))
+      .else(this.#client.get(keys.pointer), this.#client.get(key))
       .commit();
     if (!txn.succeeded) throw conflict(key, lostTo(txn), expectedRevision ?? Math.max(mod, keyMod));
     return Number(txn.header.revision);
   }
 
   /** A scope's pointer, its mod revision (0: none) and the revision it was read at. */
-  async #pointer(dir: string): Promise<{ mod: number; pointer: Pointer | undefined; revision: number }> {
-    const got = await this.#client.get(pointerKey(dir)).exec();
+  async #pointer(keys: ScopeKeys): Promise<{ mod: number; pointer: Pointer | undefined; revision: number }> {
+    const got = await this.#client.get(keys.pointer).exec();
     const revision = Number(got.header.revision);
     const kv = got.kvs[0];
     if (kv === undefined) return { mod: 0, pointer: undefined, revision };
-    return { mod: Number(kv.mod_revision), pointer: parsePointer(pointerKey(dir), kv.value.toString()), revision };
+    return { mod: Number(kv.mod_revision), pointer: parsePointer(keys.pointer, kv.value.toString()), revision };
   }
 
   async #readScope(scope: Scope, revision: number): Promise<Map<string, Binding>> {
-    const dir = scopeDir(this.#prefix, scope);
-    const got = await this.#client.get(pointerKey(dir)).revision(revision).exec();
+    const keys = scopeKeys(this.#prefix, scope);
+    const got = await this.#client.get(keys.pointer).revision(revision).exec();
     const kv = got.kvs[0];
     if (kv === undefined) return new Map();
-    const pointer = parsePointer(pointerKey(dir), kv.value.toString());
-    const keys = Array.from({ length: pointer.chunks }, (_, n) => chunkKey(dir, pointer.gen, n));
+    const pointer = parsePointer(keys.pointer, kv.value.toString());
+    const chunkKeys = Array.from({ length: pointer.chunks }, (_, n) => keys.chunk(pointer.gen, n));
     const [base, overlays] = await Promise.all([
       // One get per chunk: a range over them all would pass gRPC's 4 MiB message limit at 100k bindings.
       Promise.all(
-        keys.map(async (key) => {
+        chunkKeys.map(async (key) => {
           const text = await this.#client.get(key).revision(revision).string();
-          if (text === null) throw new DispatcherError('ERR_STORE', `etcd key ${key}: missing, yet ${pointerKey(dir)} counts it`);
+          if (text === null) throw new DispatcherError('ERR_STORE', `etcd key ${key}: missing, yet ${keys.pointer} counts it`);
           return parseChunk(key, text);
         }),
       ),
-      this.#client.getAll().prefix(overlayDir(dir, pointer.gen)).revision(revision).strings(),
+      this.#client.getAll().prefix(keys.overlays(pointer.gen)).revision(revision).strings(),
     ]);
     return scopeBindings(
       base,
-      keys,
+      chunkKeys,
       Object.entries(overlays).map(([key, text]) => parseOverlay(key, text)),
     );
   }
