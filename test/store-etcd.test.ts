@@ -198,8 +198,18 @@ if (!existsSync(ETCD)) {
     await until(seen, (s) => s.revision >= flipped);
     t.equal(seen.length, 1, 'one snapshot');
     t.equal(seen[0]!.bindings.length, 100_000, 'all of it');
+    const added = performance.now();
     await store.add('global', bind('one', 'tcp', '203.0.113.1/32', 22));
     await until(seen, (s) => s.bindings.length === 100_001);
+    t.comment(`a single add at 100k reached the watcher in ${(performance.now() - added).toFixed(0)} ms`);
+    await store.remove('global', table[0]!);
+    await store.setUpstreams([{ label: 'one', address: 'tcp:127.0.0.1:9', proxy_protocol: 'v2' }]);
+    const last = await until(seen, (s) => s.upstreams.length === 1);
+    t.equal(last.bindings.length, 100_000, 'the removal followed');
+    t.notOk(
+      last.bindings.some((b) => b.sameKey(table[0]!)),
+      'the removed binding is gone',
+    );
     t.ok(
       seen.every((s) => s.bindings.length >= 100_000),
       'never a partial one',

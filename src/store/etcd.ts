@@ -79,6 +79,10 @@ export class EtcdBindings {
 
   /** The global and this host's bindings, layered, and the upstreams, all at one revision (the latest if none is given). */
   async read(atRevision?: number): Promise<Snapshot> {
+    return snapshotOf(await this.#readState(atRevision));
+  }
+
+  async #readState(atRevision?: number): Promise<State> {
     const first = await this.#client
       .get(upstreamsKey(this.#prefix))
       .revision(atRevision ?? 0)
@@ -86,9 +90,8 @@ export class EtcdBindings {
     const revision = atRevision ?? Number(first.header.revision);
     const up = first.kvs[0];
     const upstreams = up === undefined ? [] : parseUpstreams(up.key.toString(), up.value.toString());
-    const [global, host] = await Promise.all([this.#readScope('global', revision), this.#readScope({ host: this.#host }, revision)]);
-    for (const [k, b] of host) global.set(k, b);
-    return { revision, bindings: [...global.values()], upstreams };
+    const scopes = await Promise.all([this.#readScope('global', revision), this.#readScope({ host: this.#host }, revision)]);
+    return { revision, scopes, upstreams };
   }
 
   /**
@@ -184,6 +187,31 @@ export class EtcdBindings {
       key === upstreamsKey(this.#prefix) || scopes.some((k) => key === k.pointer || key.startsWith(k.overlayRoot));
     let delivered = fromRevision;
     let pending = fromRevision;
+    // The last state read or followed, and the changes since: a single change is applied to it, a flip (or
+    // anything not understood) reads the whole state again.
+    let state: State | undefined;
+    let stale = false;
+    let queued: Change[] = [];
+    const follow = (current: State, changes: Change[]): boolean => {
+      const apply: (() => void)[] = [];
+      // A change the state already holds (read after it) is skipped: applied again it could undo a later one.
+      for (const { key, value } of changes.filter((c) => c.revision > current.revision)) {
+        if (key === upstreamsKey(this.#prefix)) {
+          apply.push(() => (current.upstreams = parseUpstreams(key, value)));
+          continue;
+        }
+        const i = scopes.findIndex((k, j) => current.scopes[j]!.gen !== undefined && key.startsWith(k.overlays(current.scopes[j]!.gen)));
+        if (i === -1) return false;
+        const scope = current.scopes[i]!.bindings;
+        apply.push(() => {
+          const { id, binding } = parseOverlay(key, value);
+          if (binding === undefined) scope.delete(id);
+          else scope.set(id, binding);
+        });
+      }
+      for (const f of apply) f();
+      return true;
+    };
     let closed = false;
     let running: Promise<void> | undefined;
     let watcher: Watcher | undefined;
@@ -191,16 +219,23 @@ export class EtcdBindings {
     const deliver = async (): Promise<void> => {
       while (!closed && pending > delivered) {
         const at = pending;
-        let snapshot: Snapshot;
-        try {
-          snapshot = await this.read(at);
-        } catch (err) {
-          if (!compacted(err)) throw err;
-          snapshot = await this.read();
+        const changes = queued;
+        queued = [];
+        if (state === undefined || stale || !follow(state, changes)) {
+          stale = false;
+          state = undefined;
+          try {
+            state = await this.#readState(at);
+          } catch (err) {
+            if (!compacted(err)) throw err;
+            state = await this.#readState();
+          }
+        } else {
+          state.revision = at;
         }
         if (closed) return;
-        delivered = snapshot.revision;
-        onChange(snapshot);
+        delivered = state.revision;
+        onChange(snapshotOf(state));
       }
     };
     // A failed read (etcd away, bad data under the prefix) is told and retried a second later; the caller
@@ -210,7 +245,7 @@ export class EtcdBindings {
       running ??= deliver()
         .then(
           () => false,
-          (err: unknown) => (onError(err as Error), true),
+          (err: unknown) => ((state = undefined), onError(err as Error), true),
         )
         .then((failed) => {
           running = undefined;
@@ -229,8 +264,12 @@ export class EtcdBindings {
       if (closed) return void (await w.cancel());
       watcher = w;
       w.on('data', (res) => {
-        for (const ev of res.events)
-          if (wanted(ev.kv.key.toString()) && ev.type === 'Put') pending = Math.max(pending, Number(ev.kv.mod_revision));
+        for (const ev of res.events) {
+          const key = ev.kv.key.toString();
+          if (ev.type !== 'Put' || !wanted(key)) continue;
+          queued.push({ key, value: ev.kv.value.toString(), revision: Number(ev.kv.mod_revision) });
+          pending = Math.max(pending, Number(ev.kv.mod_revision));
+        }
         kick();
       });
       // etcd cancels a watch whose revision was compacted: start over from a full read at the latest revision.
@@ -242,6 +281,7 @@ export class EtcdBindings {
           .then((got) => {
             if (closed) return;
             pending = Math.max(pending, Number(got.header.revision));
+            stale = true;
             kick();
             return start(pending);
           })
@@ -289,11 +329,11 @@ export class EtcdBindings {
     return { mod: Number(kv.mod_revision), pointer: parsePointer(keys.pointer, kv.value.toString()), revision };
   }
 
-  async #readScope(scope: Scope, revision: number): Promise<Map<string, Binding>> {
+  async #readScope(scope: Scope, revision: number): Promise<ScopeState> {
     const keys = scopeKeys(this.#prefix, scope);
     const got = await this.#client.get(keys.pointer).revision(revision).exec();
     const kv = got.kvs[0];
-    if (kv === undefined) return new Map();
+    if (kv === undefined) return { gen: undefined, bindings: new Map() };
     const pointer = parsePointer(keys.pointer, kv.value.toString());
     const chunkKeys = Array.from({ length: pointer.chunks }, (_, n) => keys.chunk(pointer.gen, n));
     const [base, overlays] = await Promise.all([
@@ -307,12 +347,39 @@ export class EtcdBindings {
       ),
       this.#client.getAll().prefix(keys.overlays(pointer.gen)).revision(revision).strings(),
     ]);
-    return scopeBindings(
+    const bindings = scopeBindings(
       base,
       chunkKeys,
       Object.entries(overlays).map(([key, text]) => parseOverlay(key, text)),
     );
+    return { gen: pointer.gen, bindings };
   }
+}
+
+interface Change {
+  key: string;
+  value: string;
+  revision: number;
+}
+
+/** One scope as read: its generation and its bindings by key. */
+interface ScopeState {
+  gen: string | undefined;
+  bindings: Map<string, Binding>;
+}
+
+interface State {
+  revision: number;
+  scopes: ScopeState[];
+  upstreams: Upstream[];
+}
+
+/** The global scope with the host's (the second) layered over it. */
+function snapshotOf(state: State): Snapshot {
+  const [global, host] = state.scopes;
+  const merged = new Map(global!.bindings);
+  for (const [k, b] of host!.bindings) merged.set(k, b);
+  return { revision: state.revision, bindings: [...merged.values()], upstreams: state.upstreams };
 }
 
 function newGen(): string {
