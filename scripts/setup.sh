@@ -9,8 +9,9 @@ if command -v apt-get >/dev/null; then
   need=()
   # curl drives the control API in tests; iproute2 and nftables the namespace tests; python3 runs the
   # second implementation of the services protocol; dig (dnsutils) the DNS test; nginx and haproxy are the
-  # real servers behind proxy mode; prlimit (util-linux) the flood test; wrk the benchmarks.
-  for pair in curl:curl ip:iproute2 nft:nftables python3:python3 dig:dnsutils nginx:nginx haproxy:haproxy prlimit:util-linux wrk:wrk; do
+  # real servers behind proxy mode; prlimit (util-linux) the flood test; wrk the benchmarks; etcd (etcd-server)
+  # the store-in-etcd test.
+  for pair in curl:curl ip:iproute2 nft:nftables python3:python3 dig:dnsutils nginx:nginx haproxy:haproxy prlimit:util-linux wrk:wrk etcd:etcd-server; do
     command -v "${pair%%:*}" >/dev/null || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
   done
   if [ ${#need[@]} -gt 0 ]; then

@@ -29,7 +29,9 @@ export type ErrorCode =
   | 'ERR_USAGE'
   | 'ERR_BUSY'
   | 'ERR_ADOPT'
-  | 'ERR_MODE';
+  | 'ERR_MODE'
+  | 'ERR_CONFLICT'
+  | 'ERR_STORE';
 
 export class DispatcherError extends Error {
   readonly code: ErrorCode;

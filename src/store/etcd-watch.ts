@@ -1,0 +1,173 @@
+import { type Etcd3, type Watcher } from 'etcd3';
+import { type Binding } from '../bindings/binding.js';
+import { type Upstream } from '../proxy/upstream.js';
+import { liveDir, parseOverlay, parseUpstreams, type ScopeKeys, upstreamsKey } from './etcd-layout.js';
+
+export interface Snapshot {
+  /** The etcd revision the snapshot was read at. */
+  revision: number;
+  /** The global scope with this host's layered over it: on the same (protocol, prefix, port, family), the host's label wins. */
+  bindings: Binding[];
+  upstreams: Upstream[];
+}
+
+interface Change {
+  key: string;
+  value: string;
+  revision: number;
+}
+
+/** One scope as read: its generation and its bindings by key. */
+export interface ScopeState {
+  gen: string | undefined;
+  bindings: Map<string, Binding>;
+}
+
+export interface State {
+  revision: number;
+  scopes: ScopeState[];
+  upstreams: Upstream[];
+}
+
+/** The global scope with the host's (the second) layered over it. */
+export function snapshotOf(state: State): Snapshot {
+  const [global, host] = state.scopes;
+  const merged = new Map(global!.bindings);
+  for (const [k, b] of host!.bindings) merged.set(k, b);
+  return { revision: state.revision, bindings: [...merged.values()], upstreams: state.upstreams };
+}
+
+export interface WatchContext {
+  client: Etcd3;
+  prefix: string;
+  /** The global scope's keys and this host's. */
+  scopes: ScopeKeys[];
+  readState: (revision?: number) => Promise<State>;
+}
+
+/** EtcdBindings.watch: see there. */
+export function watchState(
+  { client, prefix, scopes, readState }: WatchContext,
+  fromRevision: number,
+  onChange: (snapshot: Snapshot) => void,
+  onError: (err: Error) => void,
+): { close(): Promise<void> } {
+  const wanted = (key: string): boolean =>
+    key === upstreamsKey(prefix) || scopes.some((k) => key === k.pointer || key.startsWith(k.overlayRoot));
+  let delivered = fromRevision;
+  let pending = fromRevision;
+  // The last state read or followed, and the changes since: a single change is applied to it, a flip (or
+  // anything not understood) reads the whole state again.
+  let state: State | undefined;
+  let stale = false;
+  let queued: Change[] = [];
+  const follow = (current: State, changes: Change[]): boolean => {
+    const apply: (() => void)[] = [];
+    // A change the state already holds (read after it) is skipped: applied again it could undo a later one.
+    for (const { key, value } of changes.filter((c) => c.revision > current.revision)) {
+      if (key === upstreamsKey(prefix)) {
+        apply.push(() => (current.upstreams = parseUpstreams(key, value)));
+        continue;
+      }
+      const i = scopes.findIndex((k, j) => current.scopes[j]!.gen !== undefined && key.startsWith(k.overlays(current.scopes[j]!.gen)));
+      if (i === -1) return false;
+      const scope = current.scopes[i]!.bindings;
+      apply.push(() => {
+        const { id, binding } = parseOverlay(key, value);
+        if (binding === undefined) scope.delete(id);
+        else scope.set(id, binding);
+      });
+    }
+    for (const f of apply) f();
+    return true;
+  };
+  let closed = false;
+  let running: Promise<void> | undefined;
+  let watcher: Watcher | undefined;
+
+  const deliver = async (): Promise<void> => {
+    while (!closed && pending > delivered) {
+      const at = pending;
+      const changes = queued;
+      queued = [];
+      if (state === undefined || stale || !follow(state, changes)) {
+        stale = false;
+        state = undefined;
+        try {
+          state = await readState(at);
+        } catch (err) {
+          if (!compacted(err)) throw err;
+          state = await readState();
+        }
+      } else {
+        state.revision = at;
+      }
+      if (closed) return;
+      delivered = state.revision;
+      onChange(snapshotOf(state));
+    }
+  };
+  // A failed read (etcd away, bad data under the prefix) is told and retried a second later; the caller
+  // keeps serving the last snapshot meanwhile.
+  let retry: NodeJS.Timeout | undefined;
+  const kick = (): void => {
+    running ??= deliver()
+      .then(
+        () => false,
+        (err: unknown) => ((state = undefined), onError(err as Error), true),
+      )
+      .then((failed) => {
+        running = undefined;
+        if (pending > delivered && !closed) {
+          if (failed) retry ??= setTimeout(() => ((retry = undefined), kick()), 1000);
+          else kick();
+        }
+      });
+  };
+  const start = async (from: number): Promise<void> => {
+    const w = await client
+      .watch()
+      .prefix(liveDir(prefix))
+      .startRevision(String(from + 1))
+      .create();
+    if (closed) return void (await w.cancel());
+    watcher = w;
+    w.on('data', (res) => {
+      for (const ev of res.events) {
+        const key = ev.kv.key.toString();
+        if (ev.type !== 'Put' || !wanted(key)) continue;
+        queued.push({ key, value: ev.kv.value.toString(), revision: Number(ev.kv.mod_revision) });
+        pending = Math.max(pending, Number(ev.kv.mod_revision));
+      }
+      kick();
+    });
+    // etcd cancels a watch whose revision was compacted: start over from a full read at the latest revision.
+    w.on('error', () => {
+      void w.cancel().catch(() => undefined);
+      void client
+        .get(upstreamsKey(prefix))
+        .exec()
+        .then((got) => {
+          if (closed) return;
+          pending = Math.max(pending, Number(got.header.revision));
+          stale = true;
+          kick();
+          return start(pending);
+        })
+        .catch((err: unknown) => onError(err as Error));
+    });
+  };
+  void start(fromRevision).catch((err: unknown) => onError(err as Error));
+  return {
+    close: async () => {
+      closed = true;
+      clearTimeout(retry);
+      await watcher?.cancel();
+      await running;
+    },
+  };
+}
+
+function compacted(err: unknown): boolean {
+  return /compacted/.test((err as Error).message);
+}

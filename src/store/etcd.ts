@@ -1,0 +1,262 @@
+import { randomBytes } from 'node:crypto';
+import { Etcd3, type IOptions } from 'etcd3';
+import { type Binding } from '../bindings/binding.js';
+import { DispatcherError } from '../errors.js';
+import { type Upstream } from '../proxy/upstream.js';
+import {
+  chunks,
+  parseChunk,
+  parseOverlay,
+  parsePointer,
+  parseUpstreams,
+  type Pointer,
+  type Scope,
+  scopeBindings,
+  type ScopeKeys,
+  scopeKeys,
+  upstreamsKey,
+} from './etcd-layout.js';
+import { type ScopeState, type Snapshot, snapshotOf, type State, watchState } from './etcd-watch.js';
+
+export { type Scope } from './etcd-layout.js';
+export { type Snapshot } from './etcd-watch.js';
+
+export interface EtcdOptions {
+  endpoints: string[];
+  /** Every key lives under it, e.g. `/dispatcher/prod`. */
+  prefix: string;
+  /** This daemon's host: its scope is layered over the global one. */
+  host: string;
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  auth?: { username: string; password: string };
+}
+
+// Chunk writes in flight at once during a load: a few keep etcd busy without queueing 8 MB on the socket.
+const WRITES = 4;
+
+/**
+ * Bindings and upstreams in etcd, for a fleet: each scope's set is a generation of chunks that readers reach
+ * only through one pointer key, flipped in one compare-and-swap transaction, so no reader sees half a load.
+ */
+export class EtcdBindings {
+  readonly #client: Etcd3;
+  readonly #prefix: string;
+  readonly #host: string;
+
+  private constructor(client: Etcd3, prefix: string, host: string) {
+    this.#client = client;
+    this.#prefix = prefix.replace(/\/+$/, '');
+    this.#host = host;
+  }
+
+  /** A client for `options.endpoints`; resolves once etcd answered a read. */
+  static async connect(options: EtcdOptions): Promise<EtcdBindings> {
+    scopeKeys(options.prefix, { host: options.host });
+    const config: IOptions = { hosts: options.endpoints };
+    if (options.tls !== undefined)
+      config.credentials = { rootCertificate: options.tls.ca, privateKey: options.tls.key, certChain: options.tls.cert };
+    if (options.auth !== undefined) config.auth = options.auth;
+    const store = new EtcdBindings(new Etcd3(config), options.prefix, options.host);
+    try {
+      await store.#client.get(upstreamsKey(store.#prefix)).exec();
+    } catch (err) {
+      store.close();
+      throw new DispatcherError('ERR_STORE', `etcd at ${options.endpoints.join(', ')} did not answer: ${(err as Error).message}`);
+    }
+    return store;
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+
+  /** The global and this host's bindings, layered, and the upstreams, all at one revision (the latest if none is given). */
+  async read(atRevision?: number): Promise<Snapshot> {
+    return snapshotOf(await this.#readState(atRevision));
+  }
+
+  async #readState(atRevision?: number): Promise<State> {
+    const first = await this.#client
+      .get(upstreamsKey(this.#prefix))
+      .revision(atRevision ?? 0)
+      .exec();
+    const revision = atRevision ?? Number(first.header.revision);
+    const up = first.kvs[0];
+    const upstreams = up === undefined ? [] : parseUpstreams(up.key.toString(), up.value.toString());
+    const scopes = await Promise.all([this.#readScope('global', revision), this.#readScope({ host: this.#host }, revision)]);
+    return { revision, scopes, upstreams };
+  }
+
+  /**
+   * Loads `bindings` as the whole of `scope`: a new generation, then the pointer flipped if nobody changed
+   * it since `expectedRevision` (or since this call read it). Returns the revision of the flip.
+   */
+  async replace(scope: Scope, bindings: readonly Binding[], expectedRevision?: number): Promise<number> {
+    const keys = scopeKeys(this.#prefix, scope);
+    const { mod, pointer } = await this.#pointer(keys);
+    checkExpected(keys.pointer, mod, expectedRevision);
+    const gen = newGen();
+    const texts = chunks(bindings);
+    let revision: number;
+    try {
+      for (let i = 0; i < texts.length; i += WRITES) {
+        await Promise.all(
+          texts.slice(i, i + WRITES).map((text, j) =>
+            this.#client
+              .put(keys.chunk(gen, i + j))
+              .value(text)
+              .exec(),
+          ),
+        );
+      }
+      const next: Pointer = { gen, chunks: texts.length };
+      const txn = await this.#client
+        .if(keys.pointer, 'Mod', '==', mod)
+        .then(this.#client.put(keys.pointer).value(JSON.stringify(next)))
+        .else(this.#client.get(keys.pointer))
+        .commit();
+      if (!txn.succeeded) throw conflict(keys.pointer, lostTo(txn), expectedRevision ?? mod);
+      revision = Number(txn.header.revision);
+    } catch (err) {
+      await this.#dropGen(keys, gen);
+      throw err;
+    }
+    // Nobody follows the old generation any more; a failure here leaves garbage, never a wrong read.
+    if (pointer !== undefined) await this.#dropGen(keys, pointer.gen);
+    return revision;
+  }
+
+  async #dropGen(keys: ScopeKeys, gen: string): Promise<void> {
+    await Promise.all(
+      [keys.chunks(gen), keys.overlays(gen)].map((p) =>
+        this.#client
+          .delete()
+          .prefix(p)
+          .exec()
+          .catch(() => undefined),
+      ),
+    );
+  }
+
+  /** Adds (or relabels) one binding in `scope`: one small key, compared and written in one transaction. */
+  add(scope: Scope, binding: Binding, expectedRevision?: number): Promise<number> {
+    return this.#overlay(scope, binding, JSON.stringify(binding.toJSON()), expectedRevision);
+  }
+
+  /** Removes the binding with `binding`'s (protocol, prefix, port) from `scope`, whatever its label. */
+  remove(scope: Scope, binding: Binding, expectedRevision?: number): Promise<number> {
+    return this.#overlay(scope, binding, 'null', expectedRevision);
+  }
+
+  /** Sets the upstreams (one key: at most one per label, they are few). */
+  async setUpstreams(upstreams: readonly Upstream[], expectedRevision?: number): Promise<number> {
+    const key = upstreamsKey(this.#prefix);
+    const got = await this.#client.get(key).exec();
+    const mod = Number(got.kvs[0]?.mod_revision ?? 0);
+    checkExpected(key, mod, expectedRevision);
+    const txn = await this.#client
+      .if(key, 'Mod', '==', mod)
+      .then(this.#client.put(key).value(JSON.stringify(upstreams)))
+      .else(this.#client.get(key))
+      .commit();
+    if (!txn.succeeded) throw conflict(key, lostTo(txn), expectedRevision ?? mod);
+    return Number(txn.header.revision);
+  }
+
+  /**
+   * Calls `onChange` with a whole snapshot after every change past `fromRevision`: a pointer flip, a single
+   * binding, the upstreams; never for a generation's chunks, which nobody follows until the flip. Changes
+   * that arrive while a snapshot is read are delivered together, in one later snapshot. After a
+   * disconnection the client resumes at the last revision it saw; if etcd compacted that away, the watch
+   * starts over from a full read.
+   */
+  watch(
+    fromRevision: number,
+    onChange: (snapshot: Snapshot) => void,
+    onError: (err: Error) => void = () => undefined,
+  ): { close(): Promise<void> } {
+    const context = {
+      client: this.#client,
+      prefix: this.#prefix,
+      scopes: [scopeKeys(this.#prefix, 'global'), scopeKeys(this.#prefix, { host: this.#host })],
+      readState: (revision?: number) => this.#readState(revision),
+    };
+    return watchState(context, fromRevision, onChange, onError);
+  }
+
+  async #overlay(scope: Scope, binding: Binding, value: string, expectedRevision?: number): Promise<number> {
+    const keys = scopeKeys(this.#prefix, scope);
+    const { mod, pointer, revision } = await this.#pointer(keys);
+    // An empty scope gets an empty generation to hang the overlay on, created in the same transaction.
+    const gen = pointer?.gen ?? newGen();
+    const key = keys.overlay(gen, binding);
+    const got = await this.#client.get(key).revision(revision).exec();
+    const keyMod = Number(got.kvs[0]?.mod_revision ?? 0);
+    checkExpected(keys.pointer, Math.max(mod, keyMod), expectedRevision);
+    const writes = [this.#client.put(key).value(value)];
+    if (pointer === undefined) writes.push(this.#client.put(keys.pointer).value(JSON.stringify({ gen, chunks: 0 })));
+    const txn = await this.#client
+      .if(keys.pointer, 'Mod', '==', mod)
+      .and(key, 'Mod', '==', keyMod)
+      .then(...writes)
+      .else(this.#client.get(keys.pointer), this.#client.get(key))
+      .commit();
+    if (!txn.succeeded) throw conflict(key, lostTo(txn), expectedRevision ?? Math.max(mod, keyMod));
+    return Number(txn.header.revision);
+  }
+
+  /** A scope's pointer, its mod revision (0: none) and the revision it was read at. */
+  async #pointer(keys: ScopeKeys): Promise<{ mod: number; pointer: Pointer | undefined; revision: number }> {
+    const got = await this.#client.get(keys.pointer).exec();
+    const revision = Number(got.header.revision);
+    const kv = got.kvs[0];
+    if (kv === undefined) return { mod: 0, pointer: undefined, revision };
+    return { mod: Number(kv.mod_revision), pointer: parsePointer(keys.pointer, kv.value.toString()), revision };
+  }
+
+  async #readScope(scope: Scope, revision: number): Promise<ScopeState> {
+    const keys = scopeKeys(this.#prefix, scope);
+    const got = await this.#client.get(keys.pointer).revision(revision).exec();
+    const kv = got.kvs[0];
+    if (kv === undefined) return { gen: undefined, bindings: new Map() };
+    const pointer = parsePointer(keys.pointer, kv.value.toString());
+    const chunkKeys = Array.from({ length: pointer.chunks }, (_, n) => keys.chunk(pointer.gen, n));
+    const [base, overlays] = await Promise.all([
+      // One get per chunk: a range over them all would pass gRPC's 4 MiB message limit at 100k bindings.
+      Promise.all(
+        chunkKeys.map(async (key) => {
+          const text = await this.#client.get(key).revision(revision).string();
+          if (text === null) throw new DispatcherError('ERR_STORE', `etcd key ${key}: missing, yet ${keys.pointer} counts it`);
+          return parseChunk(key, text);
+        }),
+      ),
+      this.#client.getAll().prefix(keys.overlays(pointer.gen)).revision(revision).strings(),
+    ]);
+    const bindings = scopeBindings(
+      base,
+      chunkKeys,
+      Object.entries(overlays).map(([key, text]) => parseOverlay(key, text)),
+    );
+    return { gen: pointer.gen, bindings };
+  }
+}
+
+function newGen(): string {
+  return `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+}
+
+function checkExpected(key: string, mod: number, expectedRevision: number | undefined): void {
+  if (expectedRevision !== undefined && mod > expectedRevision) throw conflict(key, mod, expectedRevision);
+}
+
+/** The mod revision of the first key a failed transaction read back. */
+function lostTo(txn: { responses: { response_range?: { kvs: { mod_revision: string }[] } | null }[] }): number {
+  return Math.max(0, ...txn.responses.flatMap((r) => r.response_range?.kvs.map((kv) => Number(kv.mod_revision)) ?? []));
+}
+
+function conflict(key: string, theirs: number, ours: number): DispatcherError {
+  return new DispatcherError(
+    'ERR_CONFLICT',
+    `${key} was changed at revision ${theirs} by another writer, after revision ${ours} this change was based on: read again and retry`,
+  );
+}
