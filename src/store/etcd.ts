@@ -223,9 +223,10 @@ export class EtcdBindings {
     const chunkKeys = Array.from({ length: pointer.chunks }, (_, n) => keys.chunk(pointer.gen, n));
     const [base, overlays] = await Promise.all([
       // One get per chunk: a range over them all would pass gRPC's 4 MiB message limit at 100k bindings.
-      Promise.all(
-        chunkKeys.map(async (key) => {
-          const text = await this.#client.get(key).revision(revision).string();
+      // Fetched together, checked in order: the error names the first bad chunk, whichever answer came first.
+      Promise.all(chunkKeys.map((key) => this.#client.get(key).revision(revision).string())).then((texts) =>
+        texts.map((text, n) => {
+          const key = chunkKeys[n]!;
           if (text === null) throw new DispatcherError('ERR_STORE', `etcd key ${key}: missing, yet ${keys.pointer} counts it`);
           return parseChunk(key, text);
         }),
