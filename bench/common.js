@@ -119,3 +119,35 @@ export async function interleaved(cases, rounds, label = '') {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
   return /** @type {Record<K, Summary>} */ (Object.fromEntries(all.map(({ name, figures }) => [name, summary(figures)])));
 }
+
+/**
+ * Runs `cases` in interleaved rounds, keeping every round's whole result; the figure the rounds are
+ * summarized by is `figure` of each result.
+ * @template {string} K
+ * @template {{ figure: number }} R
+ * @param {Record<K, () => R | Promise<R>>} cases
+ * @param {number} rounds
+ * @param {string} [label]
+ * @returns {Promise<{ summary: Record<K, Summary>, raw: Record<K, R[]> }>}
+ */
+export async function interleavedRounds(cases, rounds, label = '') {
+  const names = /** @type {K[]} */ (Object.keys(cases));
+  const raw = /** @type {Record<K, R[]>} */ (Object.fromEntries(names.map((k) => [k, /** @type {R[]} */ ([])])));
+  const summary = await interleaved(
+    /** @type {Record<K, Case>} */ (
+      Object.fromEntries(
+        names.map((name) => [
+          name,
+          async () => {
+            const r = await cases[name]();
+            raw[name].push(r);
+            return r.figure;
+          },
+        ]),
+      )
+    ),
+    rounds,
+    label,
+  );
+  return { summary, raw };
+}

@@ -11,7 +11,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { interleaved, si, writeResult } from './common.js';
+import { interleavedRounds, si, writeResult } from './common.js';
 import { bind, cpuSeconds, daemon, requireTool, start, startServer, status, stopAll, wrk as runWrk } from './harness.js';
 
 /** @typedef {import('./harness.js').Daemon} Daemon */
@@ -165,21 +165,8 @@ try {
   };
   /** @typedef {keyof typeof cases} CaseName */
   const names = /** @type {CaseName[]} */ (Object.keys(cases));
-  // interleaved() summarizes one number per case; keep every field of every round.
-  const raw = /** @type {Record<CaseName, Round[]>} */ (Object.fromEntries(names.map((k) => [k, /** @type {Round[]} */ ([])])));
-  const summary = await interleaved(
-    Object.fromEntries(
-      names.map((name) => [
-        name,
-        async () => {
-          const r = await cases[name]();
-          raw[name].push(r);
-          return r.figure;
-        },
-      ]),
-    ),
-    ROUNDS,
-  );
+  // Every field of every round, not only the figure the rounds are summarized by.
+  const { summary, raw } = await interleavedRounds(/** @type {Record<CaseName, () => Round | Promise<Round>>} */ (cases), ROUNDS);
   /**
    * The middle round's `field` (undefined when the case does not measure it).
    * @param {CaseName} name

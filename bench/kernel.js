@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { interleaved, median, progress, si, summary, writeResult } from './common.js';
+import { interleavedRounds, median, progress, si, summary, writeResult } from './common.js';
 import { CLI, cpuSeconds, daemon, netns, requireTool, start, startQuiet, status, stopAll, wrk } from './harness.js';
 
 /** @typedef {import('./common.js').Summary} Summary */
@@ -124,37 +124,6 @@ function ratio(a, b, field) {
 /** @param {ReturnType<typeof ratio>} r */
 const showRatio = (r) =>
   `${r.of_medians.toFixed(3)} (per round ${r.per_round.median.toFixed(3)}, ${r.per_round.min.toFixed(2)}-${r.per_round.max.toFixed(2)})`;
-
-/**
- * Runs `cases` in interleaved rounds, keeping every round's whole result; the figure the rounds are
- * summarized by is `figure` of each result.
- * @template {string} K
- * @template {{ figure: number }} R
- * @param {Record<K, () => R | Promise<R>>} cases
- * @param {string} label
- * @returns {Promise<{ summary: Record<K, Summary>, raw: Record<K, R[]> }>}
- */
-async function rounds(cases, label) {
-  const names = /** @type {K[]} */ (Object.keys(cases));
-  const raw = /** @type {Record<K, R[]>} */ (Object.fromEntries(names.map((k) => [k, /** @type {R[]} */ ([])])));
-  const summary = await interleaved(
-    /** @type {Record<K, import('./common.js').Case>} */ (
-      Object.fromEntries(
-        names.map((name) => [
-          name,
-          async () => {
-            const r = await cases[name]();
-            raw[name].push(r);
-            return r.figure;
-          },
-        ]),
-      )
-    ),
-    ROUNDS,
-    label,
-  );
-  return { summary, raw };
-}
 
 /**
  * The probe (clients.js probe) in the client namespace: `arm` sends it an address and port to dial and
@@ -282,13 +251,14 @@ try {
     };
   };
   const kernelBefore = await status(kernel.client);
-  const connections = await rounds(
+  const connections = await interleavedRounds(
     {
       // The kernel daemon beside the direct server: its idle baseline.
       direct: () => newConnections(() => `http://203.0.113.${next()}:${PORT.direct}/`, { daemon: kernel.pid, server: httpDirect.pid }),
       'hand-off': () => newConnections(() => `http://203.0.113.${next()}:${PORT.handoff}/`, { daemon: ports.pid, server: httpHandoff.pid }),
       kernel: () => newConnections(() => `http://198.51.100.${next()}:${PORT.kernel}/`, { daemon: kernel.pid, server: httpKernel.pid }),
     },
+    ROUNDS,
     'new connections, ',
   );
   const kernelAfter = await status(kernel.client);
@@ -307,12 +277,13 @@ try {
     const n = rate * SECONDS;
     return { figure: rate, daemon_us_per_echo: (daemon / n) * 1e6, server_us_per_echo: (server / n) * 1e6 };
   };
-  const udp = await rounds(
+  const udp = await interleavedRounds(
     {
       direct: () => echoes(UDP_DIRECT_ADDRESS, PORT.udpDirect, { daemon: kernel.pid, server: echoDirect.pid }),
       'hand-off': () => echoes('203.0.113.54', PORT.udpHandoff, { daemon: ports.pid, server: echoHandoff.pid }),
       kernel: () => echoes('198.51.100.54', PORT.udpKernel, { daemon: kernel.pid, server: echoKernel.pid }),
     },
+    ROUNDS,
     'UDP, ',
   );
 
@@ -334,7 +305,7 @@ try {
     bulkCases[`direct, ${name}`] = () => bulk(`http://${NGINX_DIRECT_ADDRESS}:${PORT.nginx}/${file}`, bytes);
     bulkCases[`adopted, ${name}`] = () => bulk(`http://198.51.100.9:${PORT.nginx}/${file}`, bytes);
   }
-  const nginxBulk = await rounds(bulkCases, 'bulk, ');
+  const nginxBulk = await interleavedRounds(bulkCases, ROUNDS, 'bulk, ');
   const steering = (await kernel.client.status()).steering;
 
   // --- 4. Bind to steered, at each table size. Variants: a new address (nothing answered there before: the
