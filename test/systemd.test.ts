@@ -5,7 +5,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { CLI, dispatcher, type StatusJSON, tempDir } from './helpers/daemon.js';
+import { CLI, daemonCommand, dispatcher, type StatusJSON, tempDir } from './helpers/daemon.js';
 import { randomPort, request, sleep, startWorker } from './helpers/services.js';
 import { type TapTest } from './helpers/tap.js';
 
@@ -39,20 +39,7 @@ interface MiniSystemd {
 
 async function miniSystemd(t: TapTest, extra: string[] = [], env: Record<string, string> = {}): Promise<MiniSystemd> {
   const dir = await tempDir(t);
-  const control = join(dir, 'control.sock');
-  const services = join(dir, 'services.sock');
-  const daemon = [
-    process.execPath,
-    CLI,
-    'daemon',
-    '--control',
-    control,
-    '--services',
-    services,
-    '--state-dir',
-    join(dir, 'state'),
-    ...extra,
-  ];
+  const { command: daemon, control, services } = daemonCommand(dir, extra);
   const child = spawn('python3', [MINI_SYSTEMD, join(dir, 'notify.sock'), '--', ...daemon], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, ...env },
@@ -206,25 +193,11 @@ t.test('an upgrade tells systemd the new main pid before the old daemon exits', 
 
 t.test('socket activation: systemd-socket-activate hands the control socket; the rest is opened', async (t) => {
   const dir = await tempDir(t);
-  const control = join(dir, 'control.sock');
-  const activate = spawn(
-    'systemd-socket-activate',
-    [
-      '-l',
-      control,
-      '--fdname=control',
-      process.execPath,
-      CLI,
-      'daemon',
-      '--control',
-      control,
-      '--services',
-      join(dir, 'services.sock'),
-      '--state-dir',
-      join(dir, 'state'),
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
+  const { command, control } = daemonCommand(dir);
+  const activate = spawn('systemd-socket-activate', ['-l', control, '--fdname=control', ...command], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+
   t.teardown(() => activate.kill());
   for (
     let i = 0;

@@ -47,29 +47,29 @@ export interface RunningDaemon {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** The command line of a daemon whose sockets and state live in `dir`, and those paths. */
+export function daemonCommand(
+  dir: string,
+  extra: string[] = [],
+  cli = CLI,
+): { command: string[]; control: string; services: string; stateDir: string } {
+  const control = join(dir, 'control.sock');
+  const stateDir = join(dir, 'state');
+  const services = join(dir, 'services.sock');
+  const command = [process.execPath, cli, 'daemon', '--control', control, '--state-dir', stateDir, '--services', services, ...extra];
+  return { command, control, services, stateDir };
+}
+
 /** Starts `dispatcher daemon` and waits until its control socket answers. */
 export async function startDaemon(
   dir: string,
   extra: string[] = [],
   options: { prefix?: string[]; cli?: string } = {},
 ): Promise<RunningDaemon> {
-  const control = join(dir, 'control.sock');
-  const stateDir = join(dir, 'state');
-  const services = join(dir, 'services.sock');
+  const daemon = daemonCommand(dir, extra, options.cli);
+  const { control, stateDir, services } = daemon;
   // `prefix` runs it inside something, e.g. ['ip', 'netns', 'exec', NAME].
-  const command = [
-    ...(options.prefix ?? []),
-    process.execPath,
-    options.cli ?? CLI,
-    'daemon',
-    '--control',
-    control,
-    '--state-dir',
-    stateDir,
-    '--services',
-    services,
-    ...extra,
-  ];
+  const command = [...(options.prefix ?? []), ...daemon.command];
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
