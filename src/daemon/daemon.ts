@@ -221,8 +221,9 @@ export class Daemon {
       }
       d.#systemd.ready(d.#summary());
     }
-    // Into the store: a crash leaves them to systemd, whose restart of the daemon gives them back.
-    for (const s of [...d.#endpoints.sockets(), ...d.#mode.sockets()]) if (s.kind !== 'metrics') d.#systemd.store(s);
+    // Into the store: a crash leaves them to systemd, whose restart of the daemon gives them back. The
+    // listeners store themselves as they open (onListener); inherited ones are in the store already.
+    for (const s of d.#endpoints.sockets()) if (s.kind !== 'metrics') d.#systemd.store(s);
     d.log.info(
       { control: o.controlPath, services: o.servicesPath, state: state.path, bindings: d.#store.table.size, version: VERSION },
       'daemon started',
