@@ -31,7 +31,9 @@ export type ErrorCode =
   | 'ERR_ADOPT'
   | 'ERR_MODE'
   | 'ERR_CONFLICT'
-  | 'ERR_STORE';
+  | 'ERR_STORE'
+  | 'ERR_NO_STORE'
+  | 'ERR_TIMEOUT';
 
 export class DispatcherError extends Error {
   readonly code: ErrorCode;

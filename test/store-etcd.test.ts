@@ -203,7 +203,7 @@ if (!existsSync(ETCD)) {
     await until(seen, (s) => s.bindings.length === 100_001);
     t.comment(`a single add at 100k reached the watcher in ${(performance.now() - added).toFixed(0)} ms`);
     await store.remove('global', table[0]!);
-    await store.setUpstreams([{ label: 'one', address: 'tcp:127.0.0.1:9', proxy_protocol: 'v2' }]);
+    await store.editUpstreams(() => [{ label: 'one', address: 'tcp:127.0.0.1:9', proxy_protocol: 'v2' }]);
     const last = await until(seen, (s) => s.upstreams.length === 1);
     t.equal(last.bindings.length, 100_000, 'the removal followed');
     t.notOk(
@@ -243,11 +243,7 @@ if (!existsSync(ETCD)) {
     const { revision } = await store.read();
     const seen: Snapshot[] = [];
     const errors: Error[] = [];
-    const watch = store.watch(
-      revision,
-      (s) => seen.push(s),
-      (e) => errors.push(e),
-    );
+    const watch = store.watch(revision, (s) => seen.push(s), { onError: (e) => errors.push(e) });
     t.teardown(() => watch.close());
     await store.replace('global', [bind('before', 'tcp', '192.0.2.0/24', 0)]);
     await until(seen, (s) => s.bindings.length === 1);

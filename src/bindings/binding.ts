@@ -169,3 +169,16 @@ export function show(value: unknown): string {
   }
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
+
+/** What removing `binding` removes: `existing`, the binding of its key, which must carry its label. */
+export function removalOf(existing: Binding | undefined, binding: Binding): Binding {
+  if (existing === undefined)
+    throw new DispatcherError('ERR_NO_BINDING', `no binding for ${binding.protocol} ${binding.prefix} port ${binding.port}`);
+  if (existing.label !== binding.label) {
+    throw new DispatcherError(
+      'ERR_LABEL_MISMATCH',
+      `${binding.protocol} ${binding.prefix} port ${binding.port} is bound to "${existing.label}", not "${binding.label}"`,
+    );
+  }
+  return existing;
+}

@@ -6,6 +6,7 @@ import { VERSION } from '../version.js';
 import { adoptCommand, releaseCommand } from './commands/adopt.js';
 import { bindCommand } from './commands/bind.js';
 import { daemonCommand } from './commands/daemon.js';
+import { fleetCommand } from './commands/fleet.js';
 import { lookupCommand } from './commands/lookup.js';
 import { servicesCommand } from './commands/services.js';
 import { statusCommand } from './commands/status.js';
@@ -36,6 +37,7 @@ export async function main(args: string[]): Promise<void> {
     .command(servicesCommand)
     .command(upgradeCommand)
     .command(statusCommand)
+    .command(fleetCommand)
     .demandCommand(1, 'name a command')
     .strict()
     .help()
@@ -60,6 +62,8 @@ const NEXT_STEP: Partial<Record<ErrorCode, string>> = {
   ERR_NO_BINDING: '`dispatcher bind list` shows the bindings',
   ERR_LABEL_MISMATCH: 'remove it under the label it is bound to',
   ERR_NO_UPSTREAM: '`dispatcher upstream list` shows the upstreams',
+  ERR_CONFLICT: '`dispatcher bind list` (with --store: the revision) shows what is there now',
+  ERR_NO_STORE: 'or give the CLI --store to write to the store directly',
 };
 
 /** Every error the CLI reports ends here. Exits once the message is written: exiting at once can cut off a write still queued on a pipe. */

@@ -39,6 +39,7 @@ export function formatStatus(sample: StatusSample, options: SummaryOptions = {})
     `bindings   ${count(s.bindings.total)} (${count(s.bindings.tcp)} tcp, ${count(s.bindings.udp)} udp) on ${plural(s.bindings.labels, 'label')}`,
     `workers    ${count(s.workers.total)} on ${plural(s.workers.labels, 'label')}`,
     `upstreams  ${count(s.upstreams)}`,
+    ...storeLine(s),
     '',
     'listeners',
     indent(capped(formatTable(listenerColumns(s.listeners, paint), s.listeners.slice(0, limit), 'none'), s.listeners.length, limit)),
@@ -222,6 +223,16 @@ interface Problem {
 }
 
 /** Only what deserves a look: what is broken (red), and counters of trouble that are not zero (yellow). */
+/** With a store: which, this host's name in it, and the revision served. */
+function storeLine(s: StatusResponse): string[] {
+  const st = s.store;
+  if (st === undefined) return [];
+  const behind = st.store_revision > st.revision ? `, behind ${st.store_revision} for ${st.lag_seconds.toFixed(1)} s` : '';
+  return [
+    `store      ${st.url} as host ${st.host}: revision ${st.revision}${behind}, ${st.connected ? 'connected' : 'disconnected'} since ${st.since}`,
+  ];
+}
+
 function attention(sample: StatusSample, limit: number): Problem[] {
   const s = sample.status;
   const red = (text: string): Problem => ({ colour: 'red', text });
@@ -235,6 +246,13 @@ function attention(sample: StatusSample, limit: number): Problem[] {
   if (failed.length > limit) out.push(red(`... and ${count(failed.length - limit)} more ports not listening`));
   if (s.steering !== undefined && 'error' in s.steering)
     out.push(red(`the kernel's steering counters cannot be read: ${s.steering.error}`));
+  if (s.store !== undefined && !s.store.connected)
+    out.push(
+      red(
+        `etcd does not answer (since ${s.store.since}): serving revision ${s.store.revision} until it does; changes are refused meanwhile`,
+      ),
+    );
+  if (s.store?.error != null) out.push(red(`store: ${s.store.error}`));
   const spoofed = readableSteering(s)?.spoofed ?? 0;
   if (spoofed > 0) {
     out.push(

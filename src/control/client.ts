@@ -11,6 +11,7 @@ import {
   type Endpoint,
   type Endpoints,
   type ErrorBody,
+  type FleetResponse,
   type ListBindingsResponse,
   type LookupResponse,
   type RemoveBindingResponse,
@@ -23,6 +24,7 @@ import {
   type StatusResponse,
   type UpstreamRequest,
   type UpstreamsResponse,
+  type WriteQuery,
 } from './protocol.js';
 
 /** A thin client of the control API: one method per endpoint, errors as DispatcherError with the server's code. */
@@ -42,18 +44,19 @@ export class ControlClient {
     return this.#request('GET /bindings', {});
   }
 
-  addBinding(binding: BindingRequest): Promise<AddBindingResponse> {
-    return this.#request('POST /bindings', { body: binding });
+  addBinding(binding: BindingRequest, w: WriteQuery = {}): Promise<AddBindingResponse> {
+    return this.#request('POST /bindings', { query: w, body: binding });
   }
 
   /** The label must be the bound one. */
-  removeBinding(binding: BindingRequest): Promise<RemoveBindingResponse> {
-    return this.#request('DELETE /bindings', { body: binding });
+  removeBinding(binding: BindingRequest, w: WriteQuery = {}): Promise<RemoveBindingResponse> {
+    return this.#request('DELETE /bindings', { query: w, body: binding });
   }
 
   /** Replaces every binding with those of a bindings file's `text`, atomically (with `dryRun`, only says what would change). */
-  replaceBindings(text: string, options: { dryRun?: boolean } = {}): Promise<ReplaceResponse> {
-    return this.#request('PUT /bindings', { query: { dry_run: options.dryRun ? 'true' : undefined }, body: text });
+  replaceBindings(text: string, options: { dryRun?: boolean } & WriteQuery = {}): Promise<ReplaceResponse> {
+    const { dryRun, ...w } = options;
+    return this.#request('PUT /bindings', { query: { ...w, dry_run: dryRun ? 'true' : undefined }, body: text });
   }
 
   /** Rejects with ERR_NO_MATCH when no binding receives it. */
@@ -73,12 +76,17 @@ export class ControlClient {
     return this.#request('GET /upstreams', {});
   }
 
-  setUpstream(upstream: UpstreamRequest): Promise<SetUpstreamResponse> {
-    return this.#request('POST /upstreams', { body: upstream });
+  setUpstream(upstream: UpstreamRequest, w: WriteQuery = {}): Promise<SetUpstreamResponse> {
+    return this.#request('POST /upstreams', { query: w, body: upstream });
   }
 
-  removeUpstream(label: string): Promise<RemoveUpstreamResponse> {
-    return this.#request('DELETE /upstreams', { body: { label } });
+  removeUpstream(label: string, w: WriteQuery = {}): Promise<RemoveUpstreamResponse> {
+    return this.#request('DELETE /upstreams', { query: w, body: { label } });
+  }
+
+  /** With a store: every host of the fleet and the revision it serves. */
+  fleet(): Promise<FleetResponse> {
+    return this.#request('GET /fleet', {});
   }
 
   /** Kernel mode: steer `label` to a socket of process `pid` (the caller must be allowed to trace it). */

@@ -9,6 +9,10 @@ import { type BindingsFile } from '../bindings/file.js';
 import { type ListenerStatus } from '../listener/listeners.js';
 import { type Upstream } from '../proxy/upstream.js';
 import { type LabelCounts, type Metrics, type SteeringCounters } from '../metrics/metrics.js';
+import { type StoreStatus } from '../fleet/member.js';
+import { type FleetResponse } from '../fleet/view.js';
+
+export type { FleetResponse } from '../fleet/view.js';
 
 export const API_PREFIX = '/v1';
 export const DEFAULT_CONTROL_PATH = '/run/dispatcher/control.sock';
@@ -22,22 +26,32 @@ export interface ErrorBody {
 export type BindingsQuery = { label?: string; protocol?: Protocol; prefix?: string; port?: number };
 /** `GET /bindings`: in list order. Unfiltered, it is a bindings file (`load` takes it back). */
 export type ListBindingsResponse = BindingsFile;
+/**
+ * The query of every change (bindings and upstreams), for a daemon with a store: `host` changes that host's
+ * set instead of the global one; `if_revision` refuses the change (ERR_CONFLICT) if what it changes was
+ * changed after that revision of the store. A daemon without a store refuses both (ERR_NO_STORE).
+ */
+export type WriteQuery = { host?: string; if_revision?: number };
+/** With a store: the store's revision of the change (the daemon answers once it serves it, if it does). */
+export interface Revision {
+  revision?: number;
+}
 /** The body of `POST` and `DELETE /bindings`: a binding; `port` defaults to 0. */
 export type BindingRequest = Omit<BindingJSON, 'port'> & { port?: number };
 /** `replaced`: the equal binding (same protocol, prefix and port) whose label this one replaced. */
-export interface AddBindingResponse {
+export interface AddBindingResponse extends Revision {
   binding: BindingJSON;
   replaced: BindingJSON | null;
   /** E.g. the binding's port could not be listened on (it is retried). */
   warnings: string[];
 }
-export interface RemoveBindingResponse {
+export interface RemoveBindingResponse extends Revision {
   removed: BindingJSON;
 }
 /** `PUT /bindings`: the body is a bindings file; `dry_run=true` changes nothing. */
-export type ReplaceQuery = { dry_run?: 'true' };
+export type ReplaceQuery = WriteQuery & { dry_run?: 'true' };
 /** What changed (or would): a relabelled binding is in both lists. */
-export interface ReplaceResponse {
+export interface ReplaceResponse extends Revision {
   dry_run: boolean;
   added: BindingJSON[];
   removed: BindingJSON[];
@@ -53,14 +67,14 @@ export type UpstreamRequest = Omit<Upstream, 'proxy_protocol'> & { proxy_protoco
 export interface UpstreamsResponse {
   upstreams: Upstream[];
 }
-export interface SetUpstreamResponse {
+export interface SetUpstreamResponse extends Revision {
   upstream: Upstream;
   replaced: Upstream | null;
 }
 export interface RemoveUpstreamRequest {
   label: string;
 }
-export interface RemoveUpstreamResponse {
+export interface RemoveUpstreamResponse extends Revision {
   removed: Upstream;
 }
 /** The body of `POST /adopted`: take `pid`'s listening (tcp) or bound (udp) socket for `label` (kernel mode). */
@@ -130,6 +144,8 @@ export interface StatusResponse {
   flags: Record<string, string | string[]>;
   /** Kernel mode: what the kernel counted (nft counters), or why it could not be read. */
   steering?: SteeringCounters | { error: string };
+  /** With --store: how this daemon follows the fleet's store. */
+  store?: StoreStatus;
 }
 
 /**
@@ -138,16 +154,18 @@ export interface StatusResponse {
  */
 export interface Endpoints {
   'GET /bindings': { query: BindingsQuery; body: undefined; response: ListBindingsResponse };
-  'POST /bindings': { query: undefined; body: BindingRequest; response: AddBindingResponse };
-  'DELETE /bindings': { query: undefined; body: BindingRequest; response: RemoveBindingResponse };
+  'POST /bindings': { query: WriteQuery; body: BindingRequest; response: AddBindingResponse };
+  'DELETE /bindings': { query: WriteQuery; body: BindingRequest; response: RemoveBindingResponse };
   /** The body: a bindings file's text. */
   'PUT /bindings': { query: ReplaceQuery; body: string; response: ReplaceResponse };
   'GET /lookup': { query: LookupQuery; body: undefined; response: LookupResponse };
   'GET /status': { query: undefined; body: undefined; response: StatusResponse };
   'GET /services': { query: undefined; body: undefined; response: ServicesResponse };
   'GET /upstreams': { query: undefined; body: undefined; response: UpstreamsResponse };
-  'POST /upstreams': { query: undefined; body: UpstreamRequest; response: SetUpstreamResponse };
-  'DELETE /upstreams': { query: undefined; body: RemoveUpstreamRequest; response: RemoveUpstreamResponse };
+  'POST /upstreams': { query: WriteQuery; body: UpstreamRequest; response: SetUpstreamResponse };
+  'DELETE /upstreams': { query: WriteQuery; body: RemoveUpstreamRequest; response: RemoveUpstreamResponse };
+  /** With --store: every host of the fleet, the revision it serves and its lag behind the store. */
+  'GET /fleet': { query: undefined; body: undefined; response: FleetResponse };
   'POST /adopted': { query: undefined; body: AdoptRequest; response: AdoptResponse };
   'DELETE /adopted': { query: undefined; body: ReleaseRequest; response: ReleaseResponse };
 }

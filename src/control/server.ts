@@ -6,6 +6,8 @@ import { type Filter } from '../bindings/order.js';
 import { asError, DispatcherError, type ErrorCode } from '../errors.js';
 import { native } from '../native/index.js';
 import { type Diff } from '../table/table.js';
+import { type WriteOptions } from '../fleet/member.js';
+import { checkHost } from '../store/etcd-layout.js';
 import { parseUpstream, type Upstream } from '../proxy/upstream.js';
 import {
   type AdoptedJSON,
@@ -13,23 +15,29 @@ import {
   type Endpoint,
   type Endpoints,
   type ErrorBody,
+  type FleetResponse,
   type ServicesResponse,
   type StatusResponse,
 } from './protocol.js';
 
-/** What the control API drives; the daemon implements it. */
+/** With a store, each change says its revision. */
+type Revised<T> = T & { revision?: number };
+
+/** What the control API drives; the daemon implements it. `w`: where a change goes (see WriteQuery). */
 export interface ControlHandlers {
   list(filter: Filter): Binding[];
   /** `warnings`: e.g. the binding's port could not be listened on (it is retried). */
-  add(binding: Binding): Promise<{ binding: Binding; replaced: Binding | undefined; warnings: string[] }>;
-  remove(binding: Binding): Promise<Binding>;
-  replace(bindings: Binding[], dryRun: boolean): Promise<Diff & { warnings: string[] }>;
+  add(binding: Binding, w: WriteOptions): Promise<Revised<{ binding: Binding; replaced: Binding | undefined; warnings: string[] }>>;
+  remove(binding: Binding, w: WriteOptions): Promise<Revised<{ removed: Binding }>>;
+  replace(bindings: Binding[], dryRun: boolean, w: WriteOptions): Promise<Revised<Diff & { warnings: string[] }>>;
   lookup(protocol: 'tcp' | 'udp', address: string, port: number): Binding | undefined;
   status(): StatusResponse | Promise<StatusResponse>;
   services(): ServicesResponse;
   upstreams(): Upstream[];
-  setUpstream(upstream: Upstream): Promise<{ upstream: Upstream; replaced: Upstream | undefined }>;
-  removeUpstream(label: string): Promise<Upstream>;
+  setUpstream(upstream: Upstream, w: WriteOptions): Promise<Revised<{ upstream: Upstream; replaced: Upstream | undefined }>>;
+  removeUpstream(label: string, w: WriteOptions): Promise<Revised<{ removed: Upstream }>>;
+  /** With a store: the fleet as the store shows it. */
+  fleet(): Promise<FleetResponse>;
   /** Kernel mode: takes a server's socket for a label; `caller` is the control socket's peer. */
   adopt(request: ParsedAdopt, caller: { uid: number; gid: number }): Promise<AdoptedJSON>;
   release(label: string, protocol: Protocol, family: 4 | 6): Promise<boolean>;
@@ -77,6 +85,9 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   ERR_BUSY: 503,
   ERR_NOT_ALLOWED: 403,
   ERR_MODE: 409,
+  ERR_CONFLICT: 409,
+  ERR_NO_STORE: 409,
+  ERR_STORE: 503,
 };
 
 class HttpError extends DispatcherError {
@@ -167,15 +178,20 @@ const ROUTES: Routes = {
       port: q.has('port') ? parsePortText(q.get('port')) : undefined,
     }),
   }),
-  'POST /bindings': async (h, { req, body }) => {
-    const { binding, replaced, warnings } = await h.add(await readBinding(req, body));
-    return { binding, replaced: replaced ?? null, warnings };
+  'POST /bindings': async (h, { req, query, body }) => {
+    const w = writeOptions(query);
+    const added = await h.add(await readBinding(req, body), w);
+    return { ...added, replaced: added.replaced ?? null };
   },
-  'DELETE /bindings': async (h, { req, body }) => ({ removed: await h.remove(await readBinding(req, body)) }),
+  'DELETE /bindings': async (h, { req, query, body }) => {
+    const w = writeOptions(query);
+    return h.remove(await readBinding(req, body), w);
+  },
   'PUT /bindings': async (h, { req, query, body }) => {
+    const w = writeOptions(query);
     const bindings = parseBindingsText(await readBody(req, body), 'request body');
     const dryRun = query.get('dry_run') === 'true';
-    return { dry_run: dryRun, ...(await h.replace(bindings, dryRun)) };
+    return { dry_run: dryRun, ...(await h.replace(bindings, dryRun, w)) };
   },
   'GET /lookup': (h, { query: q }) => {
     const protocol = parseProtocol(q.get('protocol') ?? undefined);
@@ -188,13 +204,16 @@ const ROUTES: Routes = {
   'GET /status': (h) => h.status(),
   'GET /services': (h) => h.services(),
   'GET /upstreams': (h) => ({ upstreams: h.upstreams() }),
-  'POST /upstreams': async (h, { req, body }) => {
-    const { upstream, replaced } = await h.setUpstream(parseUpstream(await readObject(req, body, ['label', 'address', 'proxy_protocol'])));
-    return { upstream, replaced: replaced ?? null };
+  'POST /upstreams': async (h, { req, query, body }) => {
+    const w = writeOptions(query);
+    const set = await h.setUpstream(parseUpstream(await readObject(req, body, ['label', 'address', 'proxy_protocol'])), w);
+    return { ...set, replaced: set.replaced ?? null };
   },
-  'DELETE /upstreams': async (h, { req, body }) => ({
-    removed: await h.removeUpstream(parseLabel((await readObject(req, body, ['label']))['label'])),
-  }),
+  'DELETE /upstreams': async (h, { req, query, body }) => {
+    const w = writeOptions(query);
+    return h.removeUpstream(parseLabel((await readObject(req, body, ['label']))['label']), w);
+  },
+  'GET /fleet': (h) => h.fleet(),
   'POST /adopted': async (h, { req, body }) => {
     const f = await readObject(req, body, ['label', 'pid', 'protocol', 'address']);
     const pid = f['pid'];
@@ -211,6 +230,15 @@ const ROUTES: Routes = {
     return { released: await h.release(parseLabel(f['label']), parseProtocol(f['protocol']), family) };
   },
 };
+
+/** A change's `host` and `if_revision` (checked before the body is read: bad input changes nothing). */
+function writeOptions(query: URLSearchParams): WriteOptions {
+  const host = query.get('host');
+  const ifRevision = query.get('if_revision');
+  if (ifRevision !== null && !/^[1-9][0-9]{0,15}$/.test(ifRevision))
+    throw new DispatcherError('ERR_REQUEST', `if_revision ${JSON.stringify(ifRevision)} is not a revision (a whole number from 1)`);
+  return { host: host === null ? undefined : checkHost(host), ifRevision: ifRevision === null ? undefined : Number(ifRevision) };
+}
 
 /** `198.51.100.1:80` or `[2001:db8::1]:80`: which of a server's sockets. */
 function parseSocketAddress(value: unknown): { address: string; port: number } {

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
 import { type ControlHandlers } from '../control/server.js';
 import { AcceptPath } from '../dispatch/accept.js';
@@ -21,6 +22,9 @@ import { type LoadedState, StateFile } from '../store/state-file.js';
 import { ChangeStore } from '../store/store.js';
 import { Table } from '../table/table.js';
 import { VERSION } from '../version.js';
+import { FleetMember, type FollowOptions, type WriteOptions } from '../fleet/member.js';
+import { etcdOptions } from '../store/etcd-client.js';
+import { checkHost } from '../store/etcd-layout.js';
 import { Endpoints } from './endpoints.js';
 import { requestHandover } from './handover.js';
 import { services, status } from './status.js';
@@ -41,6 +45,22 @@ function adoptedJSON(s: LabelSocket): AdoptedJSON {
 }
 
 type Resolved = ResolvedOptions & { logger: Logger };
+
+/** A daemon without a store keeps its bindings itself: a change for a host's set or at a revision is not for it. */
+function local(w: WriteOptions): void {
+  if (w.host !== undefined || w.ifRevision !== undefined) {
+    throw new DispatcherError(
+      'ERR_NO_STORE',
+      'a host set and if_revision need a daemon that follows a store (dispatcher daemon --store etcd://HOST:PORT/PREFIX); this one keeps its bindings itself',
+    );
+  }
+}
+
+function needStore(member: FleetMember | undefined): FleetMember {
+  if (member === undefined)
+    throw new DispatcherError('ERR_NO_STORE', 'this daemon follows no store (dispatcher daemon --store etcd://HOST:PORT/PREFIX)');
+  return member;
+}
 
 // How long datagrams from systemd's store wait for their workers to come back after a restart.
 const UDP_SETTLE_MS = 2_000;
@@ -63,8 +83,10 @@ export class Daemon {
   readonly #handovers: Handovers;
   readonly #systemd: Systemd;
   readonly #summary: () => string;
+  readonly #member: FleetMember | undefined;
+  readonly #following: FollowOptions;
 
-  private constructor(o: Resolved, saved: LoadedState) {
+  private constructor(o: Resolved, saved: LoadedState, member: FleetMember | undefined) {
     this.controlPath = o.controlPath;
     this.log = o.logger;
     const { metrics, log } = this;
@@ -75,6 +97,7 @@ export class Daemon {
       upstreams: saved.upstreams,
       upstreamDir: o.upstreamDir,
       log,
+      origin: saved.origin,
     });
     const registry = new Registry({ timeoutMs: o.queueTimeoutMs, size: o.queueSize }, metrics);
     const policy = new Policy(o.allow);
@@ -96,11 +119,14 @@ export class Daemon {
     const replies = new UdpReplies(store, mode, flows, metrics);
     store.followedBy(mode);
     const startedAt = Date.now();
+    // With a store every change goes to it (never around it), and comes back as a revision this daemon follows.
     const handlers: ControlHandlers = {
       list: (filter) => store.list(filter),
-      add: (binding) => store.add(binding),
-      remove: (binding) => store.remove(binding),
-      replace: async (bindings, dryRun) => {
+      add: (binding, w) => member?.add(binding, w) ?? (local(w), store.add(binding)),
+      remove: (binding, w) => member?.remove(binding, w) ?? (local(w), store.remove(binding).then((removed) => ({ removed }))),
+      replace: async (bindings, dryRun, w) => {
+        if (member !== undefined) return member.replace(bindings, dryRun, w);
+        local(w);
         // A bulk change may take a while (kernel mode applies it to nftables): systemd shows it reloading.
         if (!dryRun) systemd.reloading();
         try {
@@ -112,8 +138,16 @@ export class Daemon {
       lookup: (protocol, address, port) => store.lookup(protocol, address, port),
       upstreams: () => store.upstreams(),
       // Kernel mode: an upstream may make the daemon serve a label's socket itself, or stop.
-      setUpstream: (upstream) => store.setUpstream(upstream).finally(() => kernel?.refresh()),
-      removeUpstream: (label) => store.removeUpstream(label).finally(() => kernel?.refresh()),
+      setUpstream: (upstream, w) =>
+        member?.setUpstream(upstream, w) ?? (local(w), store.setUpstream(upstream).finally(() => kernel?.refresh())),
+      removeUpstream: (label, w) =>
+        member?.removeUpstream(label, w) ??
+        (local(w),
+        store
+          .removeUpstream(label)
+          .then((removed) => ({ removed }))
+          .finally(() => kernel?.refresh())),
+      fleet: () => needStore(member).fleet(),
       adopt: (request, caller) =>
         onlyKernel(kernel)
           .adoptServer({ ...request, caller })
@@ -134,6 +168,7 @@ export class Daemon {
           flags: optionFlags(o),
         }),
         ...(kernel === undefined ? {} : { steering: await kernel.counters().catch((err: Error) => ({ error: err.message })) }),
+        ...(member === undefined ? {} : { store: member.status() }),
       }),
     };
     const endpoints = new Endpoints({
@@ -150,9 +185,16 @@ export class Daemon {
       return `${o.mode} mode: ${store.table.size} bindings, ${workers.length} workers of ${new Set(workers.map((w) => w.label)).size} labels`;
     };
     this.#summary = summary;
-    registry.onChange = () => {
+    // Workers came or went, or the store's revision changed the table: what kernel mode reads, what systemd shows.
+    const changed = (): void => {
       kernel?.refresh();
       systemd.notify({ STATUS: summary() });
+    };
+    registry.onChange = changed;
+    this.#following = {
+      store,
+      describe: () => ({ mode: o.mode, bindings: store.table.size, workers: registry.workers().length }),
+      onApplied: changed,
     };
     if (kernel !== undefined) {
       // The daemon reads a label's sockets itself only for what workers cannot take from them: version-1
@@ -175,23 +217,31 @@ export class Daemon {
     this.#endpoints = endpoints;
     this.#systemd = systemd;
     this.#handovers = new Handovers({ store, mode, endpoints, registry, log, systemd });
+    this.#member = member;
+    if (member !== undefined) metrics.storeFrom(() => member.status());
   }
 
   static async start(options: DaemonOptions = {}): Promise<Daemon> {
     const o: Resolved = { ...resolveOptions(options), logger: options.logger ?? pino({ name: 'dispatcher' }, pino.destination(2)) };
     // A takeover gets the old daemon's sockets first: by then it takes no more changes, so the state file
     // read next is its last word.
+    // The store's options are checked before anything is taken or opened: bad flags change nothing.
+    const etcd = o.store === undefined ? undefined : etcdOptions({ ...o, store: o.store });
+    const host = checkHost(o.hostName ?? hostname());
     const inherited = options.takeover ? await requestHandover(o.controlPath) : undefined;
     const state = new StateFile(o.stateDir);
     let saved;
+    let member: FleetMember | undefined;
     try {
       saved = await state.load();
+      // With a store the daemon starts from it, or from the state file (its cache) while etcd does not answer.
+      if (etcd !== undefined) ({ member, start: saved } = await FleetMember.open({ etcd, url: o.store!, host, log: o.logger }, saved));
     } catch (err) {
       inherited?.sockets.forEach((s) => native.close(s.fd));
       inherited?.channel.close();
       throw err;
     }
-    const d = new Daemon(o, saved);
+    const d = new Daemon(o, saved, member);
     const parts = { store: d.#store, mode: d.#mode, endpoints: d.#endpoints, registry: d.#registry, log: d.log, systemd: d.#systemd };
     if (inherited !== undefined) {
       await takeOver(inherited.channel, inherited.sockets, parts, (label, conn) => d.#route.connection(label, conn));
@@ -221,6 +271,7 @@ export class Daemon {
       }
       d.#systemd.ready(d.#summary());
     }
+    d.#member?.follow(d.#following);
     // Into the store: a crash leaves them to systemd, whose restart of the daemon gives them back. The
     // listeners store themselves as they open (onListener); inherited ones are in the store already.
     for (const s of d.#endpoints.sockets()) if (s.kind !== 'metrics') d.#systemd.store(s);
@@ -243,6 +294,7 @@ export class Daemon {
 
   async stop(): Promise<void> {
     this.#systemd.stopping();
+    await this.#member?.close();
     await this.#mode.close().catch((err: Error) => this.log.error(err.message));
     this.#udpRelay.close();
     this.#registry.close();

@@ -31,11 +31,23 @@ export interface DaemonOptions {
   upstreamDir?: string;
   /** HOST:PORT for Prometheus metrics at /metrics. */
   metrics?: string | undefined;
+  /** `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`: the fleet's store the bindings follow (the state file caches it). */
+  store?: string | undefined;
+  storeCa?: string | undefined;
+  storeCert?: string | undefined;
+  storeKey?: string | undefined;
+  storeUser?: string | undefined;
+  storePasswordFile?: string | undefined;
+  /** This host's name in the store: its own set is layered over the global one (default: the hostname). */
+  hostName?: string | undefined;
   logger?: Logger;
 }
 
+/** The options that stay unset unless given. */
+type Unset = 'metrics' | 'store' | 'storeCa' | 'storeCert' | 'storeKey' | 'storeUser' | 'storePasswordFile' | 'hostName';
+
 /** Every option with its default applied; the logger is the daemon's to make. */
-export type ResolvedOptions = Required<Omit<DaemonOptions, 'metrics' | 'logger'>> & { metrics: string | undefined };
+export type ResolvedOptions = Required<Omit<DaemonOptions, Unset | 'logger'>> & Pick<DaemonOptions, Unset>;
 
 type OptionKey = Exclude<keyof DaemonOptions, 'logger'>;
 
@@ -51,6 +63,8 @@ interface OptionSpec {
   global?: true;
   /** Left out of status().flags: `dispatcher upgrade` gives these itself. */
   reported?: false;
+  /** How to reach the store: the CLI's commands that write to it take these too. */
+  store?: true;
 }
 
 /** The spec of an option of type T: its default is a T and its flag's type follows T's. */
@@ -116,6 +130,30 @@ export const OPTIONS = {
   },
   allow: { flag: 'allow', type: 'strings', default: [], describe: 'LABEL=UID[,UID...]: lets these users register LABEL (repeatable)' },
   metrics: { flag: 'metrics', type: 'string', default: undefined, describe: 'HOST:PORT to serve Prometheus metrics on at /metrics' },
+  store: {
+    flag: 'store',
+    type: 'string',
+    default: undefined,
+    describe: "etcd://HOST:PORT[,HOST:PORT...]/PREFIX: follow a fleet's bindings there (env DISPATCHER_STORE for the CLI)",
+    store: true,
+  },
+  storeCa: { flag: 'store-ca', type: 'string', default: undefined, describe: "CA file for etcd's certificate (https)", store: true },
+  storeCert: { flag: 'store-cert', type: 'string', default: undefined, describe: 'client certificate file for etcd', store: true },
+  storeKey: { flag: 'store-key', type: 'string', default: undefined, describe: "the client certificate's key file", store: true },
+  storeUser: { flag: 'store-user', type: 'string', default: undefined, describe: 'etcd user name', store: true },
+  storePasswordFile: {
+    flag: 'store-password-file',
+    type: 'string',
+    default: undefined,
+    describe: "file holding the etcd user's password (or env DISPATCHER_STORE_PASSWORD)",
+    store: true,
+  },
+  hostName: {
+    flag: 'host-name',
+    type: 'string',
+    default: undefined,
+    describe: "this host's name in the store, whose own bindings are layered over the global ones (default: the hostname)",
+  },
 } satisfies { [K in OptionKey]-?: Spec<Exclude<DaemonOptions[K], undefined>> };
 
 const KEYS = Object.keys(OPTIONS) as OptionKey[];
@@ -174,4 +212,14 @@ function wholeNumber(option: string, value: unknown): number {
   const text = String(value);
   if (!/^[0-9]{1,9}$/.test(text)) throw new DispatcherError('ERR_CONFIG', `${option} ${JSON.stringify(text)} is not a whole number`);
   return Number(text);
+}
+
+/** The store flags (`--store` and its TLS and user options) as yargs options, for the CLI's commands. */
+export function storeYargsOptions(): Record<string, YargsOption> {
+  const options: Record<string, YargsOption> = {};
+  for (const key of KEYS) {
+    const spec: OptionSpec = OPTIONS[key];
+    if (spec.store) options[spec.flag] = { type: 'string', describe: spec.describe };
+  }
+  return options;
 }

@@ -38,6 +38,16 @@ export interface SteeringCounters {
   spoofed: number;
 }
 
+/** What the metrics read of a daemon that follows a fleet's store (fleet/member.ts's status has these). */
+export interface StoreGauges {
+  connected: boolean;
+  /** When `connected` last changed (ISO 8601). */
+  since: string;
+  revision: number;
+  store_revision: number;
+  lag_seconds: number;
+}
+
 export type RefusalReason = 'not_allowed' | 'too_many' | 'protocol' | 'version';
 
 export type ResetReason = 'no_worker' | 'queue_full' | 'queue_timeout' | 'proxy_full';
@@ -253,5 +263,37 @@ export class Metrics {
         this.inc(counters?.spoofed ?? 0);
       },
     });
+  }
+
+  /** A store's follower: read at each scrape. */
+  storeFrom(read: () => StoreGauges): void {
+    const gauges: [string, string, (g: StoreGauges) => number][] = [
+      [
+        'dispatcher_store_connected',
+        "1 while the daemon is connected to the fleet's store (etcd), 0 while it serves its last revision without it",
+        (g) => Number(g.connected),
+      ],
+      [
+        'dispatcher_store_connected_change_seconds',
+        'When dispatcher_store_connected last changed (Unix time)',
+        (g) => Date.parse(g.since) / 1000,
+      ],
+      ['dispatcher_store_revision', "The store's revision this daemon serves", (g) => g.revision],
+      ['dispatcher_store_latest_revision', 'The newest revision of the store this daemon has heard of', (g) => g.store_revision],
+      [
+        'dispatcher_store_lag_seconds',
+        'Seconds since the store has had a revision this daemon does not serve yet (0: current)',
+        (g) => g.lag_seconds,
+      ],
+    ];
+    for (const [name, help, value] of gauges)
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(value(read()));
+        },
+      });
   }
 }

@@ -87,3 +87,8 @@ export function target(address: string): Target {
   }
   return { host, port };
 }
+
+/** The error for a label with no upstream to remove. */
+export function noUpstream(label: string): DispatcherError {
+  return new DispatcherError('ERR_NO_UPSTREAM', `label "${label}" has no upstream`);
+}

@@ -12,6 +12,8 @@ import { parseUpstream, type Upstream } from '../proxy/upstream.js';
  *   PREFIX/data/global/<id>/<n>               {"bindings":[...]}: chunk n of generation <id>, n < N
  *   PREFIX/live/host/<host>/..., PREFIX/data/host/<host>/...   the same, for one host's scope
  *   PREFIX/live/upstreams                     [Upstream, ...]
+ *   PREFIX/fleet/live/<host>                  a daemon's presence (src/fleet/presence.ts), under its lease
+ *   PREFIX/fleet/known/<host>                 every host that ever joined: one whose presence is gone is missing
  */
 
 /** A chunk's JSON stays under this: a quarter of etcd's default 1.5 MiB request limit. */
@@ -20,6 +22,12 @@ export const CHUNK_BYTES = 384 * 1024;
 export type Scope = 'global' | { host: string };
 
 const HOST = /^[A-Za-z0-9._-]{1,253}$/;
+
+/** A host name as keys take it; anything else is refused with its reason. */
+export function checkHost(host: string): string {
+  if (!HOST.test(host)) throw new DispatcherError('ERR_USAGE', `host ${show(host)} is not 1-253 characters of A-Z a-z 0-9 . _ -`);
+  return host;
+}
 
 /** One scope's keys. */
 export interface ScopeKeys {
@@ -33,8 +41,7 @@ export interface ScopeKeys {
 }
 
 export function scopeKeys(prefix: string, scope: Scope): ScopeKeys {
-  if (scope !== 'global' && !HOST.test(scope.host))
-    throw new DispatcherError('ERR_USAGE', `host ${show(scope.host)} is not 1-253 characters of A-Z a-z 0-9 . _ -`);
+  if (scope !== 'global') checkHost(scope.host);
   const path = scope === 'global' ? 'global' : `host/${scope.host}`;
   const live = `${prefix}/live/${path}`;
   const data = `${prefix}/data/${path}`;
@@ -50,6 +57,8 @@ export function scopeKeys(prefix: string, scope: Scope): ScopeKeys {
 }
 
 export const liveDir = (prefix: string): string => `${prefix}/live/`;
+export const presenceDir = (prefix: string): string => `${prefix}/fleet/live/`;
+export const knownDir = (prefix: string): string => `${prefix}/fleet/known/`;
 export const upstreamsKey = (prefix: string): string => `${prefix}/live/upstreams`;
 
 export interface Pointer {

@@ -9,6 +9,16 @@ export interface Snapshot {
   /** The global scope with this host's layered over it: on the same (protocol, prefix, port, family), the host's label wins. */
   bindings: Binding[];
   upstreams: Upstream[];
+  /** Each scope's own bindings by key, global then this host's: what a change to one is checked against. */
+  scopes: ReadonlyMap<string, Binding>[];
+}
+
+/** What a watch tells besides snapshots. */
+export interface WatchEvents {
+  /** A read failed (etcd away, bad data under the prefix): retried a second later. */
+  onError?: (err: Error) => void;
+  /** The watch stream went down (false) or came back (true). */
+  onConnection?: (connected: boolean) => void;
 }
 
 interface Change {
@@ -34,7 +44,12 @@ export function snapshotOf(state: State): Snapshot {
   const [global, host] = state.scopes;
   const merged = new Map(global!.bindings);
   for (const [k, b] of host!.bindings) merged.set(k, b);
-  return { revision: state.revision, bindings: [...merged.values()], upstreams: state.upstreams };
+  return {
+    revision: state.revision,
+    bindings: [...merged.values()],
+    upstreams: state.upstreams,
+    scopes: [global!.bindings, host!.bindings],
+  };
 }
 
 export interface WatchContext {
@@ -50,7 +65,7 @@ export function watchState(
   { client, prefix, scopes, readState }: WatchContext,
   fromRevision: number,
   onChange: (snapshot: Snapshot) => void,
-  onError: (err: Error) => void,
+  { onError = () => undefined, onConnection = () => undefined }: WatchEvents,
 ): { close(): Promise<void> } {
   const wanted = (key: string): boolean =>
     key === upstreamsKey(prefix) || scopes.some((k) => key === k.pointer || key.startsWith(k.overlayRoot));
@@ -132,36 +147,56 @@ export function watchState(
       .create();
     if (closed) return void (await w.cancel());
     watcher = w;
+    onConnection(true);
+    w.on('connected', () => onConnection(true));
+    w.on('disconnected', () => onConnection(false));
     w.on('data', (res) => {
       for (const ev of res.events) {
         const key = ev.kv.key.toString();
-        if (ev.type !== 'Put' || !wanted(key)) continue;
-        queued.push({ key, value: ev.kv.value.toString(), revision: Number(ev.kv.mod_revision) });
+        if (ev.type !== 'Put') continue;
+        // Another host's change moves the revision this daemon serves too (its table is the same at it).
         pending = Math.max(pending, Number(ev.kv.mod_revision));
+        if (wanted(key)) queued.push({ key, value: ev.kv.value.toString(), revision: Number(ev.kv.mod_revision) });
       }
       kick();
     });
     // etcd cancels a watch whose revision was compacted: start over from a full read at the latest revision.
     w.on('error', () => {
       void w.cancel().catch(() => undefined);
-      void client
-        .get(upstreamsKey(prefix))
-        .exec()
-        .then((got) => {
-          if (closed) return;
-          pending = Math.max(pending, Number(got.header.revision));
-          stale = true;
-          kick();
-          return start(pending);
-        })
-        .catch((err: unknown) => onError(err as Error));
+      restart();
     });
   };
-  void start(fromRevision).catch((err: unknown) => onError(err as Error));
+  // Retried each second until etcd answers: a watch never ends while the daemon follows.
+  const restart = (): void => {
+    if (closed) return;
+    void client
+      .get(upstreamsKey(prefix))
+      .exec()
+      .then(async (got) => {
+        if (closed) return;
+        pending = Math.max(pending, Number(got.header.revision));
+        stale = true;
+        kick();
+        await start(pending);
+      })
+      .catch((err: unknown) => {
+        onError(err as Error);
+        retryStart ??= setTimeout(() => ((retryStart = undefined), restart()), 1000);
+      });
+  };
+  let retryStart: NodeJS.Timeout | undefined;
+  // Nothing to resume from (0): a full read first, then the watch from there.
+  if (fromRevision === 0) restart();
+  else
+    void start(fromRevision).catch((err: unknown) => {
+      onError(err as Error);
+      restart();
+    });
   return {
     close: async () => {
       closed = true;
       clearTimeout(retry);
+      clearTimeout(retryStart);
       await watcher?.cancel();
       await running;
     },

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { Etcd3, type IOptions } from 'etcd3';
+import { type Etcd3 } from 'etcd3';
 import { type Binding } from '../bindings/binding.js';
 import { DispatcherError } from '../errors.js';
 import { type Upstream } from '../proxy/upstream.js';
+import { etcdClient, type EtcdOptions, storeUnreachable } from './etcd-client.js';
 import {
   chunks,
+  liveDir,
   parseChunk,
   parseOverlay,
   parsePointer,
@@ -16,20 +18,11 @@ import {
   scopeKeys,
   upstreamsKey,
 } from './etcd-layout.js';
-import { type ScopeState, type Snapshot, snapshotOf, type State, watchState } from './etcd-watch.js';
+import { type ScopeState, type Snapshot, snapshotOf, type State, type WatchEvents, watchState } from './etcd-watch.js';
 
 export { type Scope } from './etcd-layout.js';
-export { type Snapshot } from './etcd-watch.js';
-
-export interface EtcdOptions {
-  endpoints: string[];
-  /** Every key lives under it, e.g. `/dispatcher/prod`. */
-  prefix: string;
-  /** This daemon's host: its scope is layered over the global one. */
-  host: string;
-  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
-  auth?: { username: string; password: string };
-}
+export { type Snapshot, type WatchEvents } from './etcd-watch.js';
+export { type EtcdOptions } from './etcd-client.js';
 
 // Chunk writes in flight at once during a load: a few keep etcd busy without queueing 8 MB on the socket.
 const WRITES = 4;
@@ -39,51 +32,85 @@ const WRITES = 4;
  * only through one pointer key, flipped in one compare-and-swap transaction, so no reader sees half a load.
  */
 export class EtcdBindings {
-  readonly #client: Etcd3;
-  readonly #prefix: string;
-  readonly #host: string;
+  /** The client, for the fleet's presence keys beside the bindings. */
+  readonly client: Etcd3;
+  readonly prefix: string;
+  /** This daemon's host: its scope is layered over the global one. */
+  readonly host: string;
+  readonly #options: EtcdOptions;
 
-  private constructor(client: Etcd3, prefix: string, host: string) {
-    this.#client = client;
-    this.#prefix = prefix.replace(/\/+$/, '');
-    this.#host = host;
+  private constructor(options: EtcdOptions, host: string) {
+    this.client = etcdClient(options);
+    this.prefix = options.prefix.replace(/\/+$/, '');
+    this.host = host;
+    this.#options = options;
   }
 
-  /** A client for `options.endpoints`; resolves once etcd answered a read. */
-  static async connect(options: EtcdOptions): Promise<EtcdBindings> {
+  /** A client for `options.endpoints`, checked with a read unless `lazy` (a daemon starts without etcd). */
+  static async connect(options: EtcdOptions & { host: string; lazy?: boolean }): Promise<EtcdBindings> {
     scopeKeys(options.prefix, { host: options.host });
-    const config: IOptions = { hosts: options.endpoints };
-    if (options.tls !== undefined)
-      config.credentials = { rootCertificate: options.tls.ca, privateKey: options.tls.key, certChain: options.tls.cert };
-    if (options.auth !== undefined) config.auth = options.auth;
-    const store = new EtcdBindings(new Etcd3(config), options.prefix, options.host);
-    try {
-      await store.#client.get(upstreamsKey(store.#prefix)).exec();
-    } catch (err) {
-      store.close();
-      throw new DispatcherError('ERR_STORE', `etcd at ${options.endpoints.join(', ')} did not answer: ${(err as Error).message}`);
+    const store = new EtcdBindings(options, options.host);
+    if (options.lazy !== true) {
+      try {
+        await store.headRevision();
+      } catch (err) {
+        store.close();
+        throw err;
+      }
     }
     return store;
   }
 
+  /** etcd's errors as ERR_STORE naming the store; the dispatcher's own (a conflict, bad data) as they are. */
+  #named<T>(call: Promise<T>): Promise<T> {
+    return call.catch((err: unknown) => {
+      throw storeUnreachable(this.#options, err);
+    });
+  }
+
   close(): void {
-    this.#client.close();
+    this.client.close();
   }
 
   /** The global and this host's bindings, layered, and the upstreams, all at one revision (the latest if none is given). */
-  async read(atRevision?: number): Promise<Snapshot> {
-    return snapshotOf(await this.#readState(atRevision));
+  read(atRevision?: number): Promise<Snapshot> {
+    return this.#named(this.#readState(atRevision).then(snapshotOf));
+  }
+
+  /** One scope's own bindings (not layered), and the revision they were read at. */
+  scope(scope: Scope): Promise<{ revision: number; bindings: Binding[] }> {
+    return this.#named(
+      (async () => {
+        const revision = await this.headRevision();
+        const { bindings } = await this.#readScope(scope, revision);
+        return { revision, bindings: [...bindings.values()] };
+      })(),
+    );
+  }
+
+  /** The store's revision: etcd's, as of this read. */
+  headRevision(): Promise<number> {
+    return this.#named(this.client.get(upstreamsKey(this.prefix)).exec()).then((got) => Number(got.header.revision));
+  }
+
+  /**
+   * The revision of the last change under `live/` (what daemons follow): a daemon serving it or later is
+   * current. etcd's own revision is not it: presence records and a load's chunks move that one too.
+   */
+  async liveRevision(): Promise<number> {
+    const got = await this.#named(this.client.getAll().prefix(liveDir(this.prefix)).sort('Mod', 'Descend').limit(1).exec());
+    return Number(got.kvs[0]?.mod_revision ?? 0);
   }
 
   async #readState(atRevision?: number): Promise<State> {
-    const first = await this.#client
-      .get(upstreamsKey(this.#prefix))
+    const first = await this.client
+      .get(upstreamsKey(this.prefix))
       .revision(atRevision ?? 0)
       .exec();
     const revision = atRevision ?? Number(first.header.revision);
     const up = first.kvs[0];
     const upstreams = up === undefined ? [] : parseUpstreams(up.key.toString(), up.value.toString());
-    const scopes = await Promise.all([this.#readScope('global', revision), this.#readScope({ host: this.#host }, revision)]);
+    const scopes = await Promise.all([this.#readScope('global', revision), this.#readScope({ host: this.host }, revision)]);
     return { revision, scopes, upstreams };
   }
 
@@ -91,8 +118,12 @@ export class EtcdBindings {
    * Loads `bindings` as the whole of `scope`: a new generation, then the pointer flipped if nobody changed
    * it since `expectedRevision` (or since this call read it). Returns the revision of the flip.
    */
-  async replace(scope: Scope, bindings: readonly Binding[], expectedRevision?: number): Promise<number> {
-    const keys = scopeKeys(this.#prefix, scope);
+  replace(scope: Scope, bindings: readonly Binding[], expectedRevision?: number): Promise<number> {
+    return this.#named(this.#replace(scope, bindings, expectedRevision));
+  }
+
+  async #replace(scope: Scope, bindings: readonly Binding[], expectedRevision?: number): Promise<number> {
+    const keys = scopeKeys(this.prefix, scope);
     const { mod, pointer } = await this.#pointer(keys);
     checkExpected(keys.pointer, mod, expectedRevision);
     const gen = newGen();
@@ -102,7 +133,7 @@ export class EtcdBindings {
       for (let i = 0; i < texts.length; i += WRITES) {
         await Promise.all(
           texts.slice(i, i + WRITES).map((text, j) =>
-            this.#client
+            this.client
               .put(keys.chunk(gen, i + j))
               .value(text)
               .exec(),
@@ -110,10 +141,10 @@ export class EtcdBindings {
         );
       }
       const next: Pointer = { gen, chunks: texts.length };
-      const txn = await this.#client
+      const txn = await this.client
         .if(keys.pointer, 'Mod', '==', mod)
-        .then(this.#client.put(keys.pointer).value(JSON.stringify(next)))
-        .else(this.#client.get(keys.pointer))
+        .then(this.client.put(keys.pointer).value(JSON.stringify(next)))
+        .else(this.client.get(keys.pointer))
         .commit();
       if (!txn.succeeded) throw conflict(keys.pointer, lostTo(txn), expectedRevision ?? mod);
       revision = Number(txn.header.revision);
@@ -129,7 +160,7 @@ export class EtcdBindings {
   async #dropGen(keys: ScopeKeys, gen: string): Promise<void> {
     await Promise.all(
       [keys.chunks(gen), keys.overlays(gen)].map((p) =>
-        this.#client
+        this.client
           .delete()
           .prefix(p)
           .exec()
@@ -140,27 +171,50 @@ export class EtcdBindings {
 
   /** Adds (or relabels) one binding in `scope`: one small key, compared and written in one transaction. */
   add(scope: Scope, binding: Binding, expectedRevision?: number): Promise<number> {
-    return this.#overlay(scope, binding, JSON.stringify(binding.toJSON()), expectedRevision);
+    return this.#named(this.#overlay(scope, binding, JSON.stringify(binding.toJSON()), expectedRevision));
   }
 
   /** Removes the binding with `binding`'s (protocol, prefix, port) from `scope`, whatever its label. */
   remove(scope: Scope, binding: Binding, expectedRevision?: number): Promise<number> {
-    return this.#overlay(scope, binding, 'null', expectedRevision);
+    return this.#named(this.#overlay(scope, binding, 'null', expectedRevision));
   }
 
-  /** Sets the upstreams (one key: at most one per label, they are few). */
-  async setUpstreams(upstreams: readonly Upstream[], expectedRevision?: number): Promise<number> {
-    const key = upstreamsKey(this.#prefix);
-    const got = await this.#client.get(key).exec();
-    const mod = Number(got.kvs[0]?.mod_revision ?? 0);
-    checkExpected(key, mod, expectedRevision);
-    const txn = await this.#client
-      .if(key, 'Mod', '==', mod)
-      .then(this.#client.put(key).value(JSON.stringify(upstreams)))
-      .else(this.#client.get(key))
-      .commit();
-    if (!txn.succeeded) throw conflict(key, lostTo(txn), expectedRevision ?? mod);
-    return Number(txn.header.revision);
+  /** The upstreams, and the revision they were read at. */
+  async upstreams(): Promise<{ revision: number; upstreams: Upstream[] }> {
+    const { upstreams, revision } = await this.#named(this.#upstreams());
+    return { revision, upstreams };
+  }
+
+  /**
+   * Changes the upstreams (one key: at most one per label, they are few): `edit` gets the current list and
+   * returns the next, written if nobody changed the key since it was read (or since `expectedRevision`).
+   */
+  editUpstreams(edit: (current: Upstream[]) => Upstream[], expectedRevision?: number): Promise<number> {
+    return this.#named(
+      (async () => {
+        const key = upstreamsKey(this.prefix);
+        const { mod, upstreams } = await this.#upstreams();
+        checkExpected(key, mod, expectedRevision);
+        const txn = await this.client
+          .if(key, 'Mod', '==', mod)
+          .then(this.client.put(key).value(JSON.stringify(edit(upstreams))))
+          .else(this.client.get(key))
+          .commit();
+        if (!txn.succeeded) throw conflict(key, lostTo(txn), expectedRevision ?? mod);
+        return Number(txn.header.revision);
+      })(),
+    );
+  }
+
+  async #upstreams(): Promise<{ mod: number; revision: number; upstreams: Upstream[] }> {
+    const key = upstreamsKey(this.prefix);
+    const got = await this.client.get(key).exec();
+    const kv = got.kvs[0];
+    return {
+      mod: Number(kv?.mod_revision ?? 0),
+      revision: Number(got.header.revision),
+      upstreams: kv === undefined ? [] : parseUpstreams(key, kv.value.toString()),
+    };
   }
 
   /**
@@ -170,36 +224,32 @@ export class EtcdBindings {
    * disconnection the client resumes at the last revision it saw; if etcd compacted that away, the watch
    * starts over from a full read.
    */
-  watch(
-    fromRevision: number,
-    onChange: (snapshot: Snapshot) => void,
-    onError: (err: Error) => void = () => undefined,
-  ): { close(): Promise<void> } {
+  watch(fromRevision: number, onChange: (snapshot: Snapshot) => void, events: WatchEvents = {}): { close(): Promise<void> } {
     const context = {
-      client: this.#client,
-      prefix: this.#prefix,
-      scopes: [scopeKeys(this.#prefix, 'global'), scopeKeys(this.#prefix, { host: this.#host })],
+      client: this.client,
+      prefix: this.prefix,
+      scopes: [scopeKeys(this.prefix, 'global'), scopeKeys(this.prefix, { host: this.host })],
       readState: (revision?: number) => this.#readState(revision),
     };
-    return watchState(context, fromRevision, onChange, onError);
+    return watchState(context, fromRevision, onChange, events);
   }
 
   async #overlay(scope: Scope, binding: Binding, value: string, expectedRevision?: number): Promise<number> {
-    const keys = scopeKeys(this.#prefix, scope);
+    const keys = scopeKeys(this.prefix, scope);
     const { mod, pointer, revision } = await this.#pointer(keys);
     // An empty scope gets an empty generation to hang the overlay on, created in the same transaction.
     const gen = pointer?.gen ?? newGen();
     const key = keys.overlay(gen, binding);
-    const got = await this.#client.get(key).revision(revision).exec();
+    const got = await this.client.get(key).revision(revision).exec();
     const keyMod = Number(got.kvs[0]?.mod_revision ?? 0);
     checkExpected(keys.pointer, Math.max(mod, keyMod), expectedRevision);
-    const writes = [this.#client.put(key).value(value)];
-    if (pointer === undefined) writes.push(this.#client.put(keys.pointer).value(JSON.stringify({ gen, chunks: 0 })));
-    const txn = await this.#client
+    const writes = [this.client.put(key).value(value)];
+    if (pointer === undefined) writes.push(this.client.put(keys.pointer).value(JSON.stringify({ gen, chunks: 0 })));
+    const txn = await this.client
       .if(keys.pointer, 'Mod', '==', mod)
       .and(key, 'Mod', '==', keyMod)
       .then(...writes)
-      .else(this.#client.get(keys.pointer), this.#client.get(key))
+      .else(this.client.get(keys.pointer), this.client.get(key))
       .commit();
     if (!txn.succeeded) throw conflict(key, lostTo(txn), expectedRevision ?? Math.max(mod, keyMod));
     return Number(txn.header.revision);
@@ -207,7 +257,7 @@ export class EtcdBindings {
 
   /** A scope's pointer, its mod revision (0: none) and the revision it was read at. */
   async #pointer(keys: ScopeKeys): Promise<{ mod: number; pointer: Pointer | undefined; revision: number }> {
-    const got = await this.#client.get(keys.pointer).exec();
+    const got = await this.client.get(keys.pointer).exec();
     const revision = Number(got.header.revision);
     const kv = got.kvs[0];
     if (kv === undefined) return { mod: 0, pointer: undefined, revision };
@@ -215,8 +265,8 @@ export class EtcdBindings {
   }
 
   async #readScope(scope: Scope, revision: number): Promise<ScopeState> {
-    const keys = scopeKeys(this.#prefix, scope);
-    const got = await this.#client.get(keys.pointer).revision(revision).exec();
+    const keys = scopeKeys(this.prefix, scope);
+    const got = await this.client.get(keys.pointer).revision(revision).exec();
     const kv = got.kvs[0];
     if (kv === undefined) return { gen: undefined, bindings: new Map() };
     const pointer = parsePointer(keys.pointer, kv.value.toString());
@@ -224,14 +274,14 @@ export class EtcdBindings {
     const [base, overlays] = await Promise.all([
       // One get per chunk: a range over them all would pass gRPC's 4 MiB message limit at 100k bindings.
       // Fetched together, checked in order: the error names the first bad chunk, whichever answer came first.
-      Promise.all(chunkKeys.map((key) => this.#client.get(key).revision(revision).string())).then((texts) =>
+      Promise.all(chunkKeys.map((key) => this.client.get(key).revision(revision).string())).then((texts) =>
         texts.map((text, n) => {
           const key = chunkKeys[n]!;
           if (text === null) throw new DispatcherError('ERR_STORE', `etcd key ${key}: missing, yet ${keys.pointer} counts it`);
           return parseChunk(key, text);
         }),
       ),
-      this.#client.getAll().prefix(keys.overlays(pointer.gen)).revision(revision).strings(),
+      this.client.getAll().prefix(keys.overlays(pointer.gen)).revision(revision).strings(),
     ]);
     const bindings = scopeBindings(
       base,

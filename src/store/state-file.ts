@@ -21,6 +21,13 @@ const TEMP = /^state\.json\.[0-9a-z]+\.tmp$/;
 export interface State {
   bindings: readonly Binding[];
   upstreams: readonly Upstream[];
+  /** With a fleet's store: which store (its URL) and the revision of it these are: the file is its cache. */
+  origin?: Origin | undefined;
+}
+
+export interface Origin {
+  store: string;
+  revision: number;
 }
 
 /** A loaded state, with the upstreams an older version accepted and this one refuses, left out and why. */
@@ -67,8 +74,11 @@ export class StateFile {
       );
     }
     if (version !== STATE_VERSION) throw corrupt(`expected an object with "version": ${STATE_VERSION}`);
-    const { version: _version, upstreams = [], ...rest } = doc as Record<string, unknown>;
+    const { version: _version, upstreams = [], origin, ...rest } = doc as Record<string, unknown>;
     if (!Array.isArray(upstreams)) throw corrupt('"upstreams" is not an array');
+    const o = origin as Partial<Origin> | undefined;
+    if (o !== undefined && (typeof o !== 'object' || o === null || typeof o.store !== 'string' || !Number.isSafeInteger(o.revision)))
+      throw corrupt('"origin" is not {"store", "revision"}');
     let bindings;
     try {
       bindings = parseBindingsDocument(rest, 'state');
@@ -86,14 +96,14 @@ export class StateFile {
         refused.push(`upstream ${JSON.stringify(u)}: ${(err as Error).message}`);
       }
     }
-    return { bindings, upstreams: parsed, refused };
+    return { bindings, upstreams: parsed, refused, origin: o as Origin | undefined };
   }
 
-  async save({ bindings, upstreams }: State): Promise<void> {
+  async save({ bindings, upstreams, origin }: State): Promise<void> {
     await mkdir(this.#dir, { recursive: true, mode: 0o750 });
     // A random name: another user cannot guess it to plant a link there first.
     const tmp = `${this.path}.${randomBytes(8).toString('hex')}.tmp`;
-    const text = JSON.stringify({ version: STATE_VERSION, upstreams, ...formatBindingsFile(bindings) }) + '\n';
+    const text = JSON.stringify({ version: STATE_VERSION, upstreams, origin, ...formatBindingsFile(bindings) }) + '\n';
     const file = await open(tmp, CREATE, 0o640);
     try {
       await file.writeFile(text);

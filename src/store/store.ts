@@ -2,10 +2,10 @@ import { type Logger } from 'pino';
 import { type Binding, type Protocol } from '../bindings/binding.js';
 import { bindingFilter, type Filter } from '../bindings/order.js';
 import { DispatcherError } from '../errors.js';
-import { checkUpstreamPath, type Upstream } from '../proxy/upstream.js';
+import { checkUpstreamPath, noUpstream, type Upstream } from '../proxy/upstream.js';
 import { type Diff, Table } from '../table/table.js';
 import { collectSoon } from './memory.js';
-import { type StateFile } from './state-file.js';
+import { type Origin, type StateFile } from './state-file.js';
 
 // A replace this large leaves enough garbage to be worth a full collection (see memory.ts).
 const LARGE_REPLACE = 100_000;
@@ -29,6 +29,8 @@ export interface StoreOptions {
   /** `unix:` upstreams must lie in this directory. */
   upstreamDir: string;
   log: Logger;
+  /** The fleet's store and revision the state file was saved from, if it was. */
+  origin?: Origin | undefined;
 }
 
 /**
@@ -47,20 +49,34 @@ export class ChangeStore {
   // Changes run one after another, so each builds on the last one's snapshot and persists in order.
   #changes: Promise<unknown> = Promise.resolve();
   #frozen = false;
+  #origin: Origin | undefined;
 
   constructor(options: StoreOptions) {
     this.#state = options.state;
+    this.#origin = options.origin;
     this.#table = options.table;
     this.#upstreamDir = options.upstreamDir;
     this.#log = options.log;
-    for (const u of options.upstreams) {
+    // Saved before --upstream-dir existed or moved: left out (and said), never a refusal to start.
+    this.#upstreams = this.#allowed(options.upstreams);
+  }
+
+  /** The upstreams `unix:` paths allow, by label; the others left out, and said. */
+  #allowed(upstreams: readonly Upstream[]): Map<string, Upstream> {
+    const allowed = new Map<string, Upstream>();
+    for (const u of upstreams) {
       try {
-        this.#upstreams.set(u.label, checkUpstreamPath(u, options.upstreamDir));
+        allowed.set(u.label, checkUpstreamPath(u, this.#upstreamDir));
       } catch (err) {
-        // Saved before --upstream-dir existed or moved: left out (and said), never a refusal to start.
-        options.log.warn({ upstream: u }, `upstream left out: ${(err as Error).message}`);
+        this.#log.warn({ upstream: u }, `upstream left out: ${(err as Error).message}`);
       }
     }
+    return allowed;
+  }
+
+  /** The fleet's store and the revision of it served, if the bindings come from one. */
+  get origin(): Origin | undefined {
+    return this.#origin;
   }
 
   /** The current snapshot; hold the reference for a consistent view. */
@@ -138,6 +154,29 @@ export class ChangeStore {
     });
   }
 
+  /**
+   * A revision of the fleet's store, applied whole: the bindings in one swap (no lookup sees part of it) and
+   * the upstreams with them. A revision that changes neither changes only the revision served (not saved:
+   * a restart reads the store again anyway).
+   */
+  apply(snapshot: { bindings: readonly Binding[]; upstreams: readonly Upstream[] }, origin: Origin): Promise<Diff> {
+    return this.#change(async () => {
+      const next = Table.from(snapshot.bindings);
+      const diff = this.#table.diff(next);
+      const upstreams = this.#allowed(snapshot.upstreams);
+      const same = (a: Map<string, Upstream>, b: Map<string, Upstream>): boolean =>
+        a.size === b.size && [...a].every(([label, u]) => JSON.stringify(b.get(label)) === JSON.stringify(u));
+      if (diff.added.length > 0 || diff.removed.length > 0 || !same(upstreams, this.#upstreams)) {
+        const what = { revision: origin.revision, added: diff.added.length, removed: diff.removed.length };
+        await this.#commit(next, what, upstreams, origin);
+      } else {
+        this.#origin = origin;
+      }
+      if (snapshot.bindings.length >= LARGE_REPLACE) collectSoon();
+      return diff;
+    });
+  }
+
   setUpstream(upstream: Upstream): Promise<{ upstream: Upstream; replaced: Upstream | undefined }> {
     return this.#change(async () => {
       checkUpstreamPath(upstream, this.#upstreamDir);
@@ -151,7 +190,7 @@ export class ChangeStore {
   removeUpstream(label: string): Promise<Upstream> {
     return this.#change(async () => {
       const removed = this.#upstreams.get(label);
-      if (removed === undefined) throw new DispatcherError('ERR_NO_UPSTREAM', `label "${label}" has no upstream`);
+      if (removed === undefined) throw noUpstream(label);
       const next = new Map(this.#upstreams);
       next.delete(label);
       await this.#saveUpstreams(next);
@@ -174,26 +213,28 @@ export class ChangeStore {
    * after it: a binding is steered sooner), then swaps. If the disk or the rules refuse, both go back to
    * the live table, which stays as it was, and the caller gets the error.
    */
-  async #commit(next: Table, what: Record<string, unknown>): Promise<void> {
-    const [saved, prepared] = await Promise.allSettled([this.#save(next, this.#upstreams), this.#follower?.prepare(next)]);
+  async #commit(next: Table, what: Record<string, unknown>, upstreams = this.#upstreams, origin = this.#origin): Promise<void> {
+    const [saved, prepared] = await Promise.allSettled([this.#save(next, upstreams, origin), this.#follower?.prepare(next)]);
     if (saved.status === 'rejected' || prepared.status === 'rejected') {
       // What serves the table must not change, so neither may the bindings: undo whichever step went through.
-      if (saved.status === 'fulfilled') await this.#save(this.#table, this.#upstreams);
+      if (saved.status === 'fulfilled') await this.#save(this.#table, this.#upstreams, this.#origin);
       if (prepared.status === 'fulfilled') await this.#follower?.prepare(this.#table).catch(() => undefined);
       throw saved.status === 'rejected' ? saved.reason : (prepared as PromiseRejectedResult).reason;
     }
     this.#table = next;
+    this.#upstreams = upstreams;
+    this.#origin = origin;
     this.#follower?.follow(next);
     this.#log.info({ ...what, bindings: next.size }, 'bindings changed');
   }
 
   /** Persists first, then swaps: a refused write changes nothing. */
   async #saveUpstreams(next: Map<string, Upstream>): Promise<void> {
-    await this.#save(this.#table, next);
+    await this.#save(this.#table, next, this.#origin);
     this.#upstreams = next;
   }
 
-  #save(table: Table, upstreams: Map<string, Upstream>): Promise<void> {
-    return this.#state.save({ bindings: table.bindings(), upstreams: [...upstreams.values()] });
+  #save(table: Table, upstreams: Map<string, Upstream>, origin: Origin | undefined): Promise<void> {
+    return this.#state.save({ bindings: table.bindings(), upstreams: [...upstreams.values()], origin });
   }
 }

@@ -1,5 +1,5 @@
 import { type Address, type Family, maskWords, parseAddress } from '../bindings/address.js';
-import { Binding, type Protocol } from '../bindings/binding.js';
+import { Binding, type Protocol, removalOf } from '../bindings/binding.js';
 import { compareForList } from '../bindings/order.js';
 import { DispatcherError } from '../errors.js';
 import { PrefixIndex } from './prefix-index.js';
@@ -118,14 +118,7 @@ export class Table {
   without(binding: Binding): Table {
     const list = this.#group(binding)?.bindings ?? [];
     const { found, at } = search(list, binding);
-    if (!found) throw new DispatcherError('ERR_NO_BINDING', `no binding for ${binding.protocol} ${binding.prefix} port ${binding.port}`);
-    const existing = list[at]!;
-    if (existing.label !== binding.label) {
-      throw new DispatcherError(
-        'ERR_LABEL_MISMATCH',
-        `${binding.protocol} ${binding.prefix} port ${binding.port} is bound to "${existing.label}", not "${binding.label}"`,
-      );
-    }
+    removalOf(found ? list[at] : undefined, binding);
     return this.#withGroup(binding, [...list.slice(0, at), ...list.slice(at + 1)], -1);
   }
 

@@ -3,8 +3,9 @@ import { type Argv } from 'yargs';
 import { type BindingJSON, parseBinding, parsePortText, parseProtocol } from '../../bindings/binding.js';
 import { parseBindingsText } from '../../bindings/file.js';
 import { DispatcherError } from '../../errors.js';
-import { controlClient, defineCommand, type GlobalArgs } from '../command.js';
+import { defineCommand, type GlobalArgs } from '../command.js';
 import { type Column, describe, formatTable, print, printJSON, printWarnings } from '../format.js';
+import { atRevision, storeArgs, withTarget, writeArgs, writeQuery } from '../target.js';
 
 const BINDING_COLUMNS: Column<BindingJSON>[] = [
   { title: 'LABEL', cell: (b) => b.label },
@@ -14,7 +15,7 @@ const BINDING_COLUMNS: Column<BindingJSON>[] = [
 ];
 
 const bindingArgs = (y: Argv<GlobalArgs>) =>
-  y
+  writeArgs(y)
     .positional('label', { type: 'string', describe: 'the label: 1-64 of A-Z a-z 0-9 . _ -' })
     .positional('protocol', { type: 'string', describe: 'tcp or udp' })
     .positional('prefix', { type: 'string', describe: 'IPv4 or IPv6 CIDR; a bare address is /32 or /128' })
@@ -30,8 +31,11 @@ const add = defineCommand({
   describe: 'bind (protocol, prefix, port) to a label; replaces the label of an equal binding',
   builder: bindingArgs,
   handler: async (argv) => {
-    const { binding, replaced, warnings } = await controlClient(argv).addBinding(bindingFromArgs(argv));
-    print(`added ${describe(binding)}${replaced && replaced.label !== binding.label ? ` (was -> ${replaced.label})` : ''}`);
+    const w = writeQuery(argv);
+    const { binding, replaced, warnings, revision } = await withTarget(argv, (t) => t.addBinding(bindingFromArgs(argv), w));
+    print(
+      `added ${describe(binding)}${replaced && replaced.label !== binding.label ? ` (was -> ${replaced.label})` : ''}${atRevision(revision)}`,
+    );
     printWarnings(warnings);
   },
 });
@@ -41,8 +45,9 @@ const rm = defineCommand({
   describe: 'remove a binding (the label must match)',
   builder: bindingArgs,
   handler: async (argv) => {
-    const { removed } = await controlClient(argv).removeBinding(bindingFromArgs(argv));
-    print(`removed ${describe(removed)}`);
+    const w = writeQuery(argv);
+    const { removed, revision } = await withTarget(argv, (t) => t.removeBinding(bindingFromArgs(argv), w));
+    print(`removed ${describe(removed)}${atRevision(revision)}`);
   },
 });
 
@@ -50,19 +55,22 @@ const list = defineCommand({
   command: 'list',
   describe: 'list bindings in precedence-friendly order; filters combine',
   builder: (y) =>
-    y
+    storeArgs(y)
+      .option('host', { type: 'string', describe: "with --store: this host's own set (default: the global set)" })
       .option('label', { type: 'string' })
       .option('protocol', { type: 'string' })
       .option('prefix', { type: 'string', describe: 'only bindings whose prefix lies within this one' })
       .option('port', { type: 'string' })
       .option('json', { type: 'boolean', default: false }),
   handler: async (argv) => {
-    const res = await controlClient(argv).listBindings({
+    const filter = {
       label: argv.label,
       protocol: argv.protocol === undefined ? undefined : parseProtocol(argv.protocol),
       prefix: argv.prefix,
       port: argv.port === undefined ? undefined : parsePortText(argv.port),
-    });
+    };
+    const { host } = writeQuery(argv);
+    const res = await withTarget(argv, (t) => t.listBindings(filter, host));
     if (argv.json) printJSON(res);
     else print(formatTable(BINDING_COLUMNS, res.bindings, 'no bindings'));
   },
@@ -71,16 +79,20 @@ const list = defineCommand({
 const load = defineCommand({
   command: 'load <file>',
   describe: "replace all bindings with a file's, atomically",
-  builder: (y) => y.positional('file', { type: 'string', demandOption: true }).option('dry-run', { type: 'boolean', default: false }),
+  builder: (y) =>
+    writeArgs(y).positional('file', { type: 'string', demandOption: true }).option('dry-run', { type: 'boolean', default: false }),
   handler: async (argv) => {
+    const w = writeQuery(argv);
     const text = await readFile(argv.file, 'utf8').catch((err: Error) => {
       throw new DispatcherError('ERR_BINDINGS_FILE', `cannot read ${argv.file}: ${err.message}`);
     });
     parseBindingsText(text, argv.file);
     const dryRun = argv['dry-run'];
-    const { added, removed, warnings } = await controlClient(argv).replaceBindings(text, { dryRun });
+    const { added, removed, warnings, revision } = await withTarget(argv, (t) => t.replaceBindings(text, { ...w, dryRun }));
     const out = [...removed.map((b) => `- ${describe(b)}`), ...added.map((b) => `+ ${describe(b)}`)];
-    out.push(`${dryRun ? 'would add' : 'added'} ${added.length}, ${dryRun ? 'would remove' : 'removed'} ${removed.length}`);
+    out.push(
+      `${dryRun ? 'would add' : 'added'} ${added.length}, ${dryRun ? 'would remove' : 'removed'} ${removed.length}${atRevision(revision)}`,
+    );
     print(out.join('\n'));
     printWarnings(warnings);
   },
@@ -89,8 +101,12 @@ const load = defineCommand({
 const exportCommand = defineCommand({
   command: 'export',
   describe: 'print every binding as a bindings file (export | load is a no-op)',
-  builder: (y) => y,
-  handler: async (argv) => printJSON(await controlClient(argv).exportBindings()),
+  builder: (y) => storeArgs(y).option('host', { type: 'string', describe: "with --store: this host's own set (default: the global set)" }),
+  handler: async (argv) => {
+    const { host } = writeQuery(argv);
+    const { bindings } = await withTarget(argv, (t) => t.listBindings({}, host));
+    printJSON({ bindings });
+  },
 });
 
 export const bindCommand = defineCommand({

@@ -1,12 +1,21 @@
+import { type Argv } from 'yargs';
 import { parseUpstream } from '../../proxy/upstream.js';
-import { controlClient, defineCommand, viewCommand } from '../command.js';
-import { formatTable, print } from '../format.js';
+import { defineCommand } from '../command.js';
+import { formatTable, print, printJSON } from '../format.js';
+import { atRevision, storeArgs, withTarget, writeQuery } from '../target.js';
+
+// Upstreams are global in a store: no --host.
+const changeArgs = <T>(y: Argv<T>) =>
+  storeArgs(y).option('if-revision', {
+    type: 'string',
+    describe: 'refuse the change if the upstreams were changed in the store after this revision (compare-and-swap)',
+  });
 
 const add = defineCommand({
   command: 'add <label> <address>',
   describe: "send the label's connections to unix:/path or tcp:host:port",
   builder: (y) =>
-    y
+    changeArgs(y)
       .positional('label', { type: 'string', demandOption: true })
       .positional('address', { type: 'string', demandOption: true, describe: 'unix:/path or tcp:host:port (IPv6: tcp:[::1]:8080)' })
       .option('proxy-protocol', {
@@ -16,36 +25,45 @@ const add = defineCommand({
       }),
   handler: async (argv) => {
     const upstream = parseUpstream({ label: argv.label, address: argv.address, proxy_protocol: argv['proxy-protocol'] });
-    const { upstream: set, replaced } = await controlClient(argv).setUpstream(upstream);
-    print(`upstream ${set.label} -> ${set.address} (PROXY protocol ${set.proxy_protocol})${replaced ? ` (was ${replaced.address})` : ''}`);
+    const w = writeQuery(argv);
+    const { upstream: set, replaced, revision } = await withTarget(argv, (t) => t.setUpstream(upstream, w));
+    print(
+      `upstream ${set.label} -> ${set.address} (PROXY protocol ${set.proxy_protocol})${replaced ? ` (was ${replaced.address})` : ''}${atRevision(revision)}`,
+    );
   },
 });
 
 const rm = defineCommand({
   command: 'rm <label>',
   describe: "remove a label's upstream",
-  builder: (y) => y.positional('label', { type: 'string', demandOption: true }),
+  builder: (y) => changeArgs(y).positional('label', { type: 'string', demandOption: true }),
   handler: async (argv) => {
-    const { removed } = await controlClient(argv).removeUpstream(argv.label);
-    print(`removed upstream ${removed.label} -> ${removed.address}`);
+    const w = writeQuery(argv);
+    const { removed, revision } = await withTarget(argv, (t) => t.removeUpstream(argv.label, w));
+    print(`removed upstream ${removed.label} -> ${removed.address}${atRevision(revision)}`);
   },
 });
 
-const list = viewCommand(
-  'list',
-  'the upstreams',
-  (client) => client.upstreams(),
-  (res) =>
-    formatTable(
-      [
-        { title: 'LABEL', cell: (u) => u.label },
-        { title: 'ADDRESS', cell: (u) => u.address },
-        { title: 'PROXY-PROTOCOL', cell: (u) => u.proxy_protocol },
-      ],
-      res.upstreams,
-      'no upstreams',
-    ),
-);
+const list = defineCommand({
+  command: 'list',
+  describe: 'the upstreams',
+  builder: (y) => storeArgs(y).option('json', { type: 'boolean', default: false }),
+  handler: async (argv) => {
+    const res = await withTarget(argv, (t) => t.upstreams());
+    if (argv.json) return printJSON(res);
+    print(
+      formatTable(
+        [
+          { title: 'LABEL', cell: (u) => u.label },
+          { title: 'ADDRESS', cell: (u) => u.address },
+          { title: 'PROXY-PROTOCOL', cell: (u) => u.proxy_protocol },
+        ],
+        res.upstreams,
+        'no upstreams',
+      ),
+    );
+  },
+});
 
 export const upstreamCommand = defineCommand({
   command: 'upstream',
