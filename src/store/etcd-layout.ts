@@ -10,6 +10,7 @@ import { parseUpstream, type Upstream } from '../proxy/upstream.js';
  *   PREFIX/live/global/current                {"gen":"<id>","chunks":N}: the one key readers follow
  *   PREFIX/live/global/o/<id>/<binding key>   a binding (or null: removed) changed since the load: an overlay
  *   PREFIX/data/global/<id>/<n>               {"bindings":[...]}: chunk n of generation <id>, n < N
+ *   PREFIX/data/global/stamp                  rewritten by every overlay write: a fold compares it
  *   PREFIX/live/host/<host>/..., PREFIX/data/host/<host>/...   the same, for one host's scope
  *   PREFIX/live/upstreams                     [Upstream, ...]
  *   PREFIX/fleet/live/<host>                  a daemon's presence (src/fleet/presence.ts), under its lease
@@ -38,6 +39,9 @@ export interface ScopeKeys {
   overlay(gen: string, b: Binding): string;
   chunks(gen: string): string;
   chunk(gen: string, n: number): string;
+  /** Every generation's chunks start so. */
+  dataRoot: string;
+  stamp: string;
 }
 
 export function scopeKeys(prefix: string, scope: Scope): ScopeKeys {
@@ -53,6 +57,8 @@ export function scopeKeys(prefix: string, scope: Scope): ScopeKeys {
     overlay: (gen, b) => `${live}/o/${gen}/${b.protocol},${b.prefix},${b.port}`,
     chunks: (gen) => `${data}/${gen}/`,
     chunk: (gen, n) => `${data}/${gen}/${n}`,
+    dataRoot: `${data}/`,
+    stamp: `${data}/stamp`,
   };
 }
 

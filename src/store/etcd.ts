@@ -26,6 +26,18 @@ export { type EtcdOptions } from './etcd-client.js';
 
 // Chunk writes in flight at once during a load: a few keep etcd busy without queueing 8 MB on the socket.
 const WRITES = 4;
+// Overlays a generation may gather before they are folded into a new one: every full read lists them all,
+// and a range answer must stay under gRPC's 4 MiB.
+const FOLD_AT = 1_000;
+// A generation no pointer names, this old, was left by a writer that died before its flip.
+const ABANDONED_MS = 10 * 60_000;
+
+/** What a fold compares: the pointer and the overlay stamp, as read with the scope. */
+interface Base {
+  mod: number;
+  pointer: Pointer | undefined;
+  stampMod?: number;
+}
 
 /**
  * Bindings and upstreams in etcd, for a fleet: each scope's set is a generation of chunks that readers reach
@@ -119,12 +131,12 @@ export class EtcdBindings {
    * it since `expectedRevision` (or since this call read it). Returns the revision of the flip.
    */
   replace(scope: Scope, bindings: readonly Binding[], expectedRevision?: number): Promise<number> {
-    return this.#named(this.#replace(scope, bindings, expectedRevision));
+    return this.#named(this.#pointer(scopeKeys(this.prefix, scope)).then((base) => this.#replace(scope, bindings, base, expectedRevision)));
   }
 
-  async #replace(scope: Scope, bindings: readonly Binding[], expectedRevision?: number): Promise<number> {
+  async #replace(scope: Scope, bindings: readonly Binding[], base: Base, expectedRevision?: number): Promise<number> {
     const keys = scopeKeys(this.prefix, scope);
-    const { mod, pointer } = await this.#pointer(keys);
+    const { mod, pointer } = base;
     checkExpected(keys.pointer, mod, expectedRevision);
     const gen = newGen();
     const texts = chunks(bindings);
@@ -141,10 +153,12 @@ export class EtcdBindings {
         );
       }
       const next: Pointer = { gen, chunks: texts.length };
-      const txn = await this.client
-        .if(keys.pointer, 'Mod', '==', mod)
+      let flip = this.client.if(keys.pointer, 'Mod', '==', mod);
+      // A fold loses nothing: it flips only if no overlay was written since it read them.
+      if (base.stampMod !== undefined) flip = flip.and(keys.stamp, 'Mod', '==', base.stampMod);
+      const txn = await flip
         .then(this.client.put(keys.pointer).value(JSON.stringify(next)))
-        .else(this.client.get(keys.pointer))
+        .else(this.client.get(keys.pointer), this.client.get(keys.stamp))
         .commit();
       if (!txn.succeeded) throw conflict(keys.pointer, lostTo(txn), expectedRevision ?? mod);
       revision = Number(txn.header.revision);
@@ -154,7 +168,34 @@ export class EtcdBindings {
     }
     // Nobody follows the old generation any more; a failure here leaves garbage, never a wrong read.
     if (pointer !== undefined) await this.#dropGen(keys, pointer.gen);
+    await this.#dropAbandoned(keys, gen);
     return revision;
+  }
+
+  /** Generations of writers that died between their chunks and their flip: old, and named by no pointer. */
+  async #dropAbandoned(keys: ScopeKeys, current: string): Promise<void> {
+    const names = await this.client
+      .getAll()
+      .prefix(keys.dataRoot)
+      .keys()
+      .catch(() => []);
+    const gens = new Set(names.map((k) => k.slice(keys.dataRoot.length).split('/')[0]!).filter((g) => g.includes('-')));
+    for (const gen of gens) {
+      const born = parseInt(gen.split('-')[0]!, 36);
+      if (gen !== current && Date.now() - born > ABANDONED_MS) await this.#dropGen(keys, gen);
+    }
+  }
+
+  /**
+   * The scope's chunks and overlays written as one new generation, if no write came between: the next
+   * overlay write triggers it again otherwise.
+   */
+  async #fold(scope: Scope): Promise<void> {
+    const keys = scopeKeys(this.prefix, scope);
+    const base = await this.#pointer(keys);
+    const stamp = await this.client.get(keys.stamp).revision(base.revision).exec();
+    const { bindings } = await this.#readScope(scope, base.revision);
+    await this.#replace(scope, [...bindings.values()], { ...base, stampMod: Number(stamp.kvs[0]?.mod_revision ?? 0) });
   }
 
   async #dropGen(keys: ScopeKeys, gen: string): Promise<void> {
@@ -243,7 +284,7 @@ export class EtcdBindings {
     const got = await this.client.get(key).revision(revision).exec();
     const keyMod = Number(got.kvs[0]?.mod_revision ?? 0);
     checkExpected(keys.pointer, Math.max(mod, keyMod), expectedRevision);
-    const writes = [this.client.put(key).value(value)];
+    const writes = [this.client.put(key).value(value), this.client.put(keys.stamp).value(gen)];
     if (pointer === undefined) writes.push(this.client.put(keys.pointer).value(JSON.stringify({ gen, chunks: 0 })));
     const txn = await this.client
       .if(keys.pointer, 'Mod', '==', mod)
@@ -252,6 +293,9 @@ export class EtcdBindings {
       .else(this.client.get(keys.pointer), this.client.get(key))
       .commit();
     if (!txn.succeeded) throw conflict(key, lostTo(txn), expectedRevision ?? Math.max(mod, keyMod));
+    const overlays = await this.client.getAll().prefix(keys.overlays(gen)).count();
+    // Lost to another writer, a fold is left to the next write: the change itself is made either way.
+    if (overlays > FOLD_AT) await this.#fold(scope).catch(() => undefined);
     return Number(txn.header.revision);
   }
 
