@@ -3,7 +3,7 @@ import { ControlClient } from '../control/client.js';
 import { type WriteQuery } from '../control/protocol.js';
 import { storeYargsOptions } from '../daemon/options.js';
 import { DispatcherError } from '../errors.js';
-import { type StoreClient } from '../fleet/store-client.js';
+import { type StoreClient } from './store-client.js';
 import { etcdOptions } from '../store/etcd-client.js';
 import { checkHost } from '../store/etcd-layout.js';
 import { type GlobalArgs } from './command.js';
@@ -64,7 +64,7 @@ export async function withTarget<T>(argv: StoreArgs, work: (target: Target) => P
       fleet: () => c.fleet(),
     });
   }
-  const { StoreClient } = await import('../fleet/store-client.js');
+  const { StoreClient } = await import('./store-client.js');
   const store = await StoreClient.connect(
     etcdOptions({
       store: url,

@@ -19,8 +19,8 @@ import {
 import { parseUpstream } from '../proxy/upstream.js';
 import { EtcdBindings, type EtcdOptions, type Scope } from '../store/etcd.js';
 import { Table } from '../table/table.js';
-import { readFleet } from './view.js';
-import { FleetWriter, readView } from './writes.js';
+import { readFleet } from '../fleet/view.js';
+import { FleetWriter, readView } from '../fleet/writes.js';
 
 /**
  * The CLI's way to the store with no daemon (`--store`): the control API's answers for bindings, upstreams
