@@ -225,20 +225,29 @@ export class Daemon {
     const o: Resolved = { ...resolveOptions(options), logger: options.logger ?? pino({ name: 'dispatcher' }, pino.destination(2)) };
     // A takeover gets the old daemon's sockets first: by then it takes no more changes, so the state file
     // read next is its last word.
-    // The store's options are checked before anything is taken or opened: bad flags change nothing.
+    // The store's options are checked before anything is taken or opened: bad flags change nothing. The
+    // store is read before a takeover too: the old daemon's sockets wait for nobody meanwhile.
     const etcd = o.store === undefined ? undefined : etcdOptions({ ...o, store: o.store });
-    const host = checkHost(o.hostName ?? hostname());
-    const inherited = options.takeover ? await requestHandover(o.controlPath) : undefined;
+    const member =
+      etcd === undefined
+        ? undefined
+        : await FleetMember.open({ etcd, url: o.store!, host: checkHost(o.hostName ?? hostname()), log: o.logger });
+    const inherited = options.takeover
+      ? await requestHandover(o.controlPath).catch(async (err: unknown) => {
+          await member?.close();
+          throw err;
+        })
+      : undefined;
     const state = new StateFile(o.stateDir);
     let saved;
-    let member: FleetMember | undefined;
     try {
+      // With a store, the state file is its cache: what the daemon starts from while etcd does not answer.
       saved = await state.load();
-      // With a store the daemon starts from it, or from the state file (its cache) while etcd does not answer.
-      if (etcd !== undefined) ({ member, start: saved } = await FleetMember.open({ etcd, url: o.store!, host, log: o.logger }, saved));
+      if (member !== undefined) saved = member.startFrom(saved);
     } catch (err) {
       inherited?.sockets.forEach((s) => native.close(s.fd));
       inherited?.channel.close();
+      await member?.close();
       throw err;
     }
     const d = new Daemon(o, saved, member);

@@ -78,6 +78,7 @@ export class FleetMember {
   #behindSince: number | undefined;
   #error: string | null = null;
   #latest: Snapshot | undefined;
+  #first: Snapshot | undefined;
   #applying = false;
   #reapply: NodeJS.Timeout | undefined;
   #waiters: { revision: number; done: () => void }[] = [];
@@ -91,35 +92,42 @@ export class FleetMember {
     this.#presence = new Presence(bindings.client, bindings.prefix, options.host, this.#log);
   }
 
-  /**
-   * The member, and what the daemon starts from: the store's current set if etcd answers soon, else the
-   * state file (`cached`), which is the cache of the last revision served.
-   */
-  static async open(options: MemberOptions, cached: LoadedState): Promise<{ member: FleetMember; start: LoadedState }> {
+  /** The member, with the store's current set if etcd answers within FIRST_READ_MS (see `startFrom`). */
+  static async open(options: MemberOptions): Promise<FleetMember> {
     const bindings = await EtcdBindings.connect({ ...options.etcd, host: options.host, lazy: true });
     const member = new FleetMember(options, bindings);
     const first = await Promise.race([
       bindings.read().catch((err: Error) => err),
       new Promise<Error>((resolve) => setTimeout(() => resolve(new Error(`no answer in ${FIRST_READ_MS} ms`)), FIRST_READ_MS).unref()),
     ]);
-    if (!(first instanceof Error)) {
+    if (first instanceof Error) member.#error = first.message;
+    else {
       member.#markConnected(true);
-      member.#served = member.#heard = first.revision;
-      return {
-        member,
-        start: { bindings: first.bindings, upstreams: first.upstreams, refused: [], origin: member.#origin(first.revision) },
-      };
+      member.#first = first;
     }
-    member.#error = first.message;
-    const fromHere = cached.origin?.store === options.url;
-    member.#log.warn(
-      { err: first.message, cached: cached.origin },
+    return member;
+  }
+
+  /**
+   * What the daemon starts from: the store's set as read by `open`, or else the state file (`cached`),
+   * which is the cache of the last revision served.
+   */
+  startFrom(cached: LoadedState): LoadedState {
+    const first = this.#first;
+    this.#first = undefined;
+    if (first !== undefined) {
+      this.#served = this.#heard = first.revision;
+      return { bindings: first.bindings, upstreams: first.upstreams, refused: [], origin: this.#origin(first.revision) };
+    }
+    const fromHere = cached.origin?.store === this.url;
+    this.#log.warn(
+      { err: this.#error, cached: cached.origin },
       fromHere
         ? `etcd did not answer: serving the cached revision ${cached.origin!.revision} until it does`
         : 'etcd did not answer and the state file is not a cache of this store: serving it until etcd answers',
     );
-    if (fromHere) member.#served = member.#heard = cached.origin!.revision;
-    return { member, start: cached };
+    if (fromHere) this.#served = this.#heard = cached.origin!.revision;
+    return cached;
   }
 
   /** From now on the daemon's table follows the store. */
