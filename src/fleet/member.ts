@@ -2,9 +2,9 @@ import { type Logger } from 'pino';
 import { type Binding } from '../bindings/binding.js';
 import { DispatcherError } from '../errors.js';
 import { type Upstream } from '../proxy/upstream.js';
-import { EtcdBindings, type EtcdOptions, type Scope, type Snapshot } from '../store/etcd.js';
+import { EtcdBindings, type EtcdOptions, layered, type Scope, type Snapshot } from '../store/etcd.js';
 import { type LoadedState } from '../store/state-file.js';
-import { type ChangeStore } from '../store/store.js';
+import { type ChangeStore, type StoreUpdate } from '../store/store.js';
 import { type Diff } from '../table/table.js';
 import { VERSION } from '../version.js';
 import { Presence, type PresenceRecord } from './presence.js';
@@ -55,6 +55,8 @@ const FIRST_READ_MS = 5_000;
 const APPLY_WAIT_MS = 10_000;
 // An apply that failed (rules refused, the disk) is tried again so long after, if nothing newer came.
 const REAPPLY_MS = 5_000;
+// Changed keys applied one by one up to this many; more, and the table is built whole.
+const INCREMENTAL_MAX = 256;
 
 /**
  * A daemon in a fleet: its table follows the store (global set, this host's set layered over it), each
@@ -79,6 +81,8 @@ export class FleetMember {
   #error: string | null = null;
   #latest: Snapshot | undefined;
   #first: Snapshot | undefined;
+  // Keys changed since the revision served (undefined: unknown, the whole set is applied next).
+  #pending: Map<string, Binding> | undefined;
   #applying = false;
   #reapply: NodeJS.Timeout | undefined;
   #waiters: { revision: number; done: () => void }[] = [];
@@ -247,9 +251,11 @@ export class FleetMember {
     return { store: this.url, revision };
   }
 
-  /** A snapshot from the watch: the latest wins, one apply at a time. */
+  /** A snapshot from the watch: the latest wins, one apply at a time; what the skipped ones changed adds up. */
   #offer(snapshot: Snapshot): void {
     this.#latest = snapshot;
+    if (snapshot.changed === undefined) this.#pending = undefined;
+    else if (this.#pending !== undefined) for (const [id, key] of snapshot.changed) this.#pending.set(id, key);
     this.#heard = Math.max(this.#heard, snapshot.revision);
     if (this.#served < snapshot.revision) this.#behindSince ??= Date.now();
     void this.#apply();
@@ -262,8 +268,15 @@ export class FleetMember {
     if (snapshot === undefined || snapshot.revision <= this.#served) return;
     this.#applying = true;
     clearTimeout(this.#reapply);
+    // Past a few hundred keys, one build of the whole table costs less than that many copies of a group.
+    const pending = this.#pending !== undefined && this.#pending.size <= INCREMENTAL_MAX ? this.#pending : undefined;
+    this.#pending = new Map();
+    const update: StoreUpdate =
+      pending === undefined
+        ? snapshot
+        : { upstreams: snapshot.upstreams, changes: [...pending].map(([id, key]) => ({ key, binding: layered(snapshot, id) })) };
     try {
-      const diff = await follow.store.apply(snapshot, this.#origin(snapshot.revision));
+      const diff = await follow.store.apply(update, this.#origin(snapshot.revision));
       this.#served = snapshot.revision;
       this.#error = null;
       if (this.#heard <= this.#served) this.#behindSince = undefined;
@@ -271,6 +284,8 @@ export class FleetMember {
       this.#waiters = this.#waiters.filter((w) => w.revision > this.#served);
       follow.onApplied(diff);
     } catch (err) {
+      // Not applied: the next try rebuilds the whole table (what changed since is no longer known).
+      this.#pending = undefined;
       this.#failed(`revision ${snapshot.revision} not applied: ${(err as Error).message}`);
       this.#reapply = setTimeout(() => void this.#apply(), REAPPLY_MS);
     } finally {

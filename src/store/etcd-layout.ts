@@ -107,8 +107,11 @@ export function parseChunk(key: string, text: string): Binding[] {
   }
 }
 
-/** An overlay: the identity of the binding its key names, and the binding, or undefined when it records a removal. */
-export function parseOverlay(key: string, text: string): { id: string; binding: Binding | undefined } {
+/**
+ * An overlay: the identity of the binding its key names, a binding of that key (`named`, its label
+ * meaningless), and the binding, or undefined when it records a removal.
+ */
+export function parseOverlay(key: string, text: string): { id: string; named: Binding; binding: Binding | undefined } {
   const m = /\/o\/[^/]+\/(tcp|udp),([^,]+),([0-9]{1,5})$/.exec(key);
   let named: Binding;
   try {
@@ -118,11 +121,11 @@ export function parseOverlay(key: string, text: string): { id: string; binding: 
     throw storeError(key, (err as Error).message);
   }
   const v = parseJSON(key, text);
-  if (v === null) return { id: named.key(), binding: undefined };
+  if (v === null) return { id: named.key(), named, binding: undefined };
   const [binding] = parseChunk(key, JSON.stringify({ bindings: [v] }));
   // A value for another binding than the key names would leave two overlays for one binding.
   if (binding === undefined || !binding.sameKey(named)) throw storeError(key, `holds ${show(v)}, which is not the binding the key names`);
-  return { id: named.key(), binding };
+  return { id: named.key(), named, binding };
 }
 
 export function parseUpstreams(key: string, text: string): Upstream[] {

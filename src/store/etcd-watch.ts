@@ -6,8 +6,16 @@ import { liveDir, parseOverlay, parseUpstreams, type ScopeKeys, upstreamsKey } f
 export interface Snapshot {
   /** The etcd revision the snapshot was read at. */
   revision: number;
-  /** The global scope with this host's layered over it: on the same (protocol, prefix, port, family), the host's label wins. */
-  bindings: Binding[];
+  /**
+   * The global scope with this host's layered over it: on the same (protocol, prefix, port, family), the
+   * host's label wins. Built when first asked for (a follower that applies `changed` never asks).
+   */
+  readonly bindings: Binding[];
+  /**
+   * The binding keys (by id, each with a binding of that key) that single changes touched since the
+   * previous snapshot of this watch; undefined after a full read (anything may have changed).
+   */
+  changed?: ReadonlyMap<string, Binding> | undefined;
   upstreams: Upstream[];
   /** Each scope's own bindings by key, global then this host's: what a change to one is checked against. */
   scopes: ReadonlyMap<string, Binding>[];
@@ -40,16 +48,28 @@ export interface State {
 }
 
 /** The global scope with the host's (the second) layered over it. */
-export function snapshotOf(state: State): Snapshot {
+export function snapshotOf(state: State, changed?: ReadonlyMap<string, Binding>): Snapshot {
   const [global, host] = state.scopes;
-  const merged = new Map(global!.bindings);
-  for (const [k, b] of host!.bindings) merged.set(k, b);
+  let bindings: Binding[] | undefined;
   return {
     revision: state.revision,
-    bindings: [...merged.values()],
+    get bindings() {
+      if (bindings === undefined) {
+        const merged = new Map(global!.bindings);
+        for (const [k, b] of host!.bindings) merged.set(k, b);
+        bindings = [...merged.values()];
+      }
+      return bindings;
+    },
+    changed,
     upstreams: state.upstreams,
     scopes: [global!.bindings, host!.bindings],
   };
+}
+
+/** The binding a layered snapshot has for key `id`: this host's, else the global one. */
+export function layered(snapshot: Snapshot, id: string): Binding | undefined {
+  return snapshot.scopes[1]!.get(id) ?? snapshot.scopes[0]!.get(id);
 }
 
 export interface WatchContext {
@@ -76,6 +96,8 @@ export function watchState(
   let state: State | undefined;
   let stale = false;
   let queued: Change[] = [];
+  // What single changes touched since the last snapshot delivered.
+  let changed = new Map<string, Binding>();
   const follow = (current: State, changes: Change[]): boolean => {
     const apply: (() => void)[] = [];
     // A change the state already holds (read after it) is skipped: applied again it could undo a later one.
@@ -88,9 +110,10 @@ export function watchState(
       if (i === -1) return false;
       const scope = current.scopes[i]!.bindings;
       apply.push(() => {
-        const { id, binding } = parseOverlay(key, value);
+        const { id, named, binding } = parseOverlay(key, value);
         if (binding === undefined) scope.delete(id);
         else scope.set(id, binding);
+        changed.set(id, named);
       });
     }
     for (const f of apply) f();
@@ -105,7 +128,9 @@ export function watchState(
       const at = pending;
       const changes = queued;
       queued = [];
+      let full = false;
       if (state === undefined || stale || !follow(state, changes)) {
+        full = true;
         stale = false;
         state = undefined;
         try {
@@ -119,7 +144,8 @@ export function watchState(
       }
       if (closed) return;
       delivered = state.revision;
-      onChange(snapshotOf(state));
+      onChange(snapshotOf(state, full ? undefined : changed));
+      changed = new Map();
     }
   };
   // A failed read (etcd away, bad data under the prefix) is told and retried a second later; the caller

@@ -21,7 +21,7 @@ import {
 import { type ScopeState, type Snapshot, snapshotOf, type State, type WatchEvents, watchState } from './etcd-watch.js';
 
 export { type Scope } from './etcd-layout.js';
-export { type Snapshot, type WatchEvents } from './etcd-watch.js';
+export { layered, type Snapshot, type WatchEvents } from './etcd-watch.js';
 export { type EtcdOptions } from './etcd-client.js';
 
 // Chunk writes in flight at once during a load: a few keep etcd busy without queueing 8 MB on the socket.

@@ -10,6 +10,11 @@ import { type Origin, type StateFile } from './state-file.js';
 // A replace this large leaves enough garbage to be worth a full collection (see memory.ts).
 const LARGE_REPLACE = 100_000;
 
+/** A revision of the fleet's store: its whole set, or the keys changed since the one served; and the upstreams. */
+export type StoreUpdate = { upstreams: readonly Upstream[] } & (
+  { bindings: readonly Binding[] } | { changes: readonly { key: Binding; binding: Binding | undefined }[] }
+);
+
 /** What serves the table (the listening mode): told before and after each change. */
 export interface Follower {
   /** Before `table` is served; a rejection undoes the change. */
@@ -156,14 +161,15 @@ export class ChangeStore {
 
   /**
    * A revision of the fleet's store, applied whole: the bindings in one swap (no lookup sees part of it) and
-   * the upstreams with them. A revision that changes neither changes only the revision served (not saved:
-   * a restart reads the store again anyway).
+   * the upstreams with them. `update` is the whole set, or the keys that changed since the revision served
+   * (each with its binding now, or undefined: gone), which spares rebuilding a large table for one binding.
+   * A revision that changes neither bindings nor upstreams changes only the revision served (not saved: a
+   * restart reads the store again anyway).
    */
-  apply(snapshot: { bindings: readonly Binding[]; upstreams: readonly Upstream[] }, origin: Origin): Promise<Diff> {
+  apply(update: StoreUpdate, origin: Origin): Promise<Diff> {
     return this.#change(async () => {
-      const next = Table.from(snapshot.bindings);
-      const diff = this.#table.diff(next);
-      const upstreams = this.#allowed(snapshot.upstreams);
+      const { table: next, diff } = 'bindings' in update ? this.#whole(update.bindings) : this.#changed(update.changes);
+      const upstreams = this.#allowed(update.upstreams);
       const same = (a: Map<string, Upstream>, b: Map<string, Upstream>): boolean =>
         a.size === b.size && [...a].every(([label, u]) => JSON.stringify(b.get(label)) === JSON.stringify(u));
       if (diff.added.length > 0 || diff.removed.length > 0 || !same(upstreams, this.#upstreams)) {
@@ -172,9 +178,30 @@ export class ChangeStore {
       } else {
         this.#origin = origin;
       }
-      if (snapshot.bindings.length >= LARGE_REPLACE) collectSoon();
+      if (next.size >= LARGE_REPLACE && 'bindings' in update) collectSoon();
       return diff;
     });
+  }
+
+  #whole(bindings: readonly Binding[]): { table: Table; diff: Diff } {
+    const table = Table.from(bindings);
+    return { table, diff: this.#table.diff(table) };
+  }
+
+  #changed(changes: readonly { key: Binding; binding: Binding | undefined }[]): { table: Table; diff: Diff } {
+    let table = this.#table;
+    const diff: Diff = { added: [], removed: [] };
+    for (const { key, binding } of changes) {
+      const old = table.find(key);
+      if (old?.label === binding?.label) continue;
+      if (old !== undefined) diff.removed.push(old);
+      if (binding === undefined) table = table.without(old!);
+      else {
+        table = table.with(binding).table;
+        diff.added.push(binding);
+      }
+    }
+    return { table, diff };
   }
 
   setUpstream(upstream: Upstream): Promise<{ upstream: Upstream; replaced: Upstream | undefined }> {
