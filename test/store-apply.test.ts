@@ -44,8 +44,8 @@ t.test('applying changed keys equals rebuilding the whole table', async (t) => {
       const whole = Table.from(before.values()).diff(Table.from(expected.values()));
       const diff = await store.apply({ upstreams: [], changes: [...batch.values()] }, { store: 'etcd://x/p', revision });
       t.same(sorted(store.table.bindings()), sorted([...expected.values()]), `seed ${seed} revision ${revision}: the table`);
-      t.same(sorted(diff.added), sorted(whole.added), `seed ${seed} revision ${revision}: added`);
-      t.same(sorted(diff.removed), sorted(whole.removed), `seed ${seed} revision ${revision}: removed`);
+      t.same(sorted(diff!.added), sorted(whole.added), `seed ${seed} revision ${revision}: added`);
+      t.same(sorted(diff!.removed), sorted(whole.removed), `seed ${seed} revision ${revision}: removed`);
       expected = new Map(store.table.bindings().map((b) => [b.key(), b]));
     }
     t.equal(store.origin?.revision, 40, 'the revision served is the last applied');

@@ -98,6 +98,7 @@ export class Daemon {
       upstreamDir: o.upstreamDir,
       log,
       origin: saved.origin,
+      cache: member !== undefined,
     });
     const registry = new Registry({ timeoutMs: o.queueTimeoutMs, size: o.queueSize }, metrics);
     const policy = new Policy(o.allow);
@@ -308,6 +309,7 @@ export class Daemon {
     this.#udpRelay.close();
     this.#registry.close();
     await this.#store.idle();
+    await this.#store.flush();
     await this.#endpoints.close();
     this.log.info('daemon stopped');
   }

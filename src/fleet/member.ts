@@ -45,8 +45,8 @@ export interface FollowOptions {
   store: ChangeStore;
   /** The record's description of this daemon, asked at each publish. */
   describe: () => Pick<PresenceRecord, 'mode' | 'bindings' | 'workers'>;
-  /** After each revision applied (its diff may be empty: upstreams changed, or another host's set). */
-  onApplied: (diff: Diff) => void;
+  /** After each revision applied (it may have changed nothing here: another host's set). */
+  onApplied: () => void;
 }
 
 // A daemon starting waits this long for the store before it serves its cache.
@@ -276,13 +276,13 @@ export class FleetMember {
         ? snapshot
         : { upstreams: snapshot.upstreams, changes: [...pending].map(([id, key]) => ({ key, binding: layered(snapshot, id) })) };
     try {
-      const diff = await follow.store.apply(update, this.#origin(snapshot.revision));
+      await follow.store.apply(update, this.#origin(snapshot.revision));
       this.#served = snapshot.revision;
       this.#error = null;
       if (this.#heard <= this.#served) this.#behindSince = undefined;
       for (const w of this.#waiters.filter((w) => w.revision <= this.#served)) w.done();
       this.#waiters = this.#waiters.filter((w) => w.revision > this.#served);
-      follow.onApplied(diff);
+      follow.onApplied();
     } catch (err) {
       // Not applied: the next try rebuilds the whole table (what changed since is no longer known).
       this.#pending = undefined;

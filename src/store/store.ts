@@ -36,7 +36,15 @@ export interface StoreOptions {
   log: Logger;
   /** The fleet's store and revision the state file was saved from, if it was. */
   origin?: Origin | undefined;
+  /**
+   * The bindings come from a fleet's store and the state file is only its cache: it is written after a
+   * change is served, at most once a second, not before (a write of 100,000 bindings costs about 100 ms).
+   */
+  cache?: boolean;
 }
+
+// How long a cache write waits for more changes, so that a burst of them costs one write.
+const CACHE_DELAY_MS = 1_000;
 
 /**
  * Where the bindings and upstreams live while the daemon runs: the current table snapshot and upstream map,
@@ -55,10 +63,14 @@ export class ChangeStore {
   #changes: Promise<unknown> = Promise.resolve();
   #frozen = false;
   #origin: Origin | undefined;
+  readonly #cache: boolean;
+  #cacheTimer: NodeJS.Timeout | undefined;
+  #cacheWrite: Promise<void> = Promise.resolve();
 
   constructor(options: StoreOptions) {
     this.#state = options.state;
     this.#origin = options.origin;
+    this.#cache = options.cache === true;
     this.#table = options.table;
     this.#upstreamDir = options.upstreamDir;
     this.#log = options.log;
@@ -110,6 +122,17 @@ export class ChangeStore {
   async freeze(): Promise<void> {
     this.#frozen = true;
     await this.#changes.catch(() => undefined);
+    await this.flush();
+  }
+
+  /** The cache written now if a write is due (at a stop, a hand-over). */
+  async flush(): Promise<void> {
+    if (this.#cacheTimer !== undefined) {
+      clearTimeout(this.#cacheTimer);
+      this.#cacheTimer = undefined;
+      this.#writeCache();
+    }
+    await this.#cacheWrite;
   }
 
   /** The hand-over failed: changes are taken again. */
@@ -162,14 +185,22 @@ export class ChangeStore {
   /**
    * A revision of the fleet's store, applied whole: the bindings in one swap (no lookup sees part of it) and
    * the upstreams with them. `update` is the whole set, or the keys that changed since the revision served
-   * (each with its binding now, or undefined: gone), which spares rebuilding a large table for one binding.
-   * A revision that changes neither bindings nor upstreams changes only the revision served (not saved: a
-   * restart reads the store again anyway).
+   * (each with its binding now, or undefined: gone), which spares rebuilding a large table for one binding;
+   * the diff is returned for those. Changed keys that change nothing here change only the revision served
+   * (not saved: a restart reads the store again anyway).
    */
-  apply(update: StoreUpdate, origin: Origin): Promise<Diff> {
+  apply(update: StoreUpdate, origin: Origin): Promise<Diff | undefined> {
     return this.#change(async () => {
-      const { table: next, diff } = 'bindings' in update ? this.#whole(update.bindings) : this.#changed(update.changes);
       const upstreams = this.#allowed(update.upstreams);
+      if ('bindings' in update) {
+        // A whole set (a load, a full read) is taken as it is: diffing 100,000 bindings costs more than the
+        // swap, and a set that did not change costs one swap, rarely.
+        const next = Table.from(update.bindings);
+        await this.#commit(next, { revision: origin.revision, loaded: next.size }, upstreams, origin);
+        if (next.size >= LARGE_REPLACE) collectSoon();
+        return undefined;
+      }
+      const { table: next, diff } = this.#changed(update.changes);
       const same = (a: Map<string, Upstream>, b: Map<string, Upstream>): boolean =>
         a.size === b.size && [...a].every(([label, u]) => JSON.stringify(b.get(label)) === JSON.stringify(u));
       if (diff.added.length > 0 || diff.removed.length > 0 || !same(upstreams, this.#upstreams)) {
@@ -178,14 +209,8 @@ export class ChangeStore {
       } else {
         this.#origin = origin;
       }
-      if (next.size >= LARGE_REPLACE && 'bindings' in update) collectSoon();
       return diff;
     });
-  }
-
-  #whole(bindings: readonly Binding[]): { table: Table; diff: Diff } {
-    const table = Table.from(bindings);
-    return { table, diff: this.#table.diff(table) };
   }
 
   #changed(changes: readonly { key: Binding; binding: Binding | undefined }[]): { table: Table; diff: Diff } {
@@ -241,18 +266,35 @@ export class ChangeStore {
    * the live table, which stays as it was, and the caller gets the error.
    */
   async #commit(next: Table, what: Record<string, unknown>, upstreams = this.#upstreams, origin = this.#origin): Promise<void> {
-    const [saved, prepared] = await Promise.allSettled([this.#save(next, upstreams, origin), this.#follower?.prepare(next)]);
+    const save = this.#cache ? Promise.resolve() : this.#save(next, upstreams, origin);
+    const [saved, prepared] = await Promise.allSettled([save, this.#follower?.prepare(next)]);
     if (saved.status === 'rejected' || prepared.status === 'rejected') {
       // What serves the table must not change, so neither may the bindings: undo whichever step went through.
-      if (saved.status === 'fulfilled') await this.#save(this.#table, this.#upstreams, this.#origin);
+      if (saved.status === 'fulfilled' && !this.#cache) await this.#save(this.#table, this.#upstreams, this.#origin);
       if (prepared.status === 'fulfilled') await this.#follower?.prepare(this.#table).catch(() => undefined);
       throw saved.status === 'rejected' ? saved.reason : (prepared as PromiseRejectedResult).reason;
     }
     this.#table = next;
     this.#upstreams = upstreams;
     this.#origin = origin;
+    if (this.#cache) this.#cacheSoon();
     this.#follower?.follow(next);
     this.#log.info({ ...what, bindings: next.size }, 'bindings changed');
+  }
+
+  /** A cache write, a second after the last change (so a burst costs one); a failure is logged, not fatal. */
+  #cacheSoon(): void {
+    clearTimeout(this.#cacheTimer);
+    this.#cacheTimer = setTimeout(() => {
+      this.#cacheTimer = undefined;
+      this.#writeCache();
+    }, CACHE_DELAY_MS);
+  }
+
+  #writeCache(): void {
+    this.#cacheWrite = this.#cacheWrite
+      .then(() => this.#save(this.#table, this.#upstreams, this.#origin))
+      .catch((err: Error) => this.#log.warn(`state file (the store's cache) not written: ${err.message}`));
   }
 
   /** Persists first, then swaps: a refused write changes nothing. */
