@@ -407,7 +407,7 @@ try {
   for (; loads < LOADS; loads++) {
     if (loads >= MIN_LOADS && performance.now() - phase > BUDGET_S * 1000) break;
     const cases = loads % 2 === 0 ? { [LOAD]: load, [LARGE]: single } : { [LARGE]: single, [LOAD]: load };
-    const { raw } = await interleavedRounds(cases, 1, `fleet: round ${loads + 1}/${LOADS}: `);
+    const { raw } = await interleavedRounds(cases, 1, `fleet (large table, ${loads + 1}/${LOADS}) `);
     for (const [name, rounds] of Object.entries(raw)) large[name]?.push(...rounds);
   }
 

@@ -53,7 +53,7 @@ import { machine, resultFile, RESULTS_DIR } from './common.js';
  *   },
  * }} Results
  */
-/** bench/fleet.js's figures of a case: the time to the last daemon served, a daemon's CPU. @typedef {{ last_daemon_ms: Summary, daemon_cpu_ms_each: Summary }} FleetCase */
+/** bench/fleet.js's figures of a case: the time to the last daemon served, a daemon's CPU. @typedef {{ last_daemon_ms: Summary, daemon_cpu_ms_each: Summary, daemons_cpu_s: Summary, others_cpu_s: Summary }} FleetCase */
 /** bench/kernel.js's cases of new connections and UDP. @typedef {'direct' | 'hand-off' | 'kernel'} KernelCase */
 /** bench/kernel.js's ratio of two cases: of their medians, and each round's. @typedef {{ of_medians: number, per_round: Summary }} Ratio */
 /** A chart's group of bars, each a ratio to its group's direct case. @typedef {{ title: string, bars: { name: string, value: number, ratio: number }[] }} Group */
@@ -370,6 +370,7 @@ function markdown(groups) {
       row(`a single binding, ${size}-binding table`, f.single_large_table, f.targets.single_ms),
       row(`a load of ${size} bindings`, f.load, f.load.size >= 100_000 ? f.targets.load_ms : undefined),
       '',
+      `- The daemons share ${machine().cpus} cores: the time to the last is about all their CPU over the cores (a load: ${f.load.daemons_cpu_s.median.toFixed(1)} s, median), plus whatever else ran (other processes: ${f.load.others_cpu_s.median.toFixed(1)} s). On machines of their own, each would take about its own CPU.`,
       `- Idle: a daemon ${f.idle.daemon_cpu_percent.mean.toFixed(2)}% of a core (max ${f.idle.daemon_cpu_percent.max.toFixed(2)}%), etcd ${f.idle.etcd_cpu_percent.toFixed(1)}%, over ${f.idle.seconds.toFixed(0)} s (target: about 0).`,
       `- Memory at ${size} bindings: a daemon ${f.memory.daemon_rss_mib.mean.toFixed(0)} MiB resident (peak ${f.memory.daemon_peak_rss_mib.mean.toFixed(0)} MiB), etcd ${f.memory.etcd_rss_mib.toFixed(0)} MiB.`,
       '',
