@@ -476,7 +476,7 @@ try {
   console.log(
     `Targets: a single binding < ${TARGETS.single_ms} ms at max: ${met(result.single.last_daemon_ms.max, TARGETS.single_ms)} (small table), ` +
       `${met(result.single_large_table.last_daemon_ms.max, TARGETS.single_ms)} (${LOAD_SIZE} table); ` +
-      `a load < ${TARGETS.load_ms} ms at max: ${met(result.load.last_daemon_ms.max, TARGETS.load_ms)}${LOAD_SIZE < 100_000 ? ` (of ${LOAD_SIZE}, not 100k)` : ''}`,
+      `a load of 100k < ${TARGETS.load_ms} ms at max: ${LOAD_SIZE >= 100_000 ? met(result.load.last_daemon_ms.max, TARGETS.load_ms) : `not judged (loads of ${LOAD_SIZE})`}`,
   );
   console.log(
     `Idle over ${seconds.toFixed(0)} s: a daemon ${result.idle.daemon_cpu_percent.mean.toFixed(2)}% CPU (max ${result.idle.daemon_cpu_percent.max.toFixed(2)}%), ` +
