@@ -1,4 +1,4 @@
-// npm run bench:fleet [-- --quick] [-- --daemons N]
+// npm run bench:fleet [-- --quick] [-- --daemons N --writes N --loads N --size N --cpu-prof DIR]
 //
 // A fleet on one machine (issue 15): 50 daemons in ports mode, each on its own loopback address
 // 127.0.0.(10+i) with real listeners, following one etcd. Each round writes to the store, then connects to
@@ -11,7 +11,12 @@
 // then the daemons' and etcd's CPU while nothing is written, and their memory at 100k bindings.
 // No workers: every probe label has an upstream (proxy mode), a server that answers with its label.
 // Each round also reads, from the daemons' logs ("bindings changed"), when each applied the revision, so
-// the time splits into the etcd write, the daemons' read and apply, and the listener serving.
+// the time splits into the etcd write, the daemons' read and apply, and the listener serving; and counts
+// the CPU of each process meanwhile: 50 daemons on 2 cores take about all their CPU over the cores.
+// The full form: 20 single bindings, then up to 20 loads as a 8-minute budget allows (at least 5): about
+// 11 minutes on 2 cores. --quick: 5 writes and 3 loads of 10k bindings, about 2 minutes. The options
+// change the counts (--loads N: N loads, whatever the time) and the size; --cpu-prof DIR profiles the
+// daemons (each writes its profile as it stops).
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
