@@ -4,7 +4,7 @@
 // results file, a Markdown summary and an SVG chart of the ratios to direct:
 //   bench/results/<date>.json, bench/results/summary.md, bench/results/chart.svg (-quick for --quick)
 // --quick is a smoke check (short cases, smaller tables): it proves the suite works, not how fast it is.
-// Suite names (table, handoff, udp, ..., kernel) run only those, into files named after them
+// Suite names (table, handoff, udp, ..., kernel, fleet) run only those, into files named after them
 // (summary-kernel.md).
 import { spawn, execFileSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -42,8 +42,18 @@ import { machine, resultFile, RESULTS_DIR } from './common.js';
  *     bulk: { summary: Record<string, Summary>, ratios: Record<string, Ratio> },
  *     bind_to_steered: Record<string, { replace_ms: number } & Record<'new_address' | 'carved' | 'cli', { served_ms: Summary, returned_ms: Summary, removed_ms: Summary }>>,
  *   },
+ *   fleet?: {
+ *     daemons: number,
+ *     targets: { single_ms: number, load_ms: number },
+ *     single: FleetCase,
+ *     single_large_table: FleetCase,
+ *     load: FleetCase & { size: number },
+ *     idle: { seconds: number, daemon_cpu_percent: { mean: number, max: number }, etcd_cpu_percent: number },
+ *     memory: { daemon_rss_mib: { mean: number }, daemon_peak_rss_mib: { mean: number }, etcd_rss_mib: number },
+ *   },
  * }} Results
  */
+/** bench/fleet.js's figures of a case: the time to the last daemon served, a daemon's CPU. @typedef {{ last_daemon_ms: Summary, daemon_cpu_ms_each: Summary, daemons_cpu_s: Summary, others_cpu_s: Summary }} FleetCase */
 /** bench/kernel.js's cases of new connections and UDP. @typedef {'direct' | 'hand-off' | 'kernel'} KernelCase */
 /** bench/kernel.js's ratio of two cases: of their medians, and each round's. @typedef {{ of_medians: number, per_round: Summary }} Ratio */
 /** A chart's group of bars, each a ratio to its group's direct case. @typedef {{ title: string, bars: { name: string, value: number, ratio: number }[] }} Group */
@@ -105,6 +115,7 @@ const suites = [
     ],
     root: true,
   },
+  { name: 'fleet', script: 'fleet.js', needs: [['etcd', 'etcd-server']] },
 ];
 
 const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -333,6 +344,35 @@ function markdown(groups) {
         ([size, b]) =>
           `| ${size} | ${served(b.new_address)} | ${served(b.carved)} | ${served(b.cli)} | ${b.new_address.removed_ms.median.toFixed(1)} ms, ${b.carved.removed_ms.median.toFixed(1)} ms |`,
       ),
+      '',
+    );
+  }
+  const f = results.fleet;
+  if (f) {
+    /**
+     * @param {string} name
+     * @param {FleetCase} c
+     * @param {number | undefined} target
+     */
+    const row = (name, c, target) =>
+      `| ${name} | ${c.last_daemon_ms.median.toFixed(0)} ms | ${c.last_daemon_ms.max.toFixed(0)} ms | ${c.last_daemon_ms.rounds} | ${c.daemon_cpu_ms_each.median.toFixed(0)} ms | ${
+        target === undefined ? '-' : `< ${target} ms at max: ${c.last_daemon_ms.max < target ? 'met' : '**not met**'}`
+      } |`;
+    const size = f.load.size.toLocaleString('en');
+    lines.push(
+      `## Fleet: ${f.daemons} daemons following one etcd`,
+      '',
+      'From just before a write to the last daemon serving it (real connections to each daemon).',
+      '',
+      '| write | p50 | max | writes | CPU of a daemon | target |',
+      '| --- | --- | --- | --- | --- | --- |',
+      row('a single binding, small table', f.single, f.targets.single_ms),
+      row(`a single binding, ${size}-binding table`, f.single_large_table, f.targets.single_ms),
+      row(`a load of ${size} bindings`, f.load, f.load.size >= 100_000 ? f.targets.load_ms : undefined),
+      '',
+      `- The daemons share ${machine().cpus} cores: the time to the last is about all their CPU over the cores (a load: ${f.load.daemons_cpu_s.median.toFixed(1)} s, median), plus whatever else ran (other processes: ${f.load.others_cpu_s.median.toFixed(1)} s). On machines of their own, each would take about its own CPU.`,
+      `- Idle: a daemon ${f.idle.daemon_cpu_percent.mean.toFixed(2)}% of a core (max ${f.idle.daemon_cpu_percent.max.toFixed(2)}%), etcd ${f.idle.etcd_cpu_percent.toFixed(1)}%, over ${f.idle.seconds.toFixed(0)} s (target: about 0).`,
+      `- Memory at ${size} bindings: a daemon ${f.memory.daemon_rss_mib.mean.toFixed(0)} MiB resident (peak ${f.memory.daemon_peak_rss_mib.mean.toFixed(0)} MiB), etcd ${f.memory.etcd_rss_mib.toFixed(0)} MiB.`,
       '',
     );
   }
