@@ -1,9 +1,7 @@
 import t from 'tap';
 import { type BindingJSON } from '../src/bindings/binding.js';
-import { StoreClient } from '../src/fleet/store-client.js';
-import { etcdOptions } from '../src/store/etcd-client.js';
 import { noEtcd, TestEtcdCluster } from './helpers/etcd.js';
-import { allServe, printedRevision, startMember, storeCli, until } from './helpers/fleet.js';
+import { allServe, printedRevision, startTwo, storeCli, storeClient, until } from './helpers/fleet.js';
 
 const WRITES = 30;
 const binding = (i: number): BindingJSON => ({ label: `w${i}`, protocol: 'tcp', prefix: `192.0.2.${i}/32`, port: 80 });
@@ -18,9 +16,8 @@ if (noEtcd !== undefined) {
       const etcd = await TestEtcdCluster.start(3);
       t.teardown(() => etcd.stop());
       const url = etcd.storeUrl('/cluster');
-      const store = await StoreClient.connect(etcdOptions({ store: url }));
-      t.teardown(() => store.close());
-      const [a, b] = await Promise.all([startMember(t, url, 'a', '127.0.0.1'), startMember(t, url, 'b', '127.0.0.2')]);
+      const store = await storeClient(t, url);
+      const [a, b] = await startTwo(t, url);
 
       // Two writers at once: the CLI straight to the store (every member listed) and daemon a. The leader is
       // killed while both are under way.

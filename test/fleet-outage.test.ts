@@ -2,15 +2,11 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { type BindingJSON } from '../src/bindings/binding.js';
-import { StoreClient } from '../src/fleet/store-client.js';
-import { etcdOptions } from '../src/store/etcd-client.js';
 import { noEtcd, TestEtcd } from './helpers/etcd.js';
-import { allServe, gauge, type Member, servedBy, startMember, until } from './helpers/fleet.js';
-import { randomPort, startWorker } from './helpers/services.js';
+import { allServe, gauge, lines, servedBy, servedLines, startMember, storeClient, until, workerOf } from './helpers/fleet.js';
+import { randomPort } from './helpers/services.js';
 
 const tcp = (label: string, port: number): BindingJSON => ({ label, protocol: 'tcp', prefix: '127.0.0.0/8', port });
-const sortedList = (bs: readonly BindingJSON[]): string[] => bs.map((b) => `${b.protocol} ${b.prefix} ${b.port} ${b.label}`).sort();
-const table = async (m: Member): Promise<string[]> => sortedList((await m.api.listBindings()).bindings);
 
 if (noEtcd !== undefined) {
   t.plan(0, noEtcd);
@@ -21,8 +17,7 @@ if (noEtcd !== undefined) {
       const etcd = await TestEtcd.start();
       t.teardown(() => etcd.stop());
       const url = etcd.storeUrl('/outage');
-      const store = await StoreClient.connect(etcdOptions({ store: url }));
-      t.teardown(() => store.close());
+      const store = await storeClient(t, url);
       const a = await startMember(t, url, 'a', '127.0.0.1');
       let b = await startMember(t, url, 'b', '127.0.0.2');
       const web = randomPort();
@@ -30,10 +25,9 @@ if (noEtcd !== undefined) {
       const spare = web + 2;
       // The workers re-register by themselves when their daemon comes back.
       const workers = {
-        a: { web: await startWorker('web', a.services), api: await startWorker('api', a.services) },
-        b: { web: await startWorker('web', b.services), api: await startWorker('api', b.services) },
+        a: { web: await workerOf(t, a, 'web'), api: await workerOf(t, a, 'api') },
+        b: { web: await workerOf(t, b, 'web'), api: await workerOf(t, b, 'api') },
       };
-      for (const w of [...Object.values(workers.a), ...Object.values(workers.b)]) t.teardown(() => w.stop());
 
       const first = await a.api.addBinding(tcp('web', web));
       await allServe([a, b], first.revision!);
@@ -49,9 +43,9 @@ if (noEtcd !== undefined) {
       const hostB = await a.api.addBinding(tcp('api', web), { host: 'b' });
       const latest = await etcd.compact();
       t.ok(latest >= hostB.revision!, `compacted up to ${latest}, past b's ${first.revision}`);
-      const expectedA = sortedList([tcp('web', web), tcp('api', api)]);
-      const expectedB = sortedList([tcp('api', web), tcp('api', api)]);
-      t.same(await table(a), expectedA);
+      const expectedA = lines([tcp('web', web), tcp('api', api)]);
+      const expectedB = lines([tcp('api', web), tcp('api', api)]);
+      t.same(await servedLines(a), expectedA);
 
       await etcd.kill();
       const lost = performance.now();
@@ -68,7 +62,7 @@ if (noEtcd !== undefined) {
       t.match(refused.stderr, new RegExp(`^dispatcher: etcd at ${etcd.endpoint} does not answer \\(.+\\)\\n$`), refused.stderr);
       await t.rejects(a.api.addBinding({ label: 'lost', protocol: 'tcp', prefix: '198.51.100.0/24', port: 80 }), { code: 'ERR_STORE' });
       await t.rejects(a.api.removeBinding(tcp('web', web)), { code: 'ERR_STORE' });
-      t.same(await table(a), expectedA, "the daemon's table is unchanged");
+      t.same(await servedLines(a), expectedA, "the daemon's table is unchanged");
       t.equal(await readFile(join(a.stateDir, 'state.json'), 'utf8'), stateBefore, 'its state file too');
 
       // b starts while etcd is away: from its cache, after waiting 5 s for etcd.
@@ -76,7 +70,7 @@ if (noEtcd !== undefined) {
       b = await startMember(t, url, 'b', '127.0.0.2', b.dir);
       t.comment(`b started from its cache in ${(performance.now() - restart).toFixed(0)} ms`);
       t.match(await b.store(), { connected: false, revision: first.revision }, 'b serves the cached revision');
-      t.same(await table(b), sortedList([tcp('web', web)]));
+      t.same(await servedLines(b), lines([tcp('web', web)]));
       t.same(
         await until('b serves a connection', () => servedBy(b, web)),
         { label: 'web', pid: workers.b.web.pid },
@@ -91,9 +85,9 @@ if (noEtcd !== undefined) {
         return sa.connected && sb.connected && sa.revision >= hostB.revision! && sb.revision >= hostB.revision!;
       });
       t.comment(`both converged ${(performance.now() - back).toFixed(0)} ms after etcd came back`);
-      t.same(sortedList(final.bindings), sortedList([tcp('web', web), tcp('api', api)]), 'the refused write is not in the store');
-      t.same(await table(a), expectedA, "a's table is the store's");
-      t.same(await table(b), expectedB, "b resynced the whole set past the compaction, its host's binding over the global one");
+      t.same(lines(final.bindings), lines([tcp('web', web), tcp('api', api)]), 'the refused write is not in the store');
+      t.same(await servedLines(a), expectedA, "a's table is the store's");
+      t.same(await servedLines(b), expectedB, "b resynced the whole set past the compaction, its host's binding over the global one");
       for (const m of [a, b]) {
         const s = await m.store();
         t.match(s, { connected: true, store_revision: s.revision, lag_seconds: 0, error: null }, `${m.host}: current, no error`);
