@@ -106,4 +106,36 @@ if (noEtcd !== undefined) {
       );
     },
   );
+
+  t.test('a daemon started from the store caches what it serves at once: restarted while etcd is away, it serves that', async (t) => {
+    const etcd = await TestEtcd.start();
+    t.teardown(() => etcd.stop());
+    const url = etcd.storeUrl('/cache');
+    const store = await storeClient(t, url);
+    const port = randomPort();
+    await store.addBinding(tcp('old', port), {});
+    // b's state file caches the first revision; b stops, and the store moves on while it is away.
+    let b = await startMember(t, url, 'b', '127.0.0.2');
+    const workers = { old: await workerOf(t, b, 'old'), new: await workerOf(t, b, 'new') };
+    t.same(await servedBy(b, port), { label: 'old', pid: workers.old.pid });
+    await b.stop();
+    const { revision } = await store.addBinding(tcp('new', port), {});
+    // Started with etcd there, b serves the store's revision, nothing changes, and etcd goes away.
+    b = await startMember(t, url, 'b', '127.0.0.2', b.dir);
+    t.match(await b.store(), { revision, connected: true }, 'b starts from the store');
+    t.same(await until('b serves', () => servedBy(b, port)), { label: 'new', pid: workers.new.pid });
+    await until(
+      'b caches the revision it serves',
+      async () => {
+        const state = JSON.parse(await readFile(join(b.stateDir, 'state.json'), 'utf8')) as { origin?: { revision: number } };
+        return state.origin?.revision === revision;
+      },
+      5_000,
+    );
+    await etcd.kill();
+    await b.stop();
+    b = await startMember(t, url, 'b', '127.0.0.2', b.dir);
+    t.match(await b.store(), { revision, connected: false }, 'restarted without etcd, b serves the revision it served before');
+    t.same(await until('b serves', () => servedBy(b, port)), { label: 'new', pid: workers.new.pid }, 'the same table');
+  });
 }

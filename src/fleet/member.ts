@@ -1,9 +1,10 @@
+import { dirname } from 'node:path';
 import { type Logger } from 'pino';
 import { type Binding } from '../bindings/binding.js';
 import { DispatcherError } from '../errors.js';
 import { type Upstream } from '../proxy/upstream.js';
 import { EtcdBindings, type EtcdOptions, type Scope, type Snapshot } from '../store/etcd.js';
-import { type LoadedState } from '../store/state-file.js';
+import { type LoadedState, type Origin, type State, StateFile } from '../store/state-file.js';
 import { type ChangeStore } from '../store/store.js';
 import { type Diff } from '../table/table.js';
 import { VERSION } from '../version.js';
@@ -81,6 +82,9 @@ export class FleetMember {
   #applying = false;
   #reapply: NodeJS.Timeout | undefined;
   #waiters: { revision: number; done: () => void }[] = [];
+  /** Started from the store: the set the state file must cache, written by follow() before any revision is applied. */
+  #uncached: (State & { origin: Origin }) | undefined;
+  #cached: Promise<void> = Promise.resolve();
 
   private constructor(options: MemberOptions, bindings: EtcdBindings) {
     this.url = options.url;
@@ -105,10 +109,9 @@ export class FleetMember {
     if (!(first instanceof Error)) {
       member.#markConnected(true);
       member.#served = member.#heard = first.revision;
-      return {
-        member,
-        start: { bindings: first.bindings, upstreams: first.upstreams, refused: [], origin: member.#origin(first.revision) },
-      };
+      const start = { bindings: first.bindings, upstreams: first.upstreams, refused: [], origin: member.#origin(first.revision) };
+      member.#uncached = start;
+      return { member, start };
     }
     member.#error = first.message;
     const fromHere = cached.origin?.store === options.url;
@@ -125,6 +128,16 @@ export class FleetMember {
   /** From now on the daemon's table follows the store. */
   follow(options: FollowOptions): void {
     this.#follow = options;
+    // The daemon saves its state file at each change it applies, and started from the store with none: until
+    // the first, a restart while etcd is away would serve an older cache, or nothing at all. Written now,
+    // before any revision is applied (each waits for it), so it never overwrites a later one.
+    const start = this.#uncached;
+    this.#uncached = undefined;
+    if (start !== undefined) {
+      this.#cached = new StateFile(dirname(options.store.statePath))
+        .save(start)
+        .catch((err: Error) => this.#failed(`revision ${start.origin.revision} not cached in the state file: ${err.message}`));
+    }
     // A watch from the revision served: etcd replays what came after it (compacted, or none served: a full read).
     this.#watch = this.#bindings.watch(this.#served, (s) => this.#offer(s), {
       onError: (err) => this.#failed(err.message),
@@ -255,6 +268,7 @@ export class FleetMember {
     this.#applying = true;
     clearTimeout(this.#reapply);
     try {
+      await this.#cached;
       const diff = await follow.store.apply(snapshot, this.#origin(snapshot.revision));
       this.#served = snapshot.revision;
       this.#error = null;
