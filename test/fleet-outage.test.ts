@@ -60,6 +60,9 @@ if (noEtcd !== undefined) {
       const refused = await a.cli('bind', 'add', 'lost', 'tcp', '198.51.100.0/24', '80');
       t.equal(refused.code, 2, 'a write through the daemon fails');
       t.match(refused.stderr, new RegExp(`^dispatcher: etcd at ${etcd.endpoint} does not answer \\(.+\\)\\n$`), refused.stderr);
+      t.notMatch(refused.stderr, /Execution prevented because the circuit breaker is open/, "why, in etcd's terms", {
+        todo: "src/store/etcd-client.ts storeUnreachable tests e.name === 'BrokenCircuitError', which cockatiel never sets",
+      });
       await t.rejects(a.api.addBinding({ label: 'lost', protocol: 'tcp', prefix: '198.51.100.0/24', port: 80 }), { code: 'ERR_STORE' });
       await t.rejects(a.api.removeBinding(tcp('web', web)), { code: 'ERR_STORE' });
       t.same(await servedLines(a), expectedA, "the daemon's table is unchanged");

@@ -36,6 +36,8 @@ if (noEtcd !== undefined) {
     t.equal(add.code, 0, add.stderr);
     const revision = printedRevision(add);
     const answered = performance.now() - started;
+    t.equal((await a.api.lookup('tcp', '127.0.0.1', port)).label, 'web', 'a serves the change once it answers');
+    t.ok((await a.store()).revision >= revision);
     const bServes = await allServe([b], revision);
     t.comment(`bind add through a: answered (a serving it) in ${answered.toFixed(0)} ms; b served it ${bServes.toFixed(0)} ms later`);
     t.same(await servedBy(b, port), { label: 'web', pid: webB.pid }, "a connection to b's listener goes to b's web worker");
