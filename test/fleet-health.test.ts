@@ -1,18 +1,14 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { noEtcd, TestEtcd } from './helpers/etcd.js';
+import { etcdForFile } from './helpers/etcd.js';
 import { gauge, servedBy, startMember, startTwo, storeCli, storeClient, until, workerOf } from './helpers/fleet.js';
 import { randomPort } from './helpers/services.js';
 
 const run = promisify(execFile);
 
-if (noEtcd !== undefined) {
-  t.plan(0, noEtcd);
-} else {
-  const etcd = await TestEtcd.start();
-  t.teardown(() => etcd.stop());
-
+const etcd = await etcdForFile(t);
+if (etcd !== undefined) {
   t.test('a frozen daemon shows stale, then missing once its lease expires, then current again; a killed one goes missing', async (t) => {
     const url = etcd.storeUrl('/frozen');
     const store = await storeClient(t, url);

@@ -6,19 +6,14 @@ import { type BindingJSON } from '../src/bindings/binding.js';
 import { ControlClient } from '../src/control/client.js';
 import { rng } from './helpers/bindings.js';
 import { daemonCommand, daemonIn, exitWithin, tempDir } from './helpers/daemon.js';
-import { noEtcd, TestEtcd } from './helpers/etcd.js';
+import { etcdForFile } from './helpers/etcd.js';
 import { allServe, cli, lines, printedRevision, servedLines, startTwo, storeCli, storeClient } from './helpers/fleet.js';
 
-if (noEtcd !== undefined) {
-  t.plan(0, noEtcd);
-} else {
-  const etcd = await TestEtcd.start();
-  t.teardown(() => etcd.stop());
-  let n = 0;
-  // Each test has its own prefix: its own fleet.
-  const fleetUrl = (): string => etcd.storeUrl(`/fleet${++n}`);
+const etcd = await etcdForFile(t);
+if (etcd !== undefined) {
+  // Each test has a prefix of its own: a fleet of its own.
   t.test('bad input is refused with a reason and exit 2, and changes nothing', async (t) => {
-    const url = fleetUrl();
+    const url = etcd.storeUrl('/input');
     const store = await storeClient(t, url);
     await store.addBinding({ label: 'web', protocol: 'tcp', prefix: '192.0.2.0/24', port: 80 }, {});
     const before = { fleet: await store.fleet(), list: await store.listBindings() };
@@ -91,7 +86,7 @@ if (noEtcd !== undefined) {
   });
 
   t.test('random adds and removes in the global and host sets: each daemon serves the global set with its own over it', async (t) => {
-    const url = fleetUrl();
+    const url = etcd.storeUrl('/random');
     const store = await storeClient(t, url);
     const [a, b] = await startTwo(t, url);
     const seed = Number(process.env['FLEET_SEED'] ?? 15);

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { type FleetResponse } from '../src/control/protocol.js';
 import { type BindingsJSON } from './helpers/daemon.js';
-import { noEtcd, TestEtcd } from './helpers/etcd.js';
+import { etcdForFile } from './helpers/etcd.js';
 import {
   allServe,
   lines,
@@ -16,16 +16,11 @@ import {
 } from './helpers/fleet.js';
 import { randomPort } from './helpers/services.js';
 
-if (noEtcd !== undefined) {
-  t.plan(0, noEtcd);
-} else {
-  const etcd = await TestEtcd.start();
-  t.teardown(() => etcd.stop());
-  let n = 0;
-  // Each test has its own prefix: its own fleet.
-  const fleetUrl = (): string => etcd.storeUrl(`/fleet${++n}`);
+const etcd = await etcdForFile(t);
+if (etcd !== undefined) {
+  // Each test has a prefix of its own: a fleet of its own.
   t.test('two daemons on one store: a change through one reaches the other; a host set wins on its keys', async (t) => {
-    const url = fleetUrl();
+    const url = etcd.storeUrl('/two');
     const store = await storeClient(t, url);
     const [a, b] = await startTwo(t, url);
     const port = randomPort();
@@ -106,7 +101,7 @@ if (noEtcd !== undefined) {
   });
 
   t.test('writers racing from one revision: one wins a key, the other gets ERR_CONFLICT; different keys both go through', async (t) => {
-    const url = fleetUrl();
+    const url = etcd.storeUrl('/race');
     const [a, b] = await startTwo(t, url);
     const base = printedRevision(await storeCli(url, 'bind', 'add', 'base', 'tcp', '192.0.2.0/24'));
     const key = ['tcp', '198.51.100.0/24', '80'];
@@ -122,7 +117,7 @@ if (noEtcd !== undefined) {
     t.match(loser.stderr, new RegExp(`was changed at revision [0-9]+ by another writer, after revision ${base} this change was based on`));
     t.match(
       loser.stderr,
-      new RegExp(`/fleet${n}/live/global/o/[^/]+/tcp,198\\.51\\.100\\.0/24,80 was changed`),
+      new RegExp(`/race/live/global/o/[^/]+/tcp,198\\.51\\.100\\.0/24,80 was changed`),
       'names the key it lost on',
       // Seen: a loser that read the winner's key before its transaction names the scope's pointer instead.
       { todo: 'src/store/etcd.ts #overlay: checkExpected names keys.pointer when the binding key changed' },

@@ -3,7 +3,7 @@ import t from 'tap';
 import { type Binding } from '../src/bindings/binding.js';
 import { EtcdBindings, type Snapshot } from '../src/store/etcd.js';
 import { bind, randomBindings, rng } from './helpers/bindings.js';
-import { noEtcd, TestEtcd } from './helpers/etcd.js';
+import { etcdForFile } from './helpers/etcd.js';
 
 const sorted = (bs: readonly Binding[]): string[] => bs.map((b) => `${b.key()} ${b.label}`).sort();
 
@@ -21,11 +21,8 @@ function until(seen: Snapshot[], ok: (s: Snapshot) => boolean, ms = 20_000): Pro
   });
 }
 
-if (noEtcd !== undefined) {
-  t.plan(0, noEtcd);
-} else {
-  const etcd = await TestEtcd.start();
-  t.teardown(() => etcd.stop());
+const etcd = await etcdForFile(t);
+if (etcd !== undefined) {
   let n = 0;
   // Each test has its own prefix, so tests do not see each other's keys.
   const connect = (host = 'h1'): Promise<EtcdBindings> =>

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
+import { type TapTest } from './tap.js';
 
 export const ETCD = '/usr/bin/etcd';
 
@@ -154,3 +155,11 @@ export class TestEtcdCluster {
 
 /** One member: `TestEtcd.start()`, `kill()`, `run()`, `endpoint`. */
 export class TestEtcd extends TestEtcdCluster {}
+
+/** One member for the whole test file, stopped when it ends; undefined, the file planned as skipped, where etcd is absent. */
+export async function etcdForFile(t: TapTest): Promise<TestEtcd | undefined> {
+  if (noEtcd !== undefined) return void t.plan(0, noEtcd);
+  const etcd = await TestEtcd.start();
+  t.teardown(() => etcd.stop());
+  return etcd;
+}
