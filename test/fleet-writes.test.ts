@@ -5,9 +5,9 @@ import t from 'tap';
 import { type BindingJSON } from '../src/bindings/binding.js';
 import { ControlClient } from '../src/control/client.js';
 import { rng } from './helpers/bindings.js';
-import { daemonCommand, daemonIn, exitWithin, tempDir } from './helpers/daemon.js';
+import { daemonCommand, daemonIn, dispatcher, exitWithin, tempDir } from './helpers/daemon.js';
 import { etcdForFile } from './helpers/etcd.js';
-import { allServe, cli, lines, printedRevision, servedLines, startTwo, storeCli, storeClient } from './helpers/fleet.js';
+import { allServe, lines, printedRevision, servedLines, startTwo, storeCli, storeClient } from './helpers/fleet.js';
 
 const etcd = await etcdForFile(t);
 if (etcd !== undefined) {
@@ -43,7 +43,7 @@ if (etcd !== undefined) {
     // Four at a time: each is a CLI run of its own.
     for (let i = 0; i < cases.length; i += 4) {
       const batch = cases.slice(i, i + 4);
-      const runs = await Promise.all(batch.map(([args]) => cli(...args)));
+      const runs = await Promise.all(batch.map(([args]) => dispatcher(args)));
       runs.forEach((r, j) => {
         const [args, re] = batch[j]!;
         t.equal(r.code, 2, `${args.join(' ')}: exit 2`);

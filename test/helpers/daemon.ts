@@ -65,19 +65,17 @@ export function daemonCommand(
 export async function startDaemon(
   dir: string,
   extra: string[] = [],
-  options: { prefix?: string[]; cli?: string; env?: Record<string, string | undefined> } = {},
+  options: { prefix?: string[]; cli?: string } = {},
 ): Promise<RunningDaemon> {
   const daemon = daemonCommand(dir, extra, options.cli);
   const { control, stateDir, services } = daemon;
   // `prefix` runs it inside something, e.g. ['ip', 'netns', 'exec', NAME].
   const command = [...(options.prefix ?? []), ...daemon.command];
-  // `env` adds to this process's environment, for the daemon and its CLI (undefined unsets a variable).
-  const env = { ...process.env, ...options.env };
-  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env });
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const cli = (...args: string[]): Promise<Run> => dispatcher(['--control', control, ...args], options.env, options.cli);
+  const cli = (...args: string[]): Promise<Run> => dispatcher(['--control', control, ...args], {}, options.cli);
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}: ${stderr}`);
