@@ -22,6 +22,8 @@ if (etcd !== undefined) {
     const frozen = performance.now();
     await c.stop('SIGKILL');
     const revision = (await a.api.addBinding({ label: 'web', protocol: 'tcp', prefix: '192.0.2.0/24', port: randomPort() })).revision!;
+    // a serves it once it answers, and tells the store just after.
+    await until('a current', async () => (await store.fleet()).hosts.find((h) => h.host === 'a')?.state === 'current');
     const stale = (await store.fleet()).hosts.find((h) => h.host === 'b')!;
     t.match(stale, { state: 'stale', lag: Number }, 'b, frozen, is stale');
     t.ok(stale.lag! >= 1, `${stale.lag} revisions behind`);

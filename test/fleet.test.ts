@@ -44,6 +44,8 @@ if (etcd !== undefined) {
     t.same(await servedBy(b, port), { label: 'canary', pid: canaryB.pid }, "b's own binding wins over the global one on the same key");
     t.same(await servedBy(a, port), { label: 'web', pid: webA.pid }, 'a still serves the global one');
 
+    // A daemon tells the store what it serves just after it serves it.
+    await until('both current in the store', async () => (await store.fleet()).hosts.every((h) => h.state === 'current'));
     // Read-only: at once.
     const [own, global, list, fleetRun, table] = await Promise.all([
       storeCli(url, 'bind', 'list', '--host', 'b', '--json'),
