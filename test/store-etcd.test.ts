@@ -1,88 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import t from 'tap';
 import { type Binding } from '../src/bindings/binding.js';
 import { EtcdBindings, type Snapshot } from '../src/store/etcd.js';
 import { bind, randomBindings, rng } from './helpers/bindings.js';
-
-const ETCD = '/usr/bin/etcd';
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-/** A one-member etcd on loopback: a temporary data dir and random ports; restartable on the same data. */
-class TestEtcd {
-  readonly endpoint: string;
-  #proc: ChildProcess | undefined;
-  #log = '';
-
-  private constructor(
-    readonly dir: string,
-    readonly clientPort: number,
-    readonly peerPort: number,
-  ) {
-    this.endpoint = `http://127.0.0.1:${clientPort}`;
-  }
-
-  static async start(): Promise<TestEtcd> {
-    const e = new TestEtcd(await mkdtemp(join(tmpdir(), 'etcd-test-')), await freePort(), await freePort());
-    await e.run();
-    return e;
-  }
-
-  async run(): Promise<void> {
-    const peer = `http://127.0.0.1:${this.peerPort}`;
-    const proc = spawn(
-      ETCD,
-      [
-        '--name=t',
-        `--data-dir=${join(this.dir, 'data')}`,
-        `--listen-client-urls=${this.endpoint}`,
-        `--advertise-client-urls=${this.endpoint}`,
-        `--listen-peer-urls=${peer}`,
-        `--initial-advertise-peer-urls=${peer}`,
-        `--initial-cluster=t=${peer}`,
-        '--log-level=error',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    proc.stderr.on('data', (d: Buffer) => (this.#log = (this.#log + d.toString()).slice(-4000)));
-    this.#proc = proc;
-    for (let i = 0; i < 200; i++) {
-      if (proc.exitCode !== null) throw new Error(`etcd exited ${proc.exitCode}: ${this.#log}`);
-      const ok = await fetch(`${this.endpoint}/health`)
-        .then((r) => r.ok)
-        .catch(() => false);
-      if (ok) return;
-      await sleep(50);
-    }
-    throw new Error(`etcd did not answer: ${this.#log}`);
-  }
-
-  async kill(): Promise<void> {
-    const proc = this.#proc;
-    if (proc === undefined || proc.exitCode !== null) return;
-    const exited = new Promise((resolve) => proc.once('exit', resolve));
-    proc.kill('SIGKILL');
-    await exited;
-  }
-
-  async stop(): Promise<void> {
-    await this.kill();
-    await rm(this.dir, { recursive: true, force: true });
-  }
-}
+import { etcdForFile } from './helpers/etcd.js';
 
 const sorted = (bs: readonly Binding[]): string[] => bs.map((b) => `${b.key()} ${b.label}`).sort();
 
@@ -100,11 +21,8 @@ function until(seen: Snapshot[], ok: (s: Snapshot) => boolean, ms = 20_000): Pro
   });
 }
 
-if (!existsSync(ETCD)) {
-  t.plan(0, `${ETCD} is absent: apt-get install etcd-server (scripts/setup.sh does)`);
-} else {
-  const etcd = await TestEtcd.start();
-  t.teardown(() => etcd.stop());
+const etcd = await etcdForFile(t);
+if (etcd !== undefined) {
   let n = 0;
   // Each test has its own prefix, so tests do not see each other's keys.
   const connect = (host = 'h1'): Promise<EtcdBindings> =>

@@ -85,6 +85,7 @@ export class Daemon {
   readonly #summary: () => string;
   readonly #member: FleetMember | undefined;
   readonly #following: FollowOptions;
+  #handedOver = false;
 
   private constructor(o: Resolved, saved: LoadedState, member: FleetMember | undefined) {
     this.controlPath = o.controlPath;
@@ -219,6 +220,7 @@ export class Daemon {
     this.#systemd = systemd;
     this.#handovers = new Handovers({ store, mode, endpoints, registry, log, systemd });
     this.#member = member;
+    void this.#handovers.left.then(() => (this.#handedOver = true));
     if (member !== undefined) metrics.storeFrom(() => member.status());
   }
 
@@ -304,7 +306,7 @@ export class Daemon {
 
   async stop(): Promise<void> {
     this.#systemd.stopping();
-    await this.#member?.close();
+    await this.#member?.close(this.#handedOver);
     await this.#mode.close().catch((err: Error) => this.log.error(err.message));
     this.#udpRelay.close();
     this.#registry.close();

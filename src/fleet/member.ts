@@ -81,6 +81,7 @@ export class FleetMember {
   #error: string | null = null;
   #latest: Snapshot | undefined;
   #first: Snapshot | undefined;
+  #uncached = false;
   // Keys changed since the revision served (undefined: unknown, the whole set is applied next).
   #pending: Map<string, Binding> | undefined;
   #applying = false;
@@ -121,6 +122,7 @@ export class FleetMember {
     this.#first = undefined;
     if (first !== undefined) {
       this.#served = this.#heard = first.revision;
+      this.#uncached = true;
       return { bindings: first.bindings, upstreams: first.upstreams, refused: [], origin: this.#origin(first.revision) };
     }
     const fromHere = cached.origin?.store === this.url;
@@ -137,6 +139,11 @@ export class FleetMember {
   /** From now on the daemon's table follows the store. */
   follow(options: FollowOptions): void {
     this.#follow = options;
+    // Started from the store: its cache is written now, or a restart while etcd is away would serve an older
+    // one (or none) until the first change came.
+    if (this.#uncached) options.store.cacheNow();
+    this.#uncached = false;
+    options.store.onCacheProblem = () => this.#publish();
     // A watch from the revision served: etcd replays what came after it (compacted, or none served: a full read).
     this.#watch = this.#bindings.watch(this.#served, (s) => this.#offer(s), {
       onError: (err) => this.#failed(err.message),
@@ -154,7 +161,7 @@ export class FleetMember {
       revision: this.#served,
       store_revision: Math.max(this.#heard, this.#served),
       lag_seconds: this.#behindSince === undefined ? 0 : (Date.now() - this.#behindSince) / 1000,
-      error: this.#error,
+      error: this.#problem(),
     };
   }
 
@@ -164,11 +171,11 @@ export class FleetMember {
   }
 
   /** Stops following; with etcd away this takes at most a second or two, never a stop's whole timeout. */
-  async close(): Promise<void> {
+  async close(handedOver = false): Promise<void> {
     clearTimeout(this.#reapply);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      Promise.all([this.#watch?.close().catch(() => undefined), this.#presence.close()]),
+      Promise.all([this.#watch?.close().catch(() => undefined), this.#presence.close(handedOver)]),
       new Promise((resolve) => (timer = setTimeout(resolve, 2_000))),
     ]);
     clearTimeout(timer);
@@ -295,6 +302,11 @@ export class FleetMember {
     if (this.#latest !== snapshot) void this.#apply();
   }
 
+  /** What is wrong now: a read or an apply that failed, else a cache the daemon cannot write. */
+  #problem(): string | null {
+    return this.#error ?? this.#follow?.store.cacheProblem ?? null;
+  }
+
   #failed(message: string): void {
     if (this.#error !== message) this.#log.warn(message);
     this.#error = message;
@@ -320,7 +332,7 @@ export class FleetMember {
     this.#presence.publish({
       host: this.host,
       revision: this.#served,
-      health: this.#error ?? 'ok',
+      health: this.#problem() ?? 'ok',
       ...this.#follow.describe(),
       version: VERSION,
       pid: process.pid,

@@ -76,6 +76,8 @@ export class Presence {
     } catch (err) {
       failed = true;
       this.#dirty = true;
+      // Its keep-alives stop with it; etcd drops it (and the record) when it runs out.
+      this.#lease?.release();
       this.#lease = undefined;
       this.#log.debug({ err }, 'presence not written; retrying');
     } finally {
@@ -97,10 +99,15 @@ export class Presence {
     return lease;
   }
 
-  /** A clean stop: the record goes at once (the host shows as missing, not as serving). */
-  async close(): Promise<void> {
+  /**
+   * A clean stop: the record goes at once (the host shows as missing, not as serving). After a hand-over
+   * (`handedOver`) it stays: the new daemon writes over it under its own lease, and until then the host is
+   * still served; the old lease then runs out with no record left on it.
+   */
+  async close(handedOver = false): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retry);
+    if (handedOver) return this.#lease?.release();
     // Not for long: with etcd away the lease expires by itself.
     await this.#lease?.revoke({ deadline: Date.now() + 1000 }).catch(() => undefined);
   }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { ExponentialBackoff } from 'cockatiel';
+import { ExponentialBackoff, isBrokenCircuitError } from 'cockatiel';
 import { Etcd3, type IOptions } from 'etcd3';
 import { DispatcherError } from '../errors.js';
 
@@ -29,6 +29,16 @@ const CALL_MS = 5_000;
 
 /** The store's URL and files checked and read: every problem named before anything connects. */
 export function etcdOptions(flags: StoreFlags): EtcdOptions {
+  const given: Record<string, unknown> = {
+    store: flags.store,
+    'store-ca': flags.storeCa,
+    'store-cert': flags.storeCert,
+    'store-key': flags.storeKey,
+    'store-user': flags.storeUser,
+    'store-password-file': flags.storePasswordFile,
+  };
+  for (const [flag, value] of Object.entries(given))
+    if (value !== undefined && typeof value !== 'string') throw new DispatcherError('ERR_CONFIG', `--${flag} is given more than once`);
   const m = /^etcd:\/\/([^/]+)(\/.*)$/.exec(flags.store);
   const usage = `--store ${JSON.stringify(flags.store)} is not etcd://HOST:PORT[,HOST:PORT...]/PREFIX`;
   if (m === null) throw new DispatcherError('ERR_CONFIG', usage);
@@ -90,9 +100,8 @@ export function storeUnreachable(options: EtcdOptions, err: unknown): Dispatcher
   if (err instanceof DispatcherError) return err;
   const e = err as Error;
   // gRPC's message runs on with resolver notes; the cockatiel breaker's says nothing of etcd.
-  const why =
-    e.name === 'BrokenCircuitError'
-      ? 'it failed three times in a row; the client tries it again 5 s after the last failure'
-      : e.message.replace(/\.? *(Last error|Resolution note).*$/s, '');
+  const why = isBrokenCircuitError(err)
+    ? 'it failed three times in a row; the client tries it again 5 s after the last failure'
+    : e.message.replace(/\.? *(Last error|Resolution note).*$/s, '');
   return new DispatcherError('ERR_STORE', `etcd at ${options.endpoints.join(', ')} does not answer (${why})`);
 }

@@ -283,7 +283,9 @@ export class EtcdBindings {
     const key = keys.overlay(gen, binding);
     const got = await this.client.get(key).revision(revision).exec();
     const keyMod = Number(got.kvs[0]?.mod_revision ?? 0);
-    checkExpected(keys.pointer, Math.max(mod, keyMod), expectedRevision);
+    // The conflict names the key that moved: the binding's own, else the scope's pointer (a load).
+    checkExpected(key, keyMod, expectedRevision);
+    checkExpected(keys.pointer, mod, expectedRevision);
     const writes = [this.client.put(key).value(value), this.client.put(keys.stamp).value(gen)];
     if (pointer === undefined) writes.push(this.client.put(keys.pointer).value(JSON.stringify({ gen, chunks: 0 })));
     const txn = await this.client

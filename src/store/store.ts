@@ -43,8 +43,10 @@ export interface StoreOptions {
   cache?: boolean;
 }
 
-// How long a cache write waits for more changes, so that a burst of them costs one write.
+// How long a cache write waits for more changes, so that a burst of them costs one write; and how long
+// after a failed one (a full disk, a read-only directory) it is tried again.
 const CACHE_DELAY_MS = 1_000;
+const CACHE_RETRY_MS = 5_000;
 
 /**
  * Where the bindings and upstreams live while the daemon runs: the current table snapshot and upstream map,
@@ -66,6 +68,9 @@ export class ChangeStore {
   readonly #cache: boolean;
   #cacheTimer: NodeJS.Timeout | undefined;
   #cacheWrite: Promise<void> = Promise.resolve();
+  /** Why the last cache write failed, until one succeeds; told to `onCacheProblem`. */
+  cacheProblem: string | null = null;
+  onCacheProblem: () => void = () => undefined;
 
   constructor(options: StoreOptions) {
     this.#state = options.state;
@@ -125,9 +130,16 @@ export class ChangeStore {
     await this.flush();
   }
 
-  /** The cache written now if a write is due (at a stop, a hand-over). */
+  /** The cache written now (a daemon that started from the store has none of that revision yet). */
+  cacheNow(): void {
+    clearTimeout(this.#cacheTimer);
+    this.#cacheTimer = undefined;
+    this.#writeCache();
+  }
+
+  /** The cache written now if a write is due (at a stop, a hand-over; not a retry after a failure). */
   async flush(): Promise<void> {
-    if (this.#cacheTimer !== undefined) {
+    if (this.#cacheTimer !== undefined && this.cacheProblem === null) {
       clearTimeout(this.#cacheTimer);
       this.#cacheTimer = undefined;
       this.#writeCache();
@@ -282,19 +294,33 @@ export class ChangeStore {
     this.#log.info({ ...what, bindings: next.size }, 'bindings changed');
   }
 
-  /** A cache write, a second after the last change (so a burst costs one); a failure is logged, not fatal. */
-  #cacheSoon(): void {
+  /** A cache write, a second after the last change (so a burst costs one). */
+  #cacheSoon(delay = CACHE_DELAY_MS): void {
     clearTimeout(this.#cacheTimer);
     this.#cacheTimer = setTimeout(() => {
       this.#cacheTimer = undefined;
       this.#writeCache();
-    }, CACHE_DELAY_MS);
+    }, delay);
   }
 
+  /** A failure is not fatal (the store has it all): it is told, and the write tried again until it works. */
   #writeCache(): void {
     this.#cacheWrite = this.#cacheWrite
       .then(() => this.#save(this.#table, this.#upstreams, this.#origin))
-      .catch((err: Error) => this.#log.warn(`state file (the store's cache) not written: ${err.message}`));
+      .then(
+        () => this.#cacheProblemIs(null),
+        (err: Error) => {
+          this.#cacheProblemIs(`state file (the store's cache) not written: ${err.message}`);
+          this.#cacheSoon(CACHE_RETRY_MS);
+        },
+      );
+  }
+
+  #cacheProblemIs(problem: string | null): void {
+    if (problem === this.cacheProblem) return;
+    if (problem !== null) this.#log.warn(problem);
+    this.cacheProblem = problem;
+    this.onCacheProblem();
   }
 
   /** Persists first, then swaps: a refused write changes nothing. */

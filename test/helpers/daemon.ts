@@ -22,7 +22,8 @@ export interface Run {
 /** Runs the real `dispatcher` binary (`cli`: another copy's, e.g. an installed package's); `env` adds to this process's environment (undefined unsets a variable). */
 export function dispatcher(args: string[], env: Record<string, string | undefined> = {}, cli = CLI): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
+    // A large load prints a line per binding: 100,000 lines are about 5 MB.
+    execFile(process.execPath, [cli, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
