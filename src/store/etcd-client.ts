@@ -23,6 +23,8 @@ export interface StoreFlags {
   storePasswordFile?: string | undefined;
 }
 
+let quiet: true | undefined;
+
 // A call waits this long for an answer: a dead member is left for another, and a daemon cut off from etcd
 // says so within seconds instead of hanging a control request.
 const CALL_MS = 5_000;
@@ -79,8 +81,21 @@ export function etcdOptions(flags: StoreFlags): EtcdOptions {
   return options;
 }
 
+/**
+ * gRPC gives TLS an etcd's IP address as the server name, which Node deprecates with a warning on every
+ * connection (DEP0123): noise in the CLI's output and the daemon's log, about nothing the user controls.
+ */
+function quietIpServerNames(): void {
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+    if (code !== 'DEP0123') emit(warning, ...rest);
+  });
+}
+
 /** A client for the store. Nothing is sent until the first call; every call gives up after CALL_MS. */
 export function etcdClient(options: EtcdOptions): Etcd3 {
+  if (options.tls !== undefined) quiet ??= (quietIpServerNames(), true);
   const config: IOptions = {
     hosts: options.endpoints,
     dialTimeout: CALL_MS,
