@@ -105,7 +105,7 @@ const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 /**
  * One daemon of the fleet, and when (Date.now()) it logged applying each revision.
- * @typedef {{ i: number, address: string, child: ChildProcess, applied: Map<number, number> }} Member
+ * @typedef {{ i: number, address: string, child: ChildProcess, applied: Map<number, number>, lastLines: string[] }} Member
  */
 
 /**
@@ -139,13 +139,15 @@ async function member(dir, store, i) {
     /"daemon started"/,
   );
   /** @type {Member} */
-  const m = { i, address: address(i), child, applied: new Map() };
+  const m = { i, address: address(i), child, applied: new Map(), lastLines: /** @type {string[]} */ ([]) };
   // pino's JSON lines on stderr: each "bindings changed" names the revision applied, and when.
   let rest = '';
   child.stderr?.on('data', (/** @type {Buffer} */ chunk) => {
     const lines = (rest + chunk.toString()).split('\n');
     rest = lines.pop() ?? '';
     for (const line of lines) {
+      // The last few lines, to say why if the daemon stops answering.
+      m.lastLines = [...m.lastLines, line].slice(-5);
       if (!line.includes('"bindings changed"')) continue;
       /** @type {unknown} */
       const parsed = JSON.parse(line);
@@ -218,7 +220,15 @@ async function round(fleet, label, port, write) {
   // The probes start with the write: a load's flip lands before its call returns (old chunks are deleted after).
   const [revision, times] = await Promise.all([
     write().then((r) => ((writeMs = performance.now() - t0), r)),
-    Promise.all(fleet.map((m) => served(m.address, port, label, deadline))),
+    Promise.all(
+      fleet.map((m) =>
+        served(m.address, port, label, deadline).catch((/** @type {Error} */ err) => {
+          const state =
+            m.child.exitCode === null && m.child.signalCode === null ? 'running' : `exited (${m.child.exitCode ?? m.child.signalCode})`;
+          throw new Error(`${err.message}; daemon ${m.i} ${state}, its last lines:\n${m.lastLines.join('\n')}`);
+        }),
+      ),
+    ),
   ]);
   const ms = times.map((t) => t - t0);
   const cpu = process.cpuUsage(cpu0);
@@ -354,7 +364,8 @@ try {
   /** @type {{ label: string, address: string, proxy_protocol: 'none' }[]} */
   const list = [];
   for (const label of labels) {
-    const server = createServer((s) => s.end(`${label}\n`));
+    // A relay the daemon resets (a probe it gave up on) is no error of the bench.
+    const server = createServer((s) => s.on('error', () => undefined).end(`${label}\n`));
     await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
     upstreams.push(server);
     const a = /** @type {import('node:net').AddressInfo} */ (server.address());
