@@ -13,7 +13,7 @@ import {
   PROTOCOL_VERSION,
   type WorkerMessage,
 } from './protocol.js';
-import { EAGAIN, MAX_FDS, native, READABLE, type WatchHandle } from '../native/index.js';
+import { BURST_BUFFER, EAGAIN, MAX_FDS, native, READABLE, type WatchHandle } from '../native/index.js';
 import { type SteeredSocket, SteeredSockets } from './steered.js';
 
 /**
@@ -88,6 +88,8 @@ export class Service extends EventEmitter<ServiceEvents> {
   readonly #data = new Uint8Array(MAX_DATAGRAM_MESSAGE);
   readonly #out = new Uint8Array(MAX_DATAGRAM_MESSAGE);
   readonly #fds = new Int32Array(MAX_FDS + 1);
+  /** The connection whose send buffer was sized for a burst of replies (the first datagram on it does). */
+  #sizedForReplies = -1;
 
   constructor(options: ServiceOptions) {
     super();
@@ -205,6 +207,11 @@ export class Service extends EventEmitter<ServiceEvents> {
         return;
       }
       case 'datagram': {
+        if (this.#sizedForReplies !== this.#fd) {
+          // Replies wait in this end's send buffer until the daemon reads them: room for a burst's.
+          this.#sizedForReplies = this.#fd;
+          native.setBufferSizes(this.#fd, 0, BURST_BUFFER);
+        }
         const info: ConnectionInfo = { label: m.label, protocol: 'udp', client: m.client, local: m.local };
         this.#datagram(Buffer.from(m.payload), info, (bytes) => {
           if (this.#fd >= 0) native.sendFd(this.#fd, encodeReply(this.#out, info.client, info.local, bytes), -1);

@@ -2,7 +2,7 @@ import { type Logger } from 'pino';
 import { DispatcherError } from '../errors.js';
 import { type Connection } from '../handoff/connection.js';
 import { type Metrics } from '../metrics/metrics.js';
-import { EAGAIN, EMSGSIZE, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
+import { BURST_BUFFER, EAGAIN, EMSGSIZE, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
 import { ACCEPT, addressText, portAt } from '../native/records.js';
 import { type Policy } from '../registry/policy.js';
 import { type Registry, type Worker } from '../registry/registry.js';
@@ -97,6 +97,8 @@ export class Peer implements Worker {
     this.#options = options;
     this.#warnings = warnings;
     this.#hooks = hooks;
+    // Datagrams for the worker wait in this end's send buffer until it reads them: sized for a burst.
+    native.setBufferSizes(fd, 0, BURST_BUFFER);
     this.#watch = native.watch(fd, READABLE, (events) => this.#onEvents(events));
     this.#timer = setTimeout(
       () => this.#refuse('ERR_PROTOCOL_MESSAGE', `no register message within ${REGISTER_TIMEOUT_MS / 1000} s`),
