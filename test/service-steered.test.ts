@@ -324,7 +324,7 @@ t.test('the Python example serves steered sockets too', async (t) => {
   const daemon = new TestDaemon(await tempDir(t));
   t.teardown(() => daemon.close());
   const starting = startWorker('web', daemon.path, { command: ['python3', PYTHON_SERVICE, 'web', daemon.path] });
-  t.match(await daemon.register(), { type: 'register', version: 3, label: 'web' });
+  t.match(await daemon.register(), { type: 'register', version: 2, label: 'web' });
   const worker = await starting;
   t.teardown(() => worker.stop());
   const tcp = labelSocket(t, 'tcp');
@@ -356,8 +356,8 @@ t.test('the Python example falls back to version 1 too', async (t) => {
   const daemon = new TestDaemon(await tempDir(t));
   t.teardown(() => daemon.close());
   const starting = startWorker('web', daemon.path, { command: ['python3', PYTHON_SERVICE, 'web', daemon.path] });
-  t.match(await daemon.accept(), { type: 'register', version: 3 });
-  daemon.send({ type: 'error', code: 'ERR_VERSION', message: 'protocol version 3 is not supported (this daemon speaks 1)' });
+  t.match(await daemon.accept(), { type: 'register', version: 2 });
+  daemon.send({ type: 'error', code: 'ERR_VERSION', message: 'protocol version 2 is not supported (this daemon speaks 1)' });
   daemon.hangUp();
   t.match(await daemon.register(), { type: 'register', version: 1, label: 'web' });
   const worker = await starting;
