@@ -42,6 +42,39 @@ export function udpEchoRate(address, port, { seconds, inFlight, local }) {
   });
 }
 
+/**
+ * A burst: `count` datagrams of 64 bytes sent to `address`:`port` as fast as one loop sends them, then
+ * waits `settleMs` for the echoes. Resolves with the echoes received and how long the sending took (ms).
+ * @param {string} address
+ * @param {number} port
+ * @param {{ count: number, settleMs: number, local?: string }} options
+ * @returns {Promise<{ answered: number, sendMs: number }>}
+ */
+export function udpBurst(address, port, { count, settleMs, local }) {
+  return new Promise((resolve) => {
+    const s = createSocket(address.includes(':') ? 'udp6' : 'udp4');
+    const payload = Buffer.alloc(64, 'x');
+    let answered = 0;
+    s.on('message', () => answered++);
+    s.bind(0, local, () => {
+      // The client's own buffers must not be what loses the burst: its sends and the echoes coming back.
+      s.setRecvBufferSize(4 << 20);
+      s.setSendBufferSize(4 << 20);
+      const t0 = performance.now();
+      let sendMs = 0;
+      for (let i = 0; i < count; i++) s.send(payload, port, address);
+      // Sends are queued and go out in order: the last one's callback is the end of the burst.
+      s.send(payload.subarray(0, 0), 9, '127.0.0.1', () => {
+        sendMs = performance.now() - t0;
+        setTimeout(() => {
+          s.close();
+          resolve({ answered, sendMs });
+        }, settleMs);
+      });
+    });
+  });
+}
+
 const PROBE_EVERY_MS = 1;
 const PROBE_GIVE_UP_MS = 10_000;
 

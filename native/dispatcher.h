@@ -80,6 +80,7 @@ napi_value SetEvents(napi_env env, napi_callback_info info);
 napi_value Unwatch(napi_env env, napi_callback_info info);
 napi_value RecvDatagrams(napi_env env, napi_callback_info info);
 napi_value SendDatagrams(napi_env env, napi_callback_info info);
+napi_value SetBufferSizes(napi_env env, napi_callback_info info);
 napi_value Relay(napi_env env, napi_callback_info info);
 napi_value PidfdGetfd(napi_env env, napi_callback_info info);
 napi_value SocketInfo(napi_env env, napi_callback_info info);

@@ -24,6 +24,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FUNCTION("sockName", SockName),
       FUNCTION("recvDatagrams", RecvDatagrams),
       FUNCTION("sendDatagrams", SendDatagrams),
+      FUNCTION("setBufferSizes", SetBufferSizes),
       FUNCTION("relay", Relay),
       FUNCTION("connectStream", ConnectStream),
       FUNCTION("socketError", SocketError),

@@ -127,3 +127,33 @@ napi_value SendDatagrams(napi_env env, napi_callback_info info) {
   while (n < 0 && errno == EINTR);
   return int_value(env, n < 0 ? -errno : n);
 }
+
+// Sets a socket buffer to `bytes`: SO_xxxBUFFORCE first (root or CAP_NET_ADMIN: past net.core.rmem_max /
+// wmem_max), else SO_xxxBUF, which the kernel caps at those. The size the kernel then reports (it doubles
+// what it was given, for its bookkeeping), or -errno.
+static int size_buffer(int fd, int force, int plain, int bytes) {
+  if (set_int(fd, SOL_SOCKET, force, bytes) < 0 && set_int(fd, SOL_SOCKET, plain, bytes) < 0) return -errno;
+  int size = 0;
+  socklen_t len = sizeof size;
+  return getsockopt(fd, SOL_SOCKET, plain, &size, &len) < 0 ? -errno : size;
+}
+
+// setBufferSizes(fd, receive, send): a socket's receive and send buffers sized for bursts (0 leaves one as
+// it is). [receive, send] as the kernel reports them afterwards, or -errno of the first that failed.
+napi_value SetBufferSizes(napi_env env, napi_callback_info info) {
+  int32_t fd, receive, send;
+  if (!args_parse(env, info, "setBufferSizes(fd, receive >= 0, send >= 0)", "dii", &fd, &receive, &send)) return NULL;
+  if (receive < 0) return args_invalid(env, "setBufferSizes(fd, receive >= 0, send >= 0)", 1);
+  if (send < 0) return args_invalid(env, "setBufferSizes(fd, receive >= 0, send >= 0)", 2);
+  int r = receive > 0 ? size_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, receive) : 0;
+  if (r < 0) return int_value(env, r);
+  int s = send > 0 ? size_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, send) : 0;
+  if (s < 0) return int_value(env, s);
+  napi_value out, rv, sv;
+  CHECK(napi_create_array_with_length(env, 2, &out));
+  CHECK(napi_create_int32(env, r, &rv));
+  CHECK(napi_create_int32(env, s, &sv));
+  CHECK(napi_set_element(env, out, 0, rv));
+  CHECK(napi_set_element(env, out, 1, sv));
+  return out;
+}

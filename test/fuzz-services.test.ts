@@ -7,6 +7,9 @@ import {
   encodeHeader,
   encodeWithPayload,
   encodeReply,
+  encodeBinary,
+  BINARY_DATAGRAM,
+  BINARY_REPLY,
   MAX_DATAGRAM_MESSAGE,
   type WorkerMessage,
 } from '../src/services/protocol.js';
@@ -60,14 +63,31 @@ t.test(`fuzzing the services socket leaves the daemon serving, with no leak (see
   /** A valid message of either direction: the daemon must refuse the ones that are not a worker's. */
   const valid = (): Uint8Array => {
     const worker: WorkerMessage[] = [
-      { type: 'register', version: 1, label: pick(['web', 'dns', 'fuzz', 'x'.repeat(64)]), window: 1 + int(1024) },
+      { type: 'register', version: 1 + int(3), label: pick(['web', 'dns', 'fuzz', 'x'.repeat(64)]), window: 1 + int(1024) },
       { type: 'ack', count: 1 + int(4) },
       { type: 'drain' },
     ];
-    switch (int(5)) {
+    switch (int(7)) {
       case 0:
       case 1:
         return encode(pick(worker));
+      case 5:
+      case 6: {
+        // Version 3's binary header: address blocks (family, 4 words, port) of either family.
+        const block = (): number[] => {
+          const v6 = random() < 0.5;
+          return [
+            v6 ? 6 : 4,
+            int(2 ** 32) | 0,
+            v6 ? int(2 ** 32) | 0 : 0,
+            v6 ? int(2 ** 32) | 0 : 0,
+            v6 ? int(2 ** 32) | 0 : 0,
+            int(65536),
+          ];
+        };
+        const r = [...block(), ...block()];
+        return Uint8Array.from(encodeBinary(out, random() < 0.8 ? BINARY_REPLY : BINARY_DATAGRAM, r, 0, 6, bytes(int(200))));
+      }
       case 2:
         return Uint8Array.from(encodeReply(out, endpoint, { address: '127.0.0.1', port: int(65536) }, bytes(int(600))));
       case 3:

@@ -99,8 +99,8 @@ async function setUp(t: TapTest, start: (path: string) => Service): Promise<{ da
     await service.close();
   });
   const registered = once(service, 'registered');
-  t.match(await daemon.register(), { type: 'register', version: 2, label: 'web' }, 'the worker registers as version 2');
-  t.match((await registered)[0], { version: 2 });
+  t.match(await daemon.register(), { type: 'register', version: 3, label: 'web' }, 'the worker registers as version 3');
+  t.match((await registered)[0], { version: 2 }, 'and a version-2 daemon answers 2, which the worker then speaks');
   return { daemon, service };
 }
 
@@ -270,7 +270,7 @@ t.test('a refused reply socket drops the replies and says so once, with a code',
   t.equal(daemon.pending(), undefined, 'and no second request');
 });
 
-t.test('a daemon that refuses version 2 is spoken to in version 1, for good', async (t) => {
+t.test('a daemon that refuses version 3 is spoken to in version 1, for good', async (t) => {
   const daemon = new TestDaemon(await tempDir(t));
   const service = serve({ label: 'web', socket: daemon.path }, () => undefined);
   t.teardown(async () => {
@@ -279,8 +279,8 @@ t.test('a daemon that refuses version 2 is spoken to in version 1, for good', as
   });
   const errors: Error[] = [];
   service.on('error', (err) => errors.push(err));
-  t.match(await daemon.accept(), { type: 'register', version: 2 });
-  daemon.send({ type: 'error', code: 'ERR_VERSION', message: 'protocol version 2 is not supported (this daemon speaks 1)' });
+  t.match(await daemon.accept(), { type: 'register', version: 3 });
+  daemon.send({ type: 'error', code: 'ERR_VERSION', message: 'protocol version 3 is not supported (this daemon speaks 1)' });
   daemon.hangUp();
   const registered = once(service, 'registered');
   t.match(await daemon.register(), { type: 'register', version: 1, label: 'web' });
@@ -308,7 +308,7 @@ t.test('a daemon restart leaves the steered sockets served; the new daemon adds 
   t.equal(await firstData(c2), 'served\n');
 
   const registered = once(service, 'registered');
-  t.match(await daemon.register(), { type: 'register', version: 2 });
+  t.match(await daemon.register(), { type: 'register', version: 3 });
   await registered;
   const second = labelSocket(t, 'tcp');
   daemon.send({ type: 'socket', label: 'web', protocol: 'tcp', family: 4 }, second.fd);

@@ -7,7 +7,11 @@ const [mode, a, b] = process.argv.slice(2);
 if (mode === 'direct') {
   const s = createSocket('udp4');
   s.on('message', (m, r) => s.send(m, r.port, r.address));
-  s.bind(Number(a), b ?? '127.0.0.1', () => console.log('ready'));
+  // Sized for bursts, as the dispatcher's own UDP sockets are (up to net.core.rmem_max).
+  s.bind(Number(a), b ?? '127.0.0.1', () => {
+    s.setRecvBufferSize(4 << 20);
+    console.log('ready');
+  });
 } else {
   if (a === undefined) {
     console.error('udp-echo attach: LABEL missing');

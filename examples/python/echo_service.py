@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An echo service behind the dispatcher, in Python's standard library only.
 
-A second implementation of the services protocol, versions 1 and 2 (docs/services-protocol.md):
+A second implementation of the services protocol, versions 1 and 2 (docs/services-protocol.md). Version 3
+only puts datagrams under a binary header; this example registers as 2 and keeps JSON:
 
     python3 echo_service.py LABEL [SERVICES_SOCKET]
 

@@ -176,7 +176,16 @@ export class Daemon {
     const endpoints = new Endpoints({
       controlPath: o.controlPath,
       handlers,
-      services: { path: o.servicesPath, registry, policy, metrics, log, onReply: replies.fromWorker, steered: kernel },
+      services: {
+        path: o.servicesPath,
+        registry,
+        policy,
+        metrics,
+        log,
+        onReply: replies.fromWorker,
+        onBinaryReply: replies.fromWorkerBinary,
+        steered: kernel,
+      },
       metricsAddress: o.metrics,
       metrics,
       log,

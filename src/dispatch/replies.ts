@@ -1,8 +1,8 @@
-import { parseAddress } from '../bindings/address.js';
+import { type Address, parseAddress } from '../bindings/address.js';
 import { type Metrics } from '../metrics/metrics.js';
 import { native } from '../native/index.js';
 import { putAddress, putSendData, SEND } from '../native/records.js';
-import { type Endpoint, type ReplyHeader } from '../services/protocol.js';
+import { type BinaryReply, type Endpoint, type ReplyHeader } from '../services/protocol.js';
 import { type Worker } from '../registry/registry.js';
 import { type ListeningMode } from '../listener/mode.js';
 import { type Current } from './current.js';
@@ -38,6 +38,12 @@ export class UdpReplies {
     this.#metrics.reply(worker.label, this.send(reply.client, reply.local, payload, worker.label));
   };
 
+  /** A worker's reply under the binary header (version 3): the same checks, with no address text to parse. */
+  readonly fromWorkerBinary = (worker: Worker, reply: BinaryReply): void => {
+    const { client, local } = reply;
+    this.#metrics.reply(worker.label, this.#sendTo(client, client.port, local, local.port, reply.payload, worker.label));
+  };
+
   /**
    * Sends `payload` to `client` from exactly `local` (an address and port the daemon receives on). With
    * `label`, only on a flow that label received, and if `local` is still bound to it ('not_bound' otherwise).
@@ -50,19 +56,26 @@ export class UdpReplies {
     } catch {
       return label === undefined ? 'failed' : 'not_bound';
     }
-    if (label !== undefined && this.#current.table.lookupLabel('udp', local.family, local.words, localEnd.port) !== label)
-      return 'not_bound';
     try {
       client = parseAddress(clientEnd.address);
     } catch {
-      return 'failed';
+      return label === undefined || this.#bound(local, localEnd.port, label) ? 'failed' : 'not_bound';
     }
-    if (label !== undefined && !this.#flows.allows(label, client, clientEnd.port, local, localEnd.port, Date.now())) return 'not_bound';
-    const route = this.#mode.replyRoute(local, localEnd.port);
+    return this.#sendTo(client, clientEnd.port, local, localEnd.port, payload, label);
+  }
+
+  #bound(local: Address, localPort: number, label: string): boolean {
+    return this.#current.table.lookupLabel('udp', local.family, local.words, localPort) === label;
+  }
+
+  #sendTo(client: Address, clientPort: number, local: Address, localPort: number, payload: Uint8Array, label?: string): ReplyResult {
+    if (label !== undefined && !this.#bound(local, localPort, label)) return 'not_bound';
+    if (label !== undefined && !this.#flows.allows(label, client, clientPort, local, localPort, Date.now())) return 'not_bound';
+    const route = this.#mode.replyRoute(local, localPort);
     const r = this.#record;
     putSendData(r, 0, payload.length);
-    putAddress(r, SEND.DESTINATION, client.family, client.words, clientEnd.port);
-    putAddress(r, SEND.SOURCE, route.setSource ? local.family : 0, local.words, localEnd.port);
+    putAddress(r, SEND.DESTINATION, client.family, client.words, clientPort);
+    putAddress(r, SEND.SOURCE, route.setSource ? local.family : 0, local.words, localPort);
     return route.fd >= 0 && native.sendDatagrams(route.fd, payload, r, 1, route.v6) === 1 ? 'sent' : 'failed';
   }
 }

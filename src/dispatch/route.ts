@@ -6,7 +6,7 @@ import { type UdpRelay } from '../proxy/udp-relay.js';
 import { upstreamProtocol } from '../proxy/upstream.js';
 import { type Endpoint } from '../services/protocol.js';
 import { addressAt, addressText, DATAGRAM, type RecordAddress } from '../native/records.js';
-import { type Registry } from '../registry/registry.js';
+import { type OutgoingDatagram, type Registry } from '../registry/registry.js';
 import { type Current } from './current.js';
 
 export interface RouteOptions {
@@ -39,7 +39,7 @@ export class Route {
   }
 
   /** A datagram (its `record`): `message` for a worker, `payload` alone for an upstream. Where it went. */
-  datagram(label: string, message: Uint8Array, record: Int32Array, payload: Uint8Array): 'sent' | 'relayed' | 'no_worker' | 'full' {
+  datagram(label: string, message: OutgoingDatagram, record: Int32Array, payload: Uint8Array): 'sent' | 'relayed' | 'no_worker' | 'full' {
     const o = this.#o;
     const result = o.registry.datagram(label, message);
     const upstream = result === 'no_worker' ? o.current.upstream(label) : undefined;

@@ -2,6 +2,7 @@ import { closeSync, openSync } from 'node:fs';
 import { type Protocol } from '../bindings/binding.js';
 import {
   ACCEPT_RECORD,
+  BURST_BUFFER,
   DATAGRAM_BATCH,
   DATAGRAM_RECORD,
   DATAGRAM_SLOT,
@@ -94,6 +95,9 @@ export class SocketReader {
     this.#callbacks = callbacks;
     this.#log = log;
     this.#context = context;
+    // A burst must wait in the kernel while the loop is busy, not be dropped: the default receive buffer
+    // (212 KB) holds about 200 small datagrams. Best effort: a socket keeps its buffers if this fails.
+    if (protocol === 'udp' && fd >= 0) native.setBufferSizes(fd, BURST_BUFFER, BURST_BUFFER);
   }
 
   get watching(): boolean {

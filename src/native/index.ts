@@ -45,6 +45,12 @@ interface Addon {
   SEND_RECORD: number;
   sendDatagrams(fd: number, data: Uint8Array, records: Int32Array, count: number, v6: boolean): number;
   /**
+   * Sizes a socket's receive and send buffers (bytes; 0 leaves one): SO_RCVBUFFORCE / SO_SNDBUFFORCE with
+   * CAP_NET_ADMIN, else SO_RCVBUF / SO_SNDBUF, capped at net.core.rmem_max / wmem_max. [receive, send] as
+   * the kernel then reports them (twice what it was given), or -errno.
+   */
+  setBufferSizes(fd: number, receive: number, send: number): [number, number] | number;
+  /**
    * Copies a <-> b with splice(2) until both directions end or one fails: 0, and a and b are the relay's.
    * Or -errno (-EMFILE: no descriptors for its pipes): a and b are still the caller's, `done` never runs.
    */
@@ -96,6 +102,13 @@ export const DATAGRAM_RECORD = addon.DATAGRAM_RECORD;
 export const DATAGRAM_SLOT = addon.DATAGRAM_SLOT;
 export const DATAGRAM_BATCH = addon.DATAGRAM_BATCH;
 export const SEND_RECORD = addon.SEND_RECORD;
+
+/**
+ * The buffers the daemon gives its UDP sockets and its end of each worker connection, and a worker its end:
+ * room for a burst of a few thousand small datagrams (each costs about 1 KB of buffer, headers included)
+ * while the reader is busy. Beyond net.core.rmem_max / wmem_max only with CAP_NET_ADMIN.
+ */
+export const BURST_BUFFER = 4 << 20;
 
 export const LISTEN_TRANSPARENT = 1;
 export const LISTEN_UDP = 2;

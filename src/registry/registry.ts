@@ -21,12 +21,17 @@ export interface Worker {
   readonly draining: boolean;
   /** Sends the connection; bytes sent or -errno. On success the daemon closes its copy. */
   send(conn: Connection): number;
-  /** Sends a message without descriptor (a datagram); bytes sent or -errno. */
-  sendMessage(message: Uint8Array): number;
+  /** Sends a datagram, encoded for its protocol version; bytes sent or -errno. */
+  sendDatagram(datagram: OutgoingDatagram): number;
   /** Its socket buffer is full: wait until it is writable. */
   block(): void;
   /** Its socket failed: it leaves. */
   fail(reason: string): void;
+}
+
+/** A datagram for a worker: its message as the worker's protocol version has it (a JSON or binary header). */
+export interface OutgoingDatagram {
+  encoded(version: number): Uint8Array;
 }
 
 export interface QueueOptions {
@@ -155,7 +160,7 @@ export class Registry {
    * worker: a full worker drops it, so one slow service never holds up the others' datagrams. A draining
    * worker was promised nothing after "drained": with only those, the label has no worker.
    */
-  datagram(label: string, message: Uint8Array): 'sent' | 'no_worker' | 'full' {
+  datagram(label: string, message: OutgoingDatagram): 'sent' | 'no_worker' | 'full' {
     const list = this.#workers.get(label);
     if (list === undefined) return 'no_worker';
     const n = list.length;
@@ -166,7 +171,7 @@ export class Registry {
     const at = (start + i) % n;
     this.#next.set(label, (at + 1) % n);
     const worker = list[at]!;
-    const rc = worker.sendMessage(message);
+    const rc = worker.sendDatagram(message);
     if (rc >= 0) return 'sent';
     if (rc === -EAGAIN) worker.block();
     else worker.fail(`datagram failed with errno ${-rc}`);

@@ -7,14 +7,18 @@ import {
   DEFAULT_SERVICES_PATH,
   DEFAULT_WINDOW,
   encode,
+  BINARY_HEADER,
+  BINARY_VERSION,
+  encodeBinaryReply,
   encodeReply,
   MAX_DATAGRAM_MESSAGE,
   MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
   type WorkerMessage,
 } from './protocol.js';
-import { EAGAIN, MAX_FDS, native, READABLE, type WatchHandle } from '../native/index.js';
+import { BURST_BUFFER, EAGAIN, MAX_FDS, native, READABLE, type WatchHandle } from '../native/index.js';
 import { type SteeredSocket, SteeredSockets } from './steered.js';
+import { formatAddress } from '../bindings/address.js';
 
 /**
  * The library a service imports to receive connections from the dispatcher (`l4-dispatcher/service`):
@@ -88,6 +92,8 @@ export class Service extends EventEmitter<ServiceEvents> {
   readonly #data = new Uint8Array(MAX_DATAGRAM_MESSAGE);
   readonly #out = new Uint8Array(MAX_DATAGRAM_MESSAGE);
   readonly #fds = new Int32Array(MAX_FDS + 1);
+  /** The connection whose send buffer was sized for a burst of replies (the first datagram on it does). */
+  #sizedForReplies = -1;
 
   constructor(options: ServiceOptions) {
     super();
@@ -205,9 +211,30 @@ export class Service extends EventEmitter<ServiceEvents> {
         return;
       }
       case 'datagram': {
+        this.#sizeForReplies();
         const info: ConnectionInfo = { label: m.label, protocol: 'udp', client: m.client, local: m.local };
         this.#datagram(Buffer.from(m.payload), info, (bytes) => {
           if (this.#fd >= 0) native.sendFd(this.#fd, encodeReply(this.#out, info.client, info.local, bytes), -1);
+        });
+        return;
+      }
+      case 'binary-datagram': {
+        // Version 3: the endpoints under the binary header, which a reply sends back as they came.
+        this.#sizeForReplies();
+        const { client, local } = m;
+        const info: ConnectionInfo = {
+          label: this.label,
+          protocol: 'udp',
+          client: { address: formatAddress(client.family, client.words), port: client.port },
+          local: { address: formatAddress(local.family, local.words), port: local.port },
+        };
+        const header = bytes.slice(0, BINARY_HEADER);
+        this.#datagram(Buffer.from(m.payload), info, (payload) => {
+          if (this.#fd < 0) return;
+          // Registered again meanwhile, with a daemon of an older version: the reply in JSON.
+          const binary = (this.#version ?? 0) >= BINARY_VERSION;
+          const message = binary ? encodeBinaryReply(this.#out, header, payload) : encodeReply(this.#out, info.client, info.local, payload);
+          native.sendFd(this.#fd, message, -1);
         });
         return;
       }
@@ -251,6 +278,13 @@ export class Service extends EventEmitter<ServiceEvents> {
     clearTimeout(this.#ackTimer);
     this.#ackTimer = undefined;
     if (this.#unacked > 0 && this.#send({ type: 'ack', count: this.#unacked })) this.#unacked = 0;
+  }
+
+  /** Replies wait in this end's send buffer until the daemon reads them: room for a burst's, once a connection. */
+  #sizeForReplies(): void {
+    if (this.#sizedForReplies === this.#fd) return;
+    this.#sizedForReplies = this.#fd;
+    native.setBufferSizes(this.#fd, 0, BURST_BUFFER);
   }
 
   /** Emits a datagram with its `reply`, which sends through `send`. */

@@ -2,15 +2,17 @@ import { type Logger } from 'pino';
 import { DispatcherError } from '../errors.js';
 import { type Connection } from '../handoff/connection.js';
 import { type Metrics } from '../metrics/metrics.js';
-import { EAGAIN, EMSGSIZE, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
+import { BURST_BUFFER, EAGAIN, EMSGSIZE, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
 import { ACCEPT, addressText, portAt } from '../native/records.js';
 import { type Policy } from '../registry/policy.js';
-import { type Registry, type Worker } from '../registry/registry.js';
+import { type OutgoingDatagram, type Registry, type Worker } from '../registry/registry.js';
 import { type LogThrottle } from './log-throttle.js';
 import {
   decodeWorkerMessage,
   encode,
   addressedHeader,
+  BINARY_VERSION,
+  type BinaryReply,
   encodeHeader,
   MAX_DATAGRAM_MESSAGE,
   MAX_MESSAGE,
@@ -41,6 +43,8 @@ export interface ServicesOptions {
   steered?: SteeredSockets | undefined;
   /** A worker's UDP reply, to send from `local` to `client`. */
   onReply: (worker: Worker, reply: ReplyHeader, payload: Uint8Array) => void;
+  /** The same under the binary header (version 3). */
+  onBinaryReply: (worker: Worker, reply: BinaryReply) => void;
   registry: Registry;
   policy: Policy;
   metrics: Metrics;
@@ -97,6 +101,8 @@ export class Peer implements Worker {
     this.#options = options;
     this.#warnings = warnings;
     this.#hooks = hooks;
+    // Datagrams for the worker wait in this end's send buffer until it reads them: sized for a burst.
+    native.setBufferSizes(fd, 0, BURST_BUFFER);
     this.#watch = native.watch(fd, READABLE, (events) => this.#onEvents(events));
     this.#timer = setTimeout(
       () => this.#refuse('ERR_PROTOCOL_MESSAGE', `no register message within ${REGISTER_TIMEOUT_MS / 1000} s`),
@@ -122,8 +128,8 @@ export class Peer implements Worker {
     return rc;
   }
 
-  sendMessage(message: Uint8Array): number {
-    return native.sendFd(this.#fd, message, -1);
+  sendDatagram(datagram: OutgoingDatagram): number {
+    return native.sendFd(this.#fd, datagram.encoded(this.version), -1);
   }
 
   /** Gives a version-2 worker one of its label's steered sockets (a duplicate; the daemon keeps its own). */
@@ -244,6 +250,11 @@ export class Peer implements Worker {
         return m.count;
       case 'reply':
         this.#options.onReply(this, m, m.payload);
+        return 0;
+      case 'binary-reply':
+        if (this.version < BINARY_VERSION)
+          throw new DispatcherError('ERR_PROTOCOL_MESSAGE', `a binary reply needs protocol version ${BINARY_VERSION}`);
+        this.#options.onBinaryReply(this, m);
         return 0;
       case 'reply-socket':
         this.#replySocket(m.local);

@@ -10,9 +10,11 @@ import { DispatcherError } from '../errors.js';
  *                      {"type":"drain"}
  *                      {"type":"reply","client":{...},"local":{...}} \n payload     (UDP)
  *                      {"type":"reply-socket","local":{...}}                          (v2, UDP)
+ *                      binary header (type 2) + payload: a reply                     (v3, UDP)
  *   daemon -> worker   {"type":"registered","version":2,"label":"web","worker":7,"window":64}
  *                      {"type":"connection",...} + the descriptor (SCM_RIGHTS)
  *                      {"type":"datagram",...} \n payload                            (UDP)
+ *                      binary header (type 1) + payload: a datagram                  (v3, UDP)
  *                      {"type":"socket","label":"web","protocol":"tcp","family":4} + the descriptor (v2)
  *                      {"type":"reply-socket","local":{...}} + the descriptor, or with "error" (v2)
  *                      {"type":"drained"}
@@ -20,10 +22,14 @@ import { DispatcherError } from '../errors.js';
  *
  * A datagram or reply is the JSON header, a newline, and the payload's bytes, in one message. Version 2 is
  * version 1 and kernel steering: the daemon gives a worker its label's own steered sockets to accept and
- * receive on, and UDP sockets to reply from. The daemon answers a register with the lower of the worker's
- * version and its own, and speaks that version to it.
+ * receive on, and UDP sockets to reply from. Version 3 is version 2 with datagrams and replies under a
+ * fixed binary header instead of JSON (BINARY_HEADER bytes, see encodeBinary): nothing to write or parse
+ * as text per packet. The daemon answers a register with the lower of the worker's version and its own,
+ * and speaks that version to it.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
+/** From this version on, datagrams and replies travel under the binary header. */
+export const BINARY_VERSION = 3;
 /** The versions a daemon takes in a register; a worker of an older one keeps the hand-off path. */
 export const MIN_PROTOCOL_VERSION = 1;
 /** No message is longer; a longer one is a protocol error. */
@@ -88,8 +94,35 @@ export interface ReplySocketHeader {
   error?: string;
 }
 
+/**
+ * A binary datagram or reply's address (version 3): family 4 or 6, the address as four big-endian 32-bit
+ * words (IPv4 in the first, the others 0: as datagram records hold them), and the port.
+ */
+export interface BinaryEndpoint {
+  family: 4 | 6;
+  words: Uint32Array;
+  port: number;
+}
+
+/** A reply under the binary header (version 3): the datagram's endpoints as it carried them. */
+export interface BinaryReply {
+  type: 'binary-reply';
+  client: BinaryEndpoint;
+  local: BinaryEndpoint;
+  payload: Uint8Array;
+}
+
+/** A datagram under the binary header (version 3); the label is the worker's own. */
+export interface BinaryDatagram {
+  type: 'binary-datagram';
+  client: BinaryEndpoint;
+  local: BinaryEndpoint;
+  payload: Uint8Array;
+}
+
 export type WorkerMessage =
   | { type: 'register'; version: number; label: string; window: number }
+  | BinaryReply
   | { type: 'ack'; count: number }
   | { type: 'drain' }
   | (ReplyHeader & { payload: Uint8Array })
@@ -99,6 +132,7 @@ export type DaemonMessage =
   | { type: 'registered'; version: number; label: string; worker: number; window: number }
   | ConnectionHeader
   | (DatagramHeader & { payload: Uint8Array })
+  | BinaryDatagram
   | SocketHeader
   | ReplySocketHeader
   | { type: 'drained' }
@@ -140,8 +174,93 @@ function endpoint(value: unknown, name: string): Endpoint {
   return { address: e.address, port: e.port };
 }
 
+/**
+ * The binary header of version 3, BINARY_HEADER bytes before the payload, integers big-endian:
+ *
+ *   0      type: 1 datagram (daemon -> worker), 2 reply (worker -> daemon)
+ *   1      the client's family, 4 or 6
+ *   2      the local family, 4 or 6
+ *   3      0
+ *   4..5   the client's port
+ *   6..7   the local port
+ *   8..23  the client's address: 16 bytes, an IPv4 one in the first 4 (the rest 0)
+ *   24..39 the local address, likewise
+ *
+ * A JSON message starts with "{" (or JSON white space), never with 1 or 2, so the two kinds never mix up.
+ */
+export const BINARY_HEADER = 40;
+export const BINARY_DATAGRAM = 1;
+export const BINARY_REPLY = 2;
+
+/**
+ * A binary datagram or reply in `out`'s memory: `type`, the endpoints as (family, 4 words, port) each, from
+ * `r[c..c+5]` and `r[l..l+5]` (address blocks: records.ts), and `payload`.
+ */
+export function encodeBinary(
+  out: Uint8Array,
+  type: typeof BINARY_DATAGRAM | typeof BINARY_REPLY,
+  r: ArrayLike<number>,
+  c: number,
+  l: number,
+  payload: Uint8Array,
+): Uint8Array {
+  const view = new DataView(out.buffer, out.byteOffset, BINARY_HEADER);
+  out[0] = type;
+  out[1] = r[c] === 6 ? 6 : 4;
+  out[2] = r[l] === 6 ? 6 : 4;
+  out[3] = 0;
+  view.setUint16(4, r[c + 5]!);
+  view.setUint16(6, r[l + 5]!);
+  for (let i = 0; i < 4; i++) {
+    view.setUint32(8 + 4 * i, r[c + 1 + i]! >>> 0);
+    view.setUint32(24 + 4 * i, r[l + 1 + i]! >>> 0);
+  }
+  out.set(payload, BINARY_HEADER);
+  return out.subarray(0, BINARY_HEADER + payload.length);
+}
+
+function binaryEndpoint(view: DataView, family: number, at: number, port: number, name: string): BinaryEndpoint {
+  if (family !== 4 && family !== 6) throw protocolError(`the binary header's ${name} family is ${family}, not 4 or 6`);
+  const words = new Uint32Array(4);
+  for (let i = 0; i < 4; i++) words[i] = view.getUint32(at + 4 * i);
+  if (family === 4 && (words[1] !== 0 || words[2] !== 0 || words[3] !== 0))
+    throw protocolError(`the binary header's ${name} address is IPv4 with bytes after its first 4`);
+  // An IPv4-mapped IPv6 address is the IPv4 one, as parseAddress reads it in a JSON header.
+  if (family === 6 && words[0] === 0 && words[1] === 0 && words[2] === 0xffff)
+    return { family: 4, words: Uint32Array.of(words[3]!, 0, 0, 0), port };
+  return { family, words, port };
+}
+
+/** A binary datagram or reply's header and payload, or ERR_PROTOCOL_MESSAGE naming what is wrong. */
+export function decodeBinary(bytes: Uint8Array): BinaryDatagram | BinaryReply {
+  if (bytes.length < BINARY_HEADER) throw protocolError(`a binary message is shorter than its ${BINARY_HEADER}-byte header`);
+  const type = bytes[0];
+  if (type !== BINARY_DATAGRAM && type !== BINARY_REPLY) throw protocolError(`unknown binary message type ${type}`);
+  if (bytes[3] !== 0) throw protocolError("the binary header's byte 3 must be 0");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, BINARY_HEADER);
+  const client = binaryEndpoint(view, bytes[1]!, 8, view.getUint16(4), 'client');
+  const local = binaryEndpoint(view, bytes[2]!, 24, view.getUint16(6), 'local');
+  return { type: type === BINARY_DATAGRAM ? 'binary-datagram' : 'binary-reply', client, local, payload: bytes.subarray(BINARY_HEADER) };
+}
+
+/** A binary reply to the binary datagram whose header is `datagram` (its endpoints, as they came), in `out`. */
+export function encodeBinaryReply(out: Uint8Array, datagram: Uint8Array, payload: Uint8Array): Uint8Array {
+  out.set(datagram.subarray(0, BINARY_HEADER));
+  out[0] = BINARY_REPLY;
+  out.set(payload, BINARY_HEADER);
+  return out.subarray(0, BINARY_HEADER + payload.length);
+}
+
+/** Whether a message is binary: its first byte is a binary type, which no JSON text starts with. */
+export const isBinary = (bytes: Uint8Array): boolean => bytes[0] === BINARY_DATAGRAM || bytes[0] === BINARY_REPLY;
+
 /** What the daemon accepts from a worker. */
 export function decodeWorkerMessage(bytes: Uint8Array): WorkerMessage {
+  if (isBinary(bytes)) {
+    const m = decodeBinary(bytes);
+    if (m.type !== 'binary-reply') throw protocolError('a worker sends no binary datagram, only binary replies');
+    return m;
+  }
   const { header, payload } = split(bytes);
   const m = decodeObject(header);
   if (payload !== undefined && m['type'] !== 'reply') throw protocolError(`a "${String(m['type'])}" message has no payload`);
@@ -176,6 +295,11 @@ export function decodeWorkerMessage(bytes: Uint8Array): WorkerMessage {
 
 /** What a worker accepts from the daemon. */
 export function decodeDaemonMessage(bytes: Uint8Array): DaemonMessage {
+  if (isBinary(bytes)) {
+    const m = decodeBinary(bytes);
+    if (m.type !== 'binary-datagram') throw protocolError('the daemon sends no binary reply, only binary datagrams');
+    return m;
+  }
   const { header, payload } = split(bytes);
   const m = decodeObject(header);
   switch (m['type']) {
