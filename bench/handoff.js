@@ -166,10 +166,14 @@ try {
     'bulk, HAProxy': () => download(ports.bulkHaproxy),
   };
   /** @typedef {keyof typeof cases} CaseName */
-  const names = /** @type {CaseName[]} */ (Object.keys(cases)).filter((n) => !ONLY_PROXY || /proxy|HAProxy|^(new connections|bulk), direct/.test(n));
+  const names = /** @type {CaseName[]} */ (Object.keys(cases)).filter(
+    (n) => !ONLY_PROXY || /proxy|HAProxy|^(new connections|bulk), direct/.test(n),
+  );
   // Every field of every round, not only the figure the rounds are summarized by.
   const { summary, raw } = await interleavedRounds(
-    /** @type {Record<CaseName, () => Round | Promise<Round>>} */ (Object.fromEntries(names.map((n) => [n, cases[n]]))),
+    /** @type {Record<CaseName, () => Round | Promise<Round>>} */ (
+      /** @type {unknown} */ (Object.fromEntries(names.map((n) => [n, cases[n]])))
+    ),
     ROUNDS,
   );
   /**
