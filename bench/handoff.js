@@ -1,4 +1,4 @@
-// npm run bench:handoff [-- --quick]
+// npm run bench:handoff [-- --quick] [-- --only proxy]
 //
 // A Node http service, direct versus behind the dispatcher, in the same run and interleaved rounds:
 // - new connections per second and p50/p99 latency (wrk, Connection: close);
@@ -24,6 +24,8 @@ import { bind, cpuSeconds, daemon, requireTool, start, startServer, status, stop
 /** @typedef {Round & { rps: number, p50: number, p99: number, errors: string }} WrkRound */
 
 const QUICK = process.argv.includes('--quick');
+// `--only proxy`: proxy mode, HAProxy and direct only (the ratios proxy mode is judged by).
+const ONLY_PROXY = process.argv.join(' ').includes('--only proxy');
 const ROUNDS = 3;
 const SECONDS = QUICK ? 1 : 6;
 const CONNECTIONS = 32;
@@ -164,9 +166,16 @@ try {
     'bulk, HAProxy': () => download(ports.bulkHaproxy),
   };
   /** @typedef {keyof typeof cases} CaseName */
-  const names = /** @type {CaseName[]} */ (Object.keys(cases));
+  const names = /** @type {CaseName[]} */ (Object.keys(cases)).filter(
+    (n) => !ONLY_PROXY || /proxy|HAProxy|^(new connections|bulk), direct/.test(n),
+  );
   // Every field of every round, not only the figure the rounds are summarized by.
-  const { summary, raw } = await interleavedRounds(/** @type {Record<CaseName, () => Round | Promise<Round>>} */ (cases), ROUNDS);
+  const { summary, raw } = await interleavedRounds(
+    /** @type {Record<CaseName, () => Round | Promise<Round>>} */ (
+      /** @type {unknown} */ (Object.fromEntries(names.map((n) => [n, cases[n]])))
+    ),
+    ROUNDS,
+  );
   /**
    * The middle round's `field` (undefined when the case does not measure it).
    * @param {CaseName} name
@@ -227,9 +236,11 @@ try {
           : '';
     console.log(`  ${name.padEnd(30)} ${unit.padStart(14)} (${si(f.min)}-${si(f.max)})${lat}${cpu}`);
   }
-  console.log(`\n  new connections: dispatcher / direct = ${ratio('new connections, dispatcher', 'new connections, direct')}`);
-  console.log(`  keep-alive:      dispatcher / direct = ${ratio('keep-alive, dispatcher', 'keep-alive, direct')}`);
-  console.log(`  bulk:            dispatcher / direct = ${ratio('bulk, dispatcher', 'bulk, direct')}`);
+  if (!ONLY_PROXY) {
+    console.log(`\n  new connections: dispatcher / direct = ${ratio('new connections, dispatcher', 'new connections, direct')}`);
+    console.log(`  keep-alive:      dispatcher / direct = ${ratio('keep-alive, dispatcher', 'keep-alive, direct')}`);
+    console.log(`  bulk:            dispatcher / direct = ${ratio('bulk, dispatcher', 'bulk, direct')}`);
+  }
   console.log(
     `  proxy mode:      connections / HAProxy = ${ratio('new connections, proxy mode', 'new connections, HAProxy')}, bulk / direct = ${ratio('bulk, proxy mode', 'bulk, direct')}`,
   );

@@ -53,6 +53,7 @@ interface Addon {
   /**
    * Copies a <-> b with splice(2) until both directions end or one fails: 0, and a and b are the relay's.
    * Or -errno (-EMFILE: no descriptors for its pipes): a and b are still the caller's, `done` never runs.
+   * Both must be non-blocking.
    */
   relay(a: number, b: number, done: (bytesAtoB: number, bytesBtoA: number, failed: number) => void): number;
   /** A non-blocking connect under way to `address`:`port` (port 0: a Unix socket path). */

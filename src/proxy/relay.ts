@@ -10,8 +10,9 @@ import { target, type Upstream } from './upstream.js';
 
 // Relays open at once, connecting ones included; past it a new proxied connection is reset (and counted
 // as proxy_full). Each holds six descriptors (client, upstream, two pipes) and up to 128 KiB of pipe
-// buffers: 2048 are 12,288 descriptors and at most 256 MiB, which leaves a daemon with the usual 65,536
-// descriptors room to keep accepting and handing off while proxy mode is saturated.
+// buffers: 2048 are 12,288 descriptors (and 512 in the relay's pipe pool) and at most 256 MiB, which
+// leaves a daemon with the usual 65,536 descriptors room to keep accepting and handing off while proxy
+// mode is saturated.
 export const MAX_RELAYS = 2048;
 let relays = 0;
 
