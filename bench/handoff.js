@@ -4,7 +4,9 @@
 // - new connections per second and p50/p99 latency (wrk, Connection: close);
 // - the daemon's CPU time per hand-off (/proc/<pid>/stat over the run, divided by its hand-offs);
 // - a dispatch-only run against a service that closes what it receives: the daemon's ceiling;
-// - keep-alive requests per second and a 1 GiB transfer on one connection (the daemon is out of the path);
+// - keep-alive requests per second and a 1 GiB transfer on one connection (the daemon is out of the path),
+//   with the serving process's CPU per request: on a shared machine requests/s moves with whatever else
+//   runs, the CPU a request costs the server does not;
 // - proxy mode (the daemon relays to the direct service) and HAProxy's own `mode tcp` proxy beside them.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -19,7 +21,7 @@ import { bind, cpuSeconds, daemon, requireTool, start, startServer, status, stop
 /** @typedef {import('../dist/index.js').ControlClient} ControlClient */
 /**
  * One round of a case: its figure (what interleaved() summarizes) and whatever else the case measured.
- * @typedef {{ figure: number, p50?: number, p99?: number, daemon_us_per_handoff?: number, proxy_us_per_connection?: number, handoffs_per_second?: number }} Round
+ * @typedef {{ figure: number, p50?: number, p99?: number, daemon_us_per_handoff?: number, proxy_us_per_connection?: number, server_us_per_request?: number, handoffs_per_second?: number }} Round
  */
 /** @typedef {Round & { rps: number, p50: number, p99: number, errors: string }} WrkRound */
 
@@ -48,15 +50,17 @@ async function handoffs(client) {
 }
 
 /**
- * Runs a wrk case and measures the CPU `pid` spent per request (proxy mode's daemon, HAProxy).
+ * Runs a wrk case and measures the CPU `pid` spent per request, as `field` (proxy mode's daemon, HAProxy,
+ * a keep-alive case's server).
  * @param {number | undefined} pid
+ * @param {'proxy_us_per_connection' | 'server_us_per_request'} field
  * @param {() => WrkRound} fn
  */
-async function withCpu(pid, fn) {
+async function withCpu(pid, field, fn) {
   const c0 = await cpuSeconds(pid);
   const r = fn();
   const c1 = await cpuSeconds(pid);
-  return { ...r, proxy_us_per_connection: ((c1 - c0) / (r.rps * SECONDS)) * 1e6 };
+  return { ...r, [field]: ((c1 - c0) / (r.rps * SECONDS)) * 1e6 };
 }
 
 /**
@@ -141,7 +145,7 @@ try {
     ].join('\n'),
   );
   const haproxy = await startServer(['haproxy', '-db', '-f', join(dir, 'haproxy.cfg')], ports.haproxy);
-  await Promise.all([
+  const [direct, attached] = await Promise.all([
     start([process.execPath, SERVICE, 'direct', ports.direct]),
     start([process.execPath, SERVICE, 'attach', 'http', d.services]),
     start([process.execPath, SERVICE, 'sink', 'sink', d.services]),
@@ -151,15 +155,15 @@ try {
   const cases = {
     'new connections, direct': () => wrk(ports.direct, true),
     'new connections, dispatcher': () => withDaemonCpu(d, () => wrk(ports.http, true)),
-    'new connections, proxy mode': () => withCpu(d.pid, () => wrk(ports.proxy, true)),
-    'new connections, HAProxy': () => withCpu(haproxy.pid, () => wrk(ports.haproxy, true)),
+    'new connections, proxy mode': () => withCpu(d.pid, 'proxy_us_per_connection', () => wrk(ports.proxy, true)),
+    'new connections, HAProxy': () => withCpu(haproxy.pid, 'proxy_us_per_connection', () => wrk(ports.haproxy, true)),
     // The sink closes what it gets, so wrk sees no responses: the figure is the daemon's hand-offs/s.
     'dispatch only (sink service)': async () => {
       const r = await withDaemonCpu(d, () => wrk(ports.sink, true));
       return { ...r, figure: r.handoffs_per_second };
     },
-    'keep-alive, direct': () => wrk(ports.direct, false),
-    'keep-alive, dispatcher': () => wrk(ports.http, false),
+    'keep-alive, direct': () => withCpu(direct.pid, 'server_us_per_request', () => wrk(ports.direct, false)),
+    'keep-alive, dispatcher': () => withCpu(attached.pid, 'server_us_per_request', () => wrk(ports.http, false)),
     'bulk, direct': () => download(ports.bulkDirect),
     'bulk, dispatcher': () => download(ports.bulk),
     'bulk, proxy mode': () => download(ports.bulkProxy),
@@ -189,7 +193,7 @@ try {
     return xs[xs.length >> 1];
   };
   const figures =
-    /** @type {Record<CaseName, Summary & { p50_ms?: number, p99_ms?: number, daemon_us_per_handoff?: number, proxy_us_per_connection?: number, handoffs_per_second?: number, rounds_raw: Round[] }>} */ (
+    /** @type {Record<CaseName, Summary & { p50_ms?: number, p99_ms?: number, daemon_us_per_handoff?: number, proxy_us_per_connection?: number, server_us_per_request?: number, handoffs_per_second?: number, rounds_raw: Round[] }>} */ (
       Object.fromEntries(
         names.map((name) => [
           name,
@@ -199,6 +203,7 @@ try {
             p99_ms: med(name, 'p99'),
             daemon_us_per_handoff: med(name, 'daemon_us_per_handoff'),
             proxy_us_per_connection: med(name, 'proxy_us_per_connection'),
+            server_us_per_request: med(name, 'server_us_per_request'),
             handoffs_per_second: med(name, 'handoffs_per_second'),
             rounds_raw: raw[name],
           },
@@ -223,6 +228,7 @@ try {
       daemon_us_per_handoff: perHandoff,
       handoffs_per_second: handoffsPerSecond,
       proxy_us_per_connection: perConnection,
+      server_us_per_request: perRequest,
     } = f;
     const lat =
       name.startsWith('bulk') || name.startsWith('dispatch only') || p50 === undefined || p99 === undefined
@@ -233,12 +239,17 @@ try {
         ? `  daemon ${perHandoff.toFixed(1)} µs CPU/hand-off, ${si(handoffsPerSecond)} hand-offs/s`
         : perConnection !== undefined && Number.isFinite(perConnection)
           ? `  proxy ${perConnection.toFixed(1)} µs CPU/connection`
-          : '';
+          : perRequest !== undefined && Number.isFinite(perRequest)
+            ? `  server ${perRequest.toFixed(1)} µs CPU/request`
+            : '';
     console.log(`  ${name.padEnd(30)} ${unit.padStart(14)} (${si(f.min)}-${si(f.max)})${lat}${cpu}`);
   }
   if (!ONLY_PROXY) {
     console.log(`\n  new connections: dispatcher / direct = ${ratio('new connections, dispatcher', 'new connections, direct')}`);
-    console.log(`  keep-alive:      dispatcher / direct = ${ratio('keep-alive, dispatcher', 'keep-alive, direct')}`);
+    const perRequest = /** @param {CaseName} name */ (name) => figures[name].server_us_per_request ?? NaN;
+    console.log(
+      `  keep-alive:      dispatcher / direct = ${ratio('keep-alive, dispatcher', 'keep-alive, direct')}, server CPU/request = ${(perRequest('keep-alive, dispatcher') / perRequest('keep-alive, direct')).toFixed(2)}`,
+    );
     console.log(`  bulk:            dispatcher / direct = ${ratio('bulk, dispatcher', 'bulk, direct')}`);
   }
   console.log(

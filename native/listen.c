@@ -145,13 +145,15 @@ napi_value SockName(napi_env env, napi_callback_info info) {
   return int_value(env, 0);
 }
 
-// acceptBatch(listenFd, out: Int32Array, max): count >= 0 accept records (records.h), or -errno if the
-// first accept failed with something other than EAGAIN. Accepted descriptors are non-blocking and
-// close-on-exec.
+// acceptBatch(listenFd, out: Int32Array, max, skipLocal?): count >= 0 accept records (records.h), or -errno
+// if the first accept failed with something other than EAGAIN. Accepted descriptors are non-blocking and
+// close-on-exec. `skipLocal`: the caller knows every connection's local address (a listener bound to one
+// address, not transparent) and writes it; no getsockname per connection.
 napi_value AcceptBatch(napi_env env, napi_callback_info info) {
   int32_t lfd, max;
   array_t records;
-  if (!args_parse(env, info, "acceptBatch(fd, out: Int32Array, max)", "iwi", &lfd, &records, 0, &max)) return NULL;
+  bool skip_local = false;
+  if (!args_parse(env, info, "acceptBatch(fd, out: Int32Array, max, skipLocal?)", "iwio", &lfd, &records, 0, &max, &skip_local)) return NULL;
   int32_t *out = records.data;
   if (max < 0) max = 0;
   if ((size_t)max > records.length / ACCEPT_RECORD) max = (int32_t)(records.length / ACCEPT_RECORD);
@@ -167,8 +169,10 @@ napi_value AcceptBatch(napi_env env, napi_callback_info info) {
     }
     int32_t *r = out + n * ACCEPT_RECORD;
     r[ACCEPT_FD] = fd;
-    if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0) local.ss_family = AF_UNSPEC;
-    put_address(&local, r + ACCEPT_LOCAL);
+    if (!skip_local) {
+      if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0) local.ss_family = AF_UNSPEC;
+      put_address(&local, r + ACCEPT_LOCAL);
+    }
     put_address(&peer, r + ACCEPT_PEER);
     n++;
   }

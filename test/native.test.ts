@@ -1,33 +1,14 @@
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { closeSync, fstatSync, openSync, readSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ACCEPT_RECORD, EAGAIN, EMSGSIZE, MAX_FDS, native } from '../src/native/index.js';
 import { tempDir } from './helpers/daemon.js';
-import { openFds, readable, seqpacketPair } from './helpers/native.js';
+import { connected, listenAnywhere, openFds, readable, seqpacketPair } from './helpers/native.js';
 
 const NO_FD = -1;
-
-/** A listener on a free port of `address`, found by trying. */
-function listenAnywhere(address: string): { fd: number; port: number } {
-  for (let port = 20000 + Math.floor(Math.random() * 20000); ; port++) {
-    try {
-      return { fd: native.listenInet(address, port, 16, 0), port };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
-    }
-  }
-}
-
-function connected(host: string, port: number, localAddress?: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host, port, localAddress }, () => resolve(s));
-    s.once('error', reject);
-  });
-}
 
 t.test('a descriptor sent is the same open file on the other side, and the sender keeps its copy', async (t) => {
   const dir = await tempDir(t);

@@ -1,7 +1,7 @@
 import { type Logger } from 'pino';
 import { type Protocol } from '../bindings/binding.js';
 import { LISTEN_TRANSPARENT, LISTEN_UDP, native } from '../native/index.js';
-import { BACKLOG, type OnAccepted, type OnDatagrams, SocketReader } from './reader.js';
+import { BACKLOG, fixedLocal, type OnAccepted, type OnDatagrams, SocketReader } from './reader.js';
 
 export type { OnAccepted, OnDatagrams } from './reader.js';
 
@@ -159,7 +159,8 @@ export class Listeners {
   }
 
   #reader(port: number, fd: number): SocketReader {
-    return new SocketReader(fd, this.protocol, this.#options, this.#log, { port });
+    const local = this.protocol === 'tcp' ? fixedLocal(fd, this.#options.transparent) : undefined;
+    return new SocketReader(fd, this.protocol, this.#options, this.#log, { port }, local);
   }
 
   #close(l: Listener): void {

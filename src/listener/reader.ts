@@ -13,6 +13,7 @@ import {
   READABLE,
   type WatchHandle,
 } from '../native/index.js';
+import { ACCEPT, ADDRESS } from '../native/records.js';
 
 /** Called with a batch of accepted connections: `count` records of ACCEPT_RECORD int32s in `batch`. */
 export type OnAccepted = (batch: Int32Array, count: number, protocol: Protocol) => void;
@@ -69,6 +70,17 @@ function shed(fd: number, scratch: Int32Array): number {
   return count;
 }
 
+/**
+ * The local address of every connection a TCP listening socket accepts, when there is only one: bound to
+ * one address and not transparent (tproxy steers any address to a transparent socket, and a wildcard
+ * socket takes every local one). Undefined otherwise, or when the socket's address cannot be read.
+ */
+export function fixedLocal(fd: number, transparent: boolean): Int32Array | undefined {
+  const block = new Int32Array(ADDRESS.SIZE);
+  if (transparent || native.sockName(fd, block) !== 0) return undefined;
+  return block.subarray(ADDRESS.WORDS, ADDRESS.PORT).some((w) => w !== 0) ? block : undefined;
+}
+
 // Reads are synchronous and the callbacks consume a batch before returning, so every reader shares these.
 const accepted = new Int32Array(BATCH * ACCEPT_RECORD);
 let datagrams: { data: Uint8Array; meta: Int32Array } | undefined;
@@ -86,15 +98,25 @@ export class SocketReader {
   readonly #log: ReaderLog;
   /** What the logs name the socket by: its port, or its label. */
   readonly #context: Record<string, unknown>;
+  /** Every connection's local address, when the socket has only one (see fixedLocal): no getsockname each. */
+  readonly #local: Int32Array | undefined;
   #watch: WatchHandle | undefined;
   #paused: NodeJS.Timeout | undefined;
 
-  constructor(fd: number, protocol: Protocol, callbacks: ReaderCallbacks, log: ReaderLog, context: Record<string, unknown>) {
+  constructor(
+    fd: number,
+    protocol: Protocol,
+    callbacks: ReaderCallbacks,
+    log: ReaderLog,
+    context: Record<string, unknown>,
+    local?: Int32Array,
+  ) {
     this.fd = fd;
     this.protocol = protocol;
     this.#callbacks = callbacks;
     this.#log = log;
     this.#context = context;
+    this.#local = local;
     // A burst must wait in the kernel while the loop is busy, not be dropped: the default receive buffer
     // (212 KB) holds about 200 small datagrams. Best effort: a socket keeps its buffers if this fails.
     if (protocol === 'udp' && fd >= 0) native.setBufferSizes(fd, BURST_BUFFER, BURST_BUFFER);
@@ -136,7 +158,9 @@ export class SocketReader {
 
   #accept(batches: number): void {
     for (let i = 0; i < batches; i++) {
-      const n = native.acceptBatch(this.fd, accepted, BATCH);
+      const local = this.#local;
+      const n = native.acceptBatch(this.fd, accepted, BATCH, local !== undefined);
+      if (local !== undefined) for (let j = 0; j < n; j++) accepted.set(local, j * ACCEPT.SIZE + ACCEPT.LOCAL);
       if (n > 0) this.#callbacks.onAccepted?.(accepted, n, this.protocol);
       if (n === BATCH) continue;
       if (n < 0) this.#acceptFailed(n);

@@ -26,7 +26,7 @@ interface Addon {
   /** `stream`: a SOCK_STREAM socket instead (the control socket). */
   listenSeqpacket(path: string, backlog: number, stream?: boolean): number;
   connectSeqpacket(path: string): number;
-  acceptBatch(fd: number, out: Int32Array, max: number): number;
+  acceptBatch(fd: number, out: Int32Array, max: number, skipLocal?: boolean): number;
   acceptUnix(fd: number, out: Int32Array): number;
   sendFd(sock: number, data: Uint8Array, fd: number): number;
   recvMsg(sock: number, data: Uint8Array, fds: Int32Array): number;

@@ -1,5 +1,6 @@
 import { readdirSync } from 'node:fs';
 import { release } from 'node:os';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { native, READABLE, type WatchHandle } from '../../src/native/index.js';
 import { CREDENTIAL, credentialAt } from '../../src/native/records.js';
@@ -55,4 +56,23 @@ export async function settledFds(pid: number): Promise<number> {
     last = now;
   }
   return last;
+}
+
+/** A listener on a free port of `address`, found by trying. */
+export function listenAnywhere(address: string): { fd: number; port: number } {
+  for (let port = 20000 + Math.floor(Math.random() * 20000); ; port++) {
+    try {
+      return { fd: native.listenInet(address, port, 16, 0), port };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+}
+
+/** A client connected to `host`:`port` (from `localAddress`). */
+export function connected(host: string, port: number, localAddress?: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host, port, localAddress }, () => resolve(s));
+    s.once('error', reject);
+  });
 }
