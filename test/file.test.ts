@@ -1,5 +1,6 @@
 import t from 'tap';
 import { formatBindingsFile, parseBindingsText } from '../src/bindings/file.js';
+import { rng } from './helpers/rng.js';
 
 t.test('an entry without protocol applies to tcp and udp (Tubular files load unchanged)', async (t) => {
   const bindings = parseBindingsText(
@@ -74,4 +75,55 @@ t.test('JSON nested deeper than the stack is refused with a clear error, not a R
     code: 'ERR_BINDINGS_FILE',
     message: /nested too deeply/,
   });
+});
+
+t.test('a text parsed entry by entry gives what the whole document gives: the bindings or the same error', async (t) => {
+  // The escaped key means the same JSON but is not the plain shape, so it takes the whole-document path.
+  const whole = (text: string): string => text.replace('"bindings"', '"bindin\\u0067s"');
+  const outcome = (text: string): string => {
+    try {
+      return parseBindingsText(text).map(String).join('\n');
+    } catch (err) {
+      return (err as Error).message.replace(/line \d+, column \d+|position \d+|\(\d+:\d+\)/g, 'AT');
+    }
+  };
+  const r = rng(16);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const space = ['', ' ', '\n', '\t', ' \r\n '];
+  const entries = [
+    '{"label": "a", "prefix": "192.0.2.0/24", "port": 80}',
+    '{"label": "b", "prefix": "2001:db8::/32", "port": 0, "protocol": "udp"}',
+    '{ "port" : 1 , "label" : "c{[\\"}", "prefix" : "10.0.0.1" }',
+    '{"label": "a", "prefix": "192.0.2.0/24", "port": 80, "protocol": "tcp"}',
+    '{"label": "d", "label": "e", "prefix": "10.0.0.0/8", "port": 1}',
+    '{"label": "f", "prefix": "10.0.0.0/8", "port": 1, "extra": {"x": 1}}',
+    '{"label": "g", "prefix": "10.0.0.0/33", "port": 1}',
+    '{"label": "h", "prefix": "10.0.0.0/8", "port": [1]}',
+    '{"label": "i", "prefix": "10.0.0.0/8" "port": 1}',
+    '{"label": "j", "prefix": "10.0.0.0/8", "port": 1,}',
+    '{}',
+    '1',
+    '',
+  ];
+  const fast = parseBindingsText('{"bindings": [' + entries[0] + ']}');
+  t.equal(fast.length, 2, 'the plain shape parses');
+  for (let i = 0; i < 400; i++) {
+    const n = Math.floor(r() * 5);
+    const parts = Array.from({ length: n }, () => pick(space) + pick(entries) + pick(space));
+    const text =
+      pick(space) +
+      '{' +
+      pick(space) +
+      '"bindings"' +
+      pick(space) +
+      ':' +
+      pick(space) +
+      '[' +
+      parts.join(',') +
+      ']' +
+      pick(space) +
+      pick(['}', '}', '}', '', '}}', '}, 1']) +
+      pick(space);
+    t.equal(outcome(text), outcome(whole(text)), text);
+  }
 });

@@ -22,6 +22,8 @@ const TREE_MAX_CHARS = 1 << 20;
 
 /** Parses file text; `source` names the file in errors. */
 export function parseBindingsText(text: string, source = 'bindings file'): Binding[] {
+  const streamed = parseEntryByEntry(text, source);
+  if (streamed !== undefined) return streamed;
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -107,11 +109,25 @@ export function parseBindingsDocument(doc: unknown, source = 'bindings file'): B
   }
   const entries = doc['bindings'];
   if (!Array.isArray(entries)) throw fileError(source, '"bindings" is not an array');
-  const out: Binding[] = [];
-  const seen = new Seen();
+  const out = new Entries(source);
+  entries.forEach((entry: unknown, i) => out.add(entry, i));
+  return out.bindings;
+}
+
+/** The bindings of a document's entries, validated one entry at a time. */
+class Entries {
+  readonly bindings: Binding[] = [];
+  readonly #source: string;
+  readonly #seen = new Seen();
   // One string per distinct label, not one per entry: at a million entries that is 30 MB.
-  const labels = new Map<unknown, unknown>();
-  entries.forEach((entry: unknown, i) => {
+  readonly #labels = new Map<unknown, unknown>();
+
+  constructor(source: string) {
+    this.#source = source;
+  }
+
+  add(entry: unknown, i: number): void {
+    const source = this.#source;
     const where = `bindings[${i}]`;
     if (!isObject(entry)) throw fileError(source, `${where} is not an object`);
     for (const key of Object.keys(entry)) {
@@ -119,8 +135,8 @@ export function parseBindingsDocument(doc: unknown, source = 'bindings file'): B
     }
     if (!('port' in entry)) throw fileError(source, `${where}: "port" is required (0 means every port)`);
     const protocols = 'protocol' in entry ? [entry['protocol']] : PROTOCOLS;
-    let label = labels.get(entry['label']);
-    if (label === undefined) labels.set(entry['label'], (label = entry['label']));
+    let label = this.#labels.get(entry['label']);
+    if (label === undefined) this.#labels.set(entry['label'], (label = entry['label']));
     for (const protocol of protocols) {
       let binding: Binding;
       try {
@@ -128,17 +144,75 @@ export function parseBindingsDocument(doc: unknown, source = 'bindings file'): B
       } catch (err) {
         throw fileError(source, `${where}: ${(err as Error).message}`);
       }
-      const first = seen.add(binding, i);
+      const first = this.#seen.add(binding, i);
       if (first !== undefined) {
         throw fileError(
           source,
           `${where}: ${binding.protocol} ${binding.prefix} port ${binding.port} is already bound by bindings[${first}]`,
         );
       }
-      out.push(binding);
+      this.bindings.push(binding);
     }
-  });
-  return out;
+  }
+}
+
+/**
+ * A plain `{"bindings": [{...}, ...]}` text parsed one entry at a time, so the whole document never exists
+ * as one tree: at 1M bindings that tree held ~150 MB beside the text and the bindings, and the daemon's
+ * memory after a load kept much of that peak. Undefined for any other shape, a nested or invalid entry,
+ * a duplicate key or a refused entry: the caller then parses the whole text, which gives the same bindings
+ * or the error it always gave (first syntax error before the first refused entry, positions and all).
+ */
+function parseEntryByEntry(text: string, source: string): Binding[] | undefined {
+  let i = skipSpace(text, 0);
+  if (text.charCodeAt(i) !== 0x7b) return undefined;
+  i = skipSpace(text, i + 1);
+  if (!text.startsWith('"bindings"', i)) return undefined;
+  i = skipSpace(text, i + '"bindings"'.length);
+  if (text.charCodeAt(i) !== 0x3a) return undefined;
+  i = skipSpace(text, i + 1);
+  if (text.charCodeAt(i) !== 0x5b) return undefined;
+  i = skipSpace(text, i + 1);
+  const out = new Entries(source);
+  for (let n = 0; text.charCodeAt(i) !== 0x5d || n > 0; n++) {
+    if (n > 0) {
+      if (text.charCodeAt(i) !== 0x2c) return undefined;
+      i = skipSpace(text, i + 1);
+    }
+    const end = flatObjectEnd(text, i);
+    if (end < 0) return undefined;
+    const entryText = text.slice(i, end);
+    try {
+      const entry: unknown = JSON.parse(entryText);
+      if (keysInText(entryText) !== keysInValue(entry)) return undefined;
+      out.add(entry, n);
+    } catch {
+      return undefined;
+    }
+    i = skipSpace(text, end);
+    if (text.charCodeAt(i) === 0x5d) break;
+  }
+  i = skipSpace(text, i + 1);
+  if (text.charCodeAt(i) !== 0x7d || skipSpace(text, i + 1) !== text.length) return undefined;
+  return out.bindings;
+}
+
+/** The offset past JSON whitespace from `i`. */
+function skipSpace(text: string, i: number): number {
+  for (let c = text.charCodeAt(i); c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09; c = text.charCodeAt(++i));
+  return i;
+}
+
+/** The offset past the object that starts at `i`, or -1 if there is none or it holds an object or array. */
+function flatObjectEnd(text: string, i: number): number {
+  if (text.charCodeAt(i) !== 0x7b) return -1;
+  for (i++; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x7d) return i + 1;
+    if (c === 0x7b || c === 0x5b) return -1;
+    if (c === 0x22) for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+  }
+  return -1;
 }
 
 /**
