@@ -87,10 +87,10 @@ export function etcdOptions(flags: StoreFlags): EtcdOptions {
  */
 function quietIpServerNames(): void {
   const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
-  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  process.emitWarning = (warning: string | Error, ...rest: unknown[]) => {
     const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
     if (code !== 'DEP0123') emit(warning, ...rest);
-  });
+  };
 }
 
 /** A client for the store. Nothing is sent until the first call; every call gives up after CALL_MS. */
