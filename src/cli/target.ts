@@ -5,7 +5,7 @@ import { storeYargsOptions } from '../daemon/options.js';
 import { DispatcherError } from '../errors.js';
 import { type StoreClient } from './store-client.js';
 import { etcdOptions } from '../store/etcd-client.js';
-import { checkHost } from '../store/etcd-layout.js';
+import { checkHost, parseRevision } from '../store/etcd-layout.js';
 import { type GlobalArgs } from './command.js';
 
 /**
@@ -40,9 +40,10 @@ export const writeArgs = <T>(y: Argv<T>) =>
 
 export function writeQuery(argv: { host?: string | undefined; 'if-revision'?: string | undefined }): WriteQuery {
   const rev = argv['if-revision'];
-  if (rev !== undefined && !/^[1-9][0-9]{0,15}$/.test(rev))
-    throw new DispatcherError('ERR_USAGE', `--if-revision ${JSON.stringify(rev)} is not a revision (a whole number from 1)`);
-  return { host: argv.host === undefined ? undefined : checkHost(argv.host), if_revision: rev === undefined ? undefined : Number(rev) };
+  return {
+    host: argv.host === undefined ? undefined : checkHost(argv.host),
+    if_revision: rev === undefined ? undefined : parseRevision(rev, '--if-revision'),
+  };
 }
 
 /** Runs `work` against the store (--store) or the daemon, and lets go of the store's connection after. */

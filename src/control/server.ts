@@ -7,7 +7,7 @@ import { asError, DispatcherError, type ErrorCode } from '../errors.js';
 import { native } from '../native/index.js';
 import { type Diff } from '../table/table.js';
 import { type WriteOptions } from '../fleet/member.js';
-import { checkHost } from '../store/etcd-layout.js';
+import { checkHost, parseRevision } from '../store/etcd-layout.js';
 import { parseUpstream, type Upstream } from '../proxy/upstream.js';
 import {
   type AdoptedJSON,
@@ -235,9 +235,10 @@ const ROUTES: Routes = {
 function writeOptions(query: URLSearchParams): WriteOptions {
   const host = query.get('host');
   const ifRevision = query.get('if_revision');
-  if (ifRevision !== null && !/^[1-9][0-9]{0,15}$/.test(ifRevision))
-    throw new DispatcherError('ERR_REQUEST', `if_revision ${JSON.stringify(ifRevision)} is not a revision (a whole number from 1)`);
-  return { host: host === null ? undefined : checkHost(host), ifRevision: ifRevision === null ? undefined : Number(ifRevision) };
+  return {
+    host: host === null ? undefined : checkHost(host),
+    ifRevision: ifRevision === null ? undefined : parseRevision(ifRevision, 'if_revision', 'ERR_REQUEST'),
+  };
 }
 
 /** `198.51.100.1:80` or `[2001:db8::1]:80`: which of a server's sockets. */

@@ -30,6 +30,13 @@ export function checkHost(host: string): string {
   return host;
 }
 
+/** A store revision as text (`name` says where it came from, for the error): a whole number from 1. */
+export function parseRevision(text: string, name: string, code: 'ERR_USAGE' | 'ERR_REQUEST' = 'ERR_USAGE'): number {
+  if (!/^[1-9][0-9]{0,15}$/.test(text))
+    throw new DispatcherError(code, `${name} ${JSON.stringify(text)} is not a revision (a whole number from 1)`);
+  return Number(text);
+}
+
 /** One scope's keys. */
 export interface ScopeKeys {
   pointer: string;

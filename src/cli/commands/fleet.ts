@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DispatcherError } from '../../errors.js';
 import { type FleetHost, notServing } from '../../fleet/view.js';
+import { parseRevision } from '../../store/etcd-layout.js';
 import { defineCommand } from '../command.js';
 import { formatTable, paintFor, print, printJSON } from '../format.js';
 import { storeArgs, withTarget } from '../target.js';
@@ -19,12 +20,11 @@ const wait = defineCommand({
     const timeout = Number(argv.timeout);
     if (!/^[0-9]+(\.[0-9]+)?$/.test(argv.timeout) || timeout <= 0)
       throw new DispatcherError('ERR_USAGE', `--timeout ${JSON.stringify(argv.timeout)} is not a number of seconds`);
-    if (argv.revision !== undefined && !/^[1-9][0-9]{0,15}$/.test(argv.revision))
-      throw new DispatcherError('ERR_USAGE', `revision ${JSON.stringify(argv.revision)} is not a revision (a whole number from 1)`);
+    const wanted = argv.revision === undefined ? undefined : parseRevision(argv.revision, 'revision');
     const started = Date.now();
     const { revision, hosts } = await withTarget(argv, async (t) => {
       let fleet = await t.fleet();
-      const revision = argv.revision === undefined ? fleet.revision : Number(argv.revision);
+      const revision = wanted ?? fleet.revision;
       while (notServing(fleet, revision).length > 0 || fleet.hosts.every((h) => h.record === null)) {
         if (Date.now() - started > timeout * 1000) return { revision, hosts: fleet.hosts };
         await sleep(POLL_MS);
