@@ -22,9 +22,10 @@ import { type LoadedState, StateFile } from '../store/state-file.js';
 import { ChangeStore } from '../store/store.js';
 import { Table } from '../table/table.js';
 import { VERSION } from '../version.js';
-import { FleetMember, type FollowOptions, type WriteOptions } from '../fleet/member.js';
+import { FleetMember, type FollowOptions } from '../fleet/member.js';
 import { etcdOptions } from '../store/etcd-client.js';
 import { checkHost } from '../store/etcd-layout.js';
+import { changeHandlers } from './changes.js';
 import { Endpoints } from './endpoints.js';
 import { requestHandover } from './handover.js';
 import { services, status } from './status.js';
@@ -45,22 +46,6 @@ function adoptedJSON(s: LabelSocket): AdoptedJSON {
 }
 
 type Resolved = ResolvedOptions & { logger: Logger };
-
-/** A daemon without a store keeps its bindings itself: a change for a host's set or at a revision is not for it. */
-function local(w: WriteOptions): void {
-  if (w.host !== undefined || w.ifRevision !== undefined) {
-    throw new DispatcherError(
-      'ERR_NO_STORE',
-      'a host set and if_revision need a daemon that follows a store (dispatcher daemon --store etcd://HOST:PORT/PREFIX); this one keeps its bindings itself',
-    );
-  }
-}
-
-function needStore(member: FleetMember | undefined): FleetMember {
-  if (member === undefined)
-    throw new DispatcherError('ERR_NO_STORE', 'this daemon follows no store (dispatcher daemon --store etcd://HOST:PORT/PREFIX)');
-  return member;
-}
 
 // How long datagrams from systemd's store wait for their workers to come back after a restart.
 const UDP_SETTLE_MS = 2_000;
@@ -121,35 +106,16 @@ export class Daemon {
     const replies = new UdpReplies(store, mode, flows, metrics);
     store.followedBy(mode);
     const startedAt = Date.now();
-    // With a store every change goes to it (never around it), and comes back as a revision this daemon follows.
     const handlers: ControlHandlers = {
       list: (filter) => store.list(filter),
-      add: (binding, w) => member?.add(binding, w) ?? (local(w), store.add(binding)),
-      remove: (binding, w) => member?.remove(binding, w) ?? (local(w), store.remove(binding).then((removed) => ({ removed }))),
-      replace: async (bindings, dryRun, w) => {
-        if (member !== undefined) return member.replace(bindings, dryRun, w);
-        local(w);
-        // A bulk change may take a while (kernel mode applies it to nftables): systemd shows it reloading.
-        if (!dryRun) systemd.reloading();
-        try {
-          return await store.replace(bindings, dryRun);
-        } finally {
-          if (!dryRun) systemd.ready(summary());
-        }
-      },
       lookup: (protocol, address, port) => store.lookup(protocol, address, port),
       upstreams: () => store.upstreams(),
-      // Kernel mode: an upstream may make the daemon serve a label's socket itself, or stop.
-      setUpstream: (upstream, w) =>
-        member?.setUpstream(upstream, w) ?? (local(w), store.setUpstream(upstream).finally(() => kernel?.refresh())),
-      removeUpstream: (label, w) =>
-        member?.removeUpstream(label, w) ??
-        (local(w),
-        store
-          .removeUpstream(label)
-          .then((removed) => ({ removed }))
-          .finally(() => kernel?.refresh())),
-      fleet: () => needStore(member).fleet(),
+      ...changeHandlers({
+        store,
+        member,
+        upstreamsChanged: () => kernel?.refresh(),
+        bulk: { start: () => systemd.reloading(), end: () => systemd.ready(summary()) },
+      }),
       adopt: (request, caller) =>
         onlyKernel(kernel)
           .adoptServer({ ...request, caller })
