@@ -1,6 +1,6 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { errnoName, native, WRITABLE } from '../native/index.js';
+import { errnoName, native, RELAY_HEADER_UNSENT, RELAY_TIMED_OUT } from '../native/index.js';
 import { type Logger } from 'pino';
 import { type Connection } from '../handoff/connection.js';
 import { type Metrics, type UpstreamFailure } from '../metrics/metrics.js';
@@ -77,34 +77,33 @@ function start(
     return fail('connect', (err as Error).message);
   }
   const r = conn.record;
-  const timer = setTimeout(() => {
-    native.unwatch(watch);
-    native.close(fd);
-    fail('timeout', `no connection within ${options.connectTimeoutMs} ms`);
-  }, options.connectTimeoutMs);
-  const watch = native.watch(fd, WRITABLE, () => {
-    clearTimeout(timer);
-    native.unwatch(watch);
-    const error = native.socketError(fd);
-    const header = proxyHeader(
+  const header =
+    proxyHeader(
       upstream.proxy_protocol,
       'tcp',
       addressAt(r, ACCEPT.PEER),
       addressText(r, ACCEPT.PEER),
       addressAt(r, ACCEPT.LOCAL),
       addressText(r, ACCEPT.LOCAL),
-    );
-    // A header is at most 52 bytes: a fresh connection's socket buffer takes it whole, or the upstream is gone.
-    const sent = error !== 0 || header === undefined ? 0 : native.sendFd(fd, header, -1);
-    if (error !== 0 || (header !== undefined && sent !== header.length)) {
-      native.close(fd);
-      return fail('connect', error !== 0 ? errnoName(-error) : 'the PROXY header could not be sent');
-    }
-    // -EMFILE (no descriptors for the pipes) leaves both sockets ours.
-    const rc = native.relay(conn.fd, fd, closed);
-    if (rc < 0) {
-      native.close(fd);
-      fail('relay', errnoName(rc));
-    }
-  });
+    ) ?? NO_HEADER;
+  // The native relay waits for the connect in its own epoll set, under one timer for every connecting relay.
+  const rc = native.relay(
+    conn.fd,
+    fd,
+    (_atob, _btoa, status) => {
+      if (status === RELAY_TIMED_OUT) fail('timeout', `no connection within ${options.connectTimeoutMs} ms`);
+      else if (status === RELAY_HEADER_UNSENT) fail('connect', 'the PROXY header could not be sent');
+      else if (status < 0) fail('connect', errnoName(status));
+      else closed();
+    },
+    options.connectTimeoutMs,
+    header,
+  );
+  // -EMFILE (no descriptors for the pipes) leaves both sockets ours.
+  if (rc < 0) {
+    native.close(fd);
+    fail('relay', errnoName(rc));
+  }
 }
+
+const NO_HEADER = new Uint8Array(0);
