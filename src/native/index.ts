@@ -70,7 +70,6 @@ interface Addon {
   ): number;
   /** A non-blocking connect under way to `address`:`port` (port 0: a Unix socket path). */
   connectStream(address: string, port: number): number;
-  socketError(fd: number): number;
   /**
    * One sd_notify datagram to `path` (systemd's $NOTIFY_SOCKET; a leading '@' is the abstract namespace),
    * with the first `count` descriptors of `fds` (FDSTORE=1): bytes sent, or -errno. Closes nothing.
