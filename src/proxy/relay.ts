@@ -49,14 +49,29 @@ export function relay(conn: Connection, label: string, upstream: Upstream, optio
     options.log.warn({ label, upstream: upstream.address, reason }, `upstream failed: ${detail}`);
     conn.reset();
   };
-  const to = target(upstream.address);
-  if ('path' in to || isIP(to.host) !== 0)
-    return start(conn, upstream, 'path' in to ? to.path : to.host, 'path' in to ? 0 : to.port, options, fail, closed);
+  const to = dialled(upstream);
+  if ('address' in to) return start(conn, upstream, to.address, to.port, options, fail, closed);
   // A host name: resolved per connection (the resolver caches, not this daemon).
   lookup(to.host).then(
     ({ address }) => start(conn, upstream, address, to.port, options, fail, closed),
     (err: Error) => fail('connect', err.message),
   );
+}
+
+/** What connectStream takes (port 0: a Unix socket path), or a host name to resolve first. */
+type Dial = { address: string; port: number } | { host: string; port: number };
+
+// Per upstream as the store holds it, not per connection: the address is parsed once.
+const dials = new WeakMap<Upstream, Dial>();
+
+function dialled(upstream: Upstream): Dial {
+  let dial = dials.get(upstream);
+  if (dial === undefined) {
+    const to = target(upstream.address);
+    dial = 'path' in to ? { address: to.path, port: 0 } : isIP(to.host) !== 0 ? { address: to.host, port: to.port } : to;
+    dials.set(upstream, dial);
+  }
+  return dial;
 }
 
 type Fail = (reason: UpstreamFailure, detail: string) => void;
@@ -77,15 +92,18 @@ function start(
     return fail('connect', (err as Error).message);
   }
   const r = conn.record;
+  // The addresses only for a header: their text costs a string each.
   const header =
-    proxyHeader(
-      upstream.proxy_protocol,
-      'tcp',
-      addressAt(r, ACCEPT.PEER),
-      addressText(r, ACCEPT.PEER),
-      addressAt(r, ACCEPT.LOCAL),
-      addressText(r, ACCEPT.LOCAL),
-    ) ?? NO_HEADER;
+    upstream.proxy_protocol === 'none'
+      ? NO_HEADER
+      : (proxyHeader(
+          upstream.proxy_protocol,
+          'tcp',
+          addressAt(r, ACCEPT.PEER),
+          addressText(r, ACCEPT.PEER),
+          addressAt(r, ACCEPT.LOCAL),
+          addressText(r, ACCEPT.LOCAL),
+        ) ?? NO_HEADER);
   // The native relay waits for the connect in its own epoll set, under one timer for every connecting relay.
   const rc = native.relay(
     conn.fd,
