@@ -398,7 +398,7 @@ napi_value Relay(napi_env env, napi_callback_info info) {
     return int_value(env, rc);
   }
   if (argc > 3) {
-    memcpy(r->header, header.data, header.length);
+    if (header.length > 0) memcpy(r->header, header.data, header.length);
     r->header_len = header.length;
     wait_connect(r, uv_now(loop), timeout_ms);
   }

@@ -1,11 +1,13 @@
 import t from 'tap';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { Connection } from '../src/handoff/connection.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { ACCEPT_RECORD, native } from '../src/native/index.js';
 import { relay, type RelayOptions } from '../src/proxy/relay.js';
 import { type Upstream } from '../src/proxy/upstream.js';
+import { tempDir } from './helpers/daemon.js';
 import { readable, settledFds } from './helpers/native.js';
 import { randomPort } from './helpers/services.js';
 
@@ -82,6 +84,22 @@ t.test('connect failures, early bytes, half-close, and no descriptor left', asyn
     relay(conn, 'web', upstreamAt(full), options);
     t.equal((await end).end, 'ECONNRESET');
     t.match(await failures(), /dispatcher_upstream_failures_total\{label="web",reason="timeout"\} 1/);
+    fillers.forEach((f) => f.destroy());
+    native.close(fullListener);
+  });
+
+  await t.test('a Unix upstream whose accept queue is full: the client is reset and it counts as connect', async (t) => {
+    // A Unix socket's connect does not wait for room: it fails at once (EAGAIN), and the socket is never connected.
+    const path = join(await tempDir(t), 'full.sock');
+    const fullListener = native.listenSeqpacket(path, 0, true);
+    const fillers = [connect(path), connect(path)];
+    fillers.forEach((f) => f.on('error', () => undefined));
+    await new Promise((r) => setTimeout(r, 100));
+    const { conn, client } = await accepted(listener, port);
+    const end = received(client);
+    relay(conn, 'web', { label: 'web', address: `unix:${path}`, proxy_protocol: 'none' }, options);
+    t.equal((await end).end, 'ECONNRESET');
+    t.match(await failures(), /dispatcher_upstream_failures_total\{label="web",reason="connect"\} 2/);
     fillers.forEach((f) => f.destroy());
     native.close(fullListener);
   });

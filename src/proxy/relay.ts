@@ -28,7 +28,8 @@ export interface RelayOptions {
 /**
  * Proxy mode for one connection: connect to the label's upstream, send the PROXY header, then copy bytes
  * both ways in the native layer with splice(2), so they never enter JavaScript (Node streams managed 6
- * Gbit/s here, a sixth of direct). The connect is native too: no Node socket is made per connection.
+ * Gbit/s here, a sixth of direct). The connect is native too, and the relay waits for it: no Node socket,
+ * watcher or timer is made per connection.
  * Half-close is passed on; an error on either side ends both. The client is not read until the upstream
  * has accepted, and is reset (RST) if it never does.
  */
