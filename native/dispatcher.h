@@ -66,7 +66,6 @@ napi_value ListenInet(napi_env env, napi_callback_info info);
 napi_value ListenSeqpacket(napi_env env, napi_callback_info info);
 napi_value ConnectSeqpacket(napi_env env, napi_callback_info info);
 napi_value ConnectStream(napi_env env, napi_callback_info info);
-napi_value SocketError(napi_env env, napi_callback_info info);
 napi_value SockName(napi_env env, napi_callback_info info);
 napi_value AcceptBatch(napi_env env, napi_callback_info info);
 napi_value AcceptUnix(napi_env env, napi_callback_info info);

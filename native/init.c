@@ -27,7 +27,6 @@ static napi_value Init(napi_env env, napi_value exports) {
       FUNCTION("setBufferSizes", SetBufferSizes),
       FUNCTION("relay", Relay),
       FUNCTION("connectStream", ConnectStream),
-      FUNCTION("socketError", SocketError),
       FUNCTION("notify", Notify),
       FUNCTION("inherited", Inherited),
       FUNCTION("pidfdGetfd", PidfdGetfd),

@@ -99,8 +99,8 @@ napi_value ListenSeqpacket(napi_env env, napi_callback_info info) { return unix_
 napi_value ConnectSeqpacket(napi_env env, napi_callback_info info) { return unix_socket(env, info, 0); }
 
 // connectStream(address: string, port: number): fd of a non-blocking stream socket whose connect is under
-// way (port 0: `address` is a Unix socket path). Wait for it to be writable, then read socketError. Proxy
-// mode connects this way so that no Node socket has to be created and taken apart for the splice relay.
+// way (port 0: `address` is a Unix socket path), for relay() to wait for. Proxy mode connects this way so
+// that no Node socket has to be created and taken apart for the splice relay.
 napi_value ConnectStream(napi_env env, napi_callback_info info) {
   char address[PATH_BUFFER];
   size_t len;
@@ -121,16 +121,6 @@ napi_value ConnectStream(napi_env env, napi_callback_info info) {
   if (port != 0) (void)set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
   if (connect(fd, (struct sockaddr *)&ss, sslen) < 0 && errno != EINPROGRESS && errno != EAGAIN) return fail_socket(env, fd, "connect");
   return int_value(env, fd);
-}
-
-// socketError(fd): the pending error of a socket (SO_ERROR), 0 when its connect succeeded.
-napi_value SocketError(napi_env env, napi_callback_info info) {
-  int32_t fd;
-  if (!args_parse(env, info, "socketError(fd)", "i", &fd)) return NULL;
-  int err = 0;
-  socklen_t len = sizeof err;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-  return int_value(env, err);
 }
 
 // sockName(fd, out: Int32Array(6)): 0 with the address block of the socket's own address, or -errno.

@@ -2,11 +2,17 @@
 // direction, so the bytes never enter user space. Half-close is passed on (a direction that ends is shut
 // down for writing on the other side, the other direction keeps flowing); an error ends both.
 //
+// Proxy mode hands over the upstream socket with its connect still under way: the relay waits for it in
+// the same epoll set, enforces the connect timeout, sends the PROXY header and only then reads the client.
+//
 // Per connection this costs no more system calls than it must (measured with strace -c, proxy mode made
 // 24 epoll_ctl, 11 splice, 6 close, 2 pipe2 and 3 ioctl calls a connection with a libuv poll handle per
-// socket; now 10 epoll_ctl, 8 splice, 2 close, most of the epoll_ctl calls the connect's watcher's):
+// socket, then 10 epoll_ctl with a libuv watcher for the connect and 2 shutdown; now 4 epoll_ctl, 7 splice,
+// 2 close and 1 shutdown):
 // - One epoll set for every relay, watched by one libuv handle. Each socket is added once, edge-triggered
 //   for both directions, and never modified: a pump runs until the kernel says EAGAIN, which re-arms the edge.
+//   The upstream's first writable edge is its connect's end; the client's edges are noted until then.
+// - Connecting relays wait in one list ordered by deadline, under one timer (no timer per connection).
 // - Pipes come from a pool and go back to it only empty; one with bytes left in it is closed.
 // An idle second (no relay open) releases the pool and the epoll set: an idle daemon holds no descriptor here.
 #include "dispatcher.h"
@@ -14,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -27,6 +34,11 @@
 // Events taken a wake-up; more wait for the next (the epoll descriptor stays readable).
 #define BATCH 64
 #define IDLE_MS 1000
+// The longest PROXY header: v1's is at most 107 bytes, v2's for IPv6 52.
+#define MAX_HEADER 108
+// done()'s status for a connect that failed before the relay began (below zero: the connect's -errno).
+#define TIMED_OUT 2
+#define HEADER_UNSENT 3
 
 typedef struct {
   int r, w;
@@ -51,6 +63,13 @@ typedef struct relay {
   napi_ref callback;
   int finished;
   struct relay *next_dead;  // finished this batch: freed once the batch's events are handled
+  // While b's connect is under way: its deadline (the loop's ms), its place in the hub's waiting list and
+  // the header to send once it is made.
+  int connecting;
+  uint64_t deadline;
+  struct relay *prev_wait, *next_wait;
+  size_t header_len;
+  uint8_t header[MAX_HEADER];
 } relay_t;
 
 // The shared part, made by the first relay and released when idle. Its handles are closed (and it freed)
@@ -58,10 +77,12 @@ typedef struct relay {
 typedef struct {
   uv_poll_t poll;
   uv_timer_t idle;
+  uv_timer_t wait;  // due at the first waiting relay's deadline, or earlier
   int epfd;
   int relays;  // open
   int closes;
   relay_t *dead;
+  relay_t *waiting, *waiting_last;  // connecting, by deadline
   pipe_t pool[POOL_PIPES];
   int pooled;
 } hub_t;
@@ -91,12 +112,14 @@ static void give_pipe(pipe_t *p, size_t in_pipe) {
   p->r = p->w = -1;
 }
 
-// Moves what it can; returns -1 on a socket error.
+// Moves what it can; returns -1 on a socket error. `last`: the other direction is done, so the relay is
+// about to close both sockets, and the close passes on the end (a FIN: both sockets have been read to
+// their end) without a shutdown.
 // EAGAIN from the splice into the pipe means "the socket is empty" or "the pipe is full", and a pipe is
 // full after 16 small reads (one buffer each), long before `cap` bytes. With bytes in the pipe it is taken
 // as full: the direction stops reading (stalled) until some leave. Waiting for readable instead spun a
 // core, the socket staying readable while the pipe took nothing.
-static int pump(direction_t *d) {
+static int pump(direction_t *d, int last) {
   for (;;) {
     int progress = 0;
     if (d->readable && !d->eof && !d->stalled && d->in_pipe < d->cap) {
@@ -128,7 +151,7 @@ static int pump(direction_t *d) {
       }
     }
     if (d->eof && d->in_pipe == 0 && !d->done) {
-      (void)shutdown(d->to, SHUT_WR);  // fails only if the far side is gone, which its own splice reports
+      if (!last) (void)shutdown(d->to, SHUT_WR);  // fails only if the far side is gone, which its own splice reports
       d->done = 1;
     }
     if (!progress) return 0;
@@ -137,7 +160,7 @@ static int pump(direction_t *d) {
 
 static void hub_closed(uv_handle_t *h) {
   hub_t *g = h->data;
-  if (++g->closes == 2) free(g);
+  if (++g->closes == 3) free(g);
 }
 
 // Idle for IDLE_MS: the pool's pipes and the epoll set go (the next relay makes them again).
@@ -152,6 +175,7 @@ static void hub_release(uv_timer_t *t) {
   uv_close((uv_handle_t *)&g->poll, hub_closed);  // before its descriptor is closed, as libuv asks
   close(g->epfd);
   uv_close((uv_handle_t *)&g->idle, hub_closed);
+  uv_close((uv_handle_t *)&g->wait, hub_closed);
   hub = NULL;
 }
 
@@ -163,34 +187,106 @@ static void relay_ended(void) {
   }
 }
 
-// Closes the sockets, returns the pipes and calls back; freed at the end of the batch, whose later events
-// may still name it.
-static void relay_finish(relay_t *r, int failed) {
+static void unlink_waiting(relay_t *r) {
+  if (r->prev_wait != NULL) r->prev_wait->next_wait = r->next_wait;
+  else hub->waiting = r->next_wait;
+  if (r->next_wait != NULL) r->next_wait->prev_wait = r->prev_wait;
+  else hub->waiting_last = r->prev_wait;
+  r->connecting = 0;
+}
+
+// Takes the sockets out of the set, closes b (and a unless `keep_a`), returns the pipes and calls back;
+// freed once the batch's events are handled, some of which may still name it.
+static void relay_finish(relay_t *r, int keep_a, int status) {
   r->finished = 1;
+  if (r->connecting) unlink_waiting(r);
   // Out of the set before the close: a descriptor duplicated elsewhere would stay in it and report events.
   (void)epoll_ctl(hub->epfd, EPOLL_CTL_DEL, r->a, NULL);
   (void)epoll_ctl(hub->epfd, EPOLL_CTL_DEL, r->b, NULL);
-  close(r->a);
+  if (!keep_a) close(r->a);
   close(r->b);
   give_pipe(&r->ab.pipe, r->ab.in_pipe);
   give_pipe(&r->ba.pipe, r->ba.in_pipe);
   r->next_dead = hub->dead;
   hub->dead = r;
   relay_ended();
-  const double args[3] = {r->ab.bytes, r->ba.bytes, failed};
+  const double args[3] = {r->ab.bytes, r->ba.bytes, status};
   call_js(r->env, r->callback, 3, args);
   napi_delete_reference(r->env, r->callback);
+}
+
+static void free_dead(hub_t *g) {
+  while (g->dead != NULL) {
+    relay_t *r = g->dead;
+    g->dead = r->next_dead;
+    free(r);
+  }
+}
+
+// b's connect has ended (an event of b while connecting): on success the header goes and the relay
+// begins, with the edges the client's socket reported meanwhile. 0 once relaying.
+static int connected(relay_t *r, uint32_t events) {
+  int err = 0;
+  if (events & (EPOLLERR | EPOLLHUP)) {
+    socklen_t len = sizeof err;
+    if (getsockopt(r->b, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  } else if (!(events & EPOLLOUT)) {
+    return -1;  // not its end yet
+  }
+  // A hang-up with no error: a Unix socket whose listener's queue was full, never connected.
+  if (err == 0 && (events & EPOLLHUP)) err = ENOTCONN;
+  if (err != 0) return relay_finish(r, 1, -err), -1;
+  // A fresh connection's socket buffer takes a header whole, or the upstream is gone.
+  if (r->header_len > 0 && send(r->b, r->header, r->header_len, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)r->header_len)
+    return relay_finish(r, 1, HEADER_UNSENT), -1;
+  unlink_waiting(r);
+  return 0;
+}
+
+// Connects that missed their deadline fail; the timer is set again for the first still waiting.
+static void hub_on_wait(uv_timer_t *t) {
+  hub_t *g = t->data;
+  uint64_t now = uv_now(t->loop);
+  while (g->waiting != NULL && g->waiting->deadline <= now) relay_finish(g->waiting, 1, TIMED_OUT);
+  if (g->waiting != NULL) uv_timer_start(&g->wait, hub_on_wait, g->waiting->deadline - now, 0);
+  free_dead(g);
+}
+
+// Into the waiting list from its end (deadlines mostly arrive in order); the timer is set only when the
+// relay becomes the first, else it already fires no later than this deadline's predecessor.
+static void wait_connect(relay_t *r, uint64_t now, int32_t timeout_ms) {
+  r->connecting = 1;
+  r->deadline = now + (uint64_t)timeout_ms;
+  relay_t *after = hub->waiting_last;
+  while (after != NULL && after->deadline > r->deadline) after = after->prev_wait;
+  r->prev_wait = after;
+  r->next_wait = after != NULL ? after->next_wait : hub->waiting;
+  if (r->next_wait != NULL) r->next_wait->prev_wait = r;
+  else hub->waiting_last = r;
+  if (after != NULL) {
+    after->next_wait = r;
+  } else {
+    hub->waiting = r;
+    uv_timer_start(&hub->wait, hub_on_wait, (uint64_t)timeout_ms, 0);
+  }
 }
 
 // An event of socket a (side 0) or b (side 1), its pointer's low bit: a relay is malloc'd, so aligned.
 static void relay_pump(relay_t *r, int side, uint32_t events) {
   if (r->finished) return;
+  if (r->connecting && side == 0) {
+    // The client's edges are kept for when the upstream is ready.
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) r->ab.readable = 1;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) r->ba.writable = 1;
+    return;
+  }
+  if (r->connecting && connected(r, events) < 0) return;
   direction_t *out = side ? &r->ba : &r->ab, *in = side ? &r->ab : &r->ba;
   // An error or hang-up is read from the splices.
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) out->readable = 1;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) in->writable = 1;
-  if (pump(&r->ab) < 0 || pump(&r->ba) < 0) return relay_finish(r, 1);
-  if (r->ab.done && r->ba.done) relay_finish(r, 0);
+  if (pump(&r->ab, r->ba.done) < 0 || pump(&r->ba, r->ab.done) < 0) return relay_finish(r, 0, 1);
+  if (r->ab.done && r->ba.done) relay_finish(r, 0, 0);
 }
 
 static void hub_on_poll(uv_poll_t *p, int status, int events) {
@@ -201,11 +297,7 @@ static void hub_on_poll(uv_poll_t *p, int status, int events) {
   int n = epoll_wait(g->epfd, ev, BATCH, 0);
   // A relay's callback may start relays (on this hub) but cannot release it: that waits for a timer.
   for (int i = 0; i < n; i++) relay_pump((relay_t *)(ev[i].data.u64 & ~(uint64_t)1), (int)(ev[i].data.u64 & 1), ev[i].events);
-  while (g->dead != NULL) {
-    relay_t *r = g->dead;
-    g->dead = r->next_dead;
-    free(r);
-  }
+  free_dead(g);
 }
 
 static int hub_make(uv_loop_t *loop) {
@@ -230,6 +322,9 @@ static int hub_make(uv_loop_t *loop) {
   uv_timer_init(loop, &g->idle);  // cannot fail
   uv_unref((uv_handle_t *)&g->idle);
   g->idle.data = g;
+  uv_timer_init(loop, &g->wait);  // nor this; the poll handle keeps the loop alive while relays wait
+  uv_unref((uv_handle_t *)&g->wait);
+  g->wait.data = g;
   hub = g;
   return 0;
 }
@@ -266,14 +361,23 @@ pipes:
   return rc;
 }
 
-// relay(a, b, callback(bytesAtoB, bytesBtoA, failed: 0 or 1)): 0, then copies both ways until both
-// directions end or one fails, closes a and b (they are the relay's now) and calls back. Or -errno (EMFILE:
-// no descriptors for the pipes), and a and b are still the caller's; the callback is never called.
-// a and b must be non-blocking (the daemon's accepted and connected sockets are).
+// relay(a, b, callback(bytesAtoB, bytesBtoA, status), timeoutMs?, header?): 0, then copies both ways until
+// both directions end or one fails, closes a and b (they are the relay's now) and calls back with status 0,
+// or 1 for a failure. Or -errno (EMFILE: no descriptors for the pipes), and a and b are still the caller's;
+// the callback is never called. a and b must be non-blocking (the daemon's accepted and connected sockets are).
+// With timeoutMs (>= 0), b's connect is under way: once it is made, `header` (a Uint8Array, may be empty) is
+// sent and the relay begins. If it fails first, b is closed, a is the caller's again and the status says
+// why: TIMED_OUT, HEADER_UNSENT or the connect's -errno.
 napi_value Relay(napi_env env, napi_callback_info info) {
-  int32_t fa, fb;
+  int32_t fa, fb, timeout_ms = 0;
   napi_value callback;
-  if (!args_parse(env, info, "relay(a, b, callback)", "iif", &fa, &fb, &callback)) return NULL;
+  array_t header = {NULL, 0};
+  size_t argc = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, NULL, NULL, NULL));
+  if (!args_parse(env, info, "relay(a, b, callback, timeoutMs, header)", argc > 3 ? "iifiu" : "iif", &fa, &fb, &callback, &timeout_ms, &header, 0))
+    return NULL;
+  if (timeout_ms < 0) return args_invalid(env, "relay(a, b, callback, timeoutMs, header)", 3);
+  if (header.length > MAX_HEADER) return args_invalid(env, "relay(a, b, callback, timeoutMs, header)", 4);
   if (fa < 0 || fb < 0) return int_value(env, -EBADF);
   if (fa == fb) return int_value(env, -EINVAL);  // one descriptor cannot be in the epoll set twice
   uv_loop_t *loop;
@@ -291,6 +395,12 @@ napi_value Relay(napi_env env, napi_callback_info info) {
   if ((rc = relay_start(r, callback)) < 0) {
     free(r);
     if (hub->relays == 0) uv_timer_start(&hub->idle, hub_release, IDLE_MS, 0);
+    return int_value(env, rc);
   }
-  return int_value(env, rc);
+  if (argc > 3) {
+    if (header.length > 0) memcpy(r->header, header.data, header.length);
+    r->header_len = header.length;
+    wait_connect(r, uv_now(loop), timeout_ms);
+  }
+  return int_value(env, 0);
 }

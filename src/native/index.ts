@@ -56,9 +56,20 @@ interface Addon {
    * Both must be non-blocking.
    */
   relay(a: number, b: number, done: (bytesAtoB: number, bytesBtoA: number, failed: number) => void): number;
+  /**
+   * The same with b's connect under way (connectStream): the relay waits for it at most `timeoutMs`, sends
+   * `header` (up to 108 bytes, may be empty) and only then reads a. If the connect fails first, b is closed, a is
+   * the caller's again and `done`'s status says why: RELAY_TIMED_OUT, RELAY_HEADER_UNSENT or the connect's -errno.
+   */
+  relay(
+    a: number,
+    b: number,
+    done: (bytesAtoB: number, bytesBtoA: number, status: number) => void,
+    timeoutMs: number,
+    header: Uint8Array,
+  ): number;
   /** A non-blocking connect under way to `address`:`port` (port 0: a Unix socket path). */
   connectStream(address: string, port: number): number;
-  socketError(fd: number): number;
   /**
    * One sd_notify datagram to `path` (systemd's $NOTIFY_SOCKET; a leading '@' is the abstract namespace),
    * with the first `count` descriptors of `fds` (FDSTORE=1): bytes sent, or -errno. Closes nothing.
@@ -115,6 +126,10 @@ export const LISTEN_TRANSPARENT = 1;
 export const LISTEN_UDP = 2;
 /** SO_REUSEPORT: a restarted daemon binds its label sockets beside those its workers still hold. */
 export const LISTEN_REUSEPORT = 4;
+
+/** relay()'s status when the upstream's connect did not finish in time, or took no PROXY header. */
+export const RELAY_TIMED_OUT = 2;
+export const RELAY_HEADER_UNSENT = 3;
 
 export const READABLE = 1;
 export const WRITABLE = 2;

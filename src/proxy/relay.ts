@@ -1,6 +1,6 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { errnoName, native, WRITABLE } from '../native/index.js';
+import { errnoName, native, RELAY_HEADER_UNSENT, RELAY_TIMED_OUT } from '../native/index.js';
 import { type Logger } from 'pino';
 import { type Connection } from '../handoff/connection.js';
 import { type Metrics, type UpstreamFailure } from '../metrics/metrics.js';
@@ -28,7 +28,8 @@ export interface RelayOptions {
 /**
  * Proxy mode for one connection: connect to the label's upstream, send the PROXY header, then copy bytes
  * both ways in the native layer with splice(2), so they never enter JavaScript (Node streams managed 6
- * Gbit/s here, a sixth of direct). The connect is native too: no Node socket is made per connection.
+ * Gbit/s here, a sixth of direct). The connect is native too, and the relay waits for it: no Node socket,
+ * watcher or timer is made per connection.
  * Half-close is passed on; an error on either side ends both. The client is not read until the upstream
  * has accepted, and is reset (RST) if it never does.
  */
@@ -49,14 +50,29 @@ export function relay(conn: Connection, label: string, upstream: Upstream, optio
     options.log.warn({ label, upstream: upstream.address, reason }, `upstream failed: ${detail}`);
     conn.reset();
   };
-  const to = target(upstream.address);
-  if ('path' in to || isIP(to.host) !== 0)
-    return start(conn, upstream, 'path' in to ? to.path : to.host, 'path' in to ? 0 : to.port, options, fail, closed);
+  const to = dialled(upstream);
+  if ('address' in to) return start(conn, upstream, to.address, to.port, options, fail, closed);
   // A host name: resolved per connection (the resolver caches, not this daemon).
   lookup(to.host).then(
     ({ address }) => start(conn, upstream, address, to.port, options, fail, closed),
     (err: Error) => fail('connect', err.message),
   );
+}
+
+/** What connectStream takes (port 0: a Unix socket path), or a host name to resolve first. */
+type Dial = { address: string; port: number } | { host: string; port: number };
+
+// Per upstream as the store holds it, not per connection: the address is parsed once.
+const dials = new WeakMap<Upstream, Dial>();
+
+function dialled(upstream: Upstream): Dial {
+  let dial = dials.get(upstream);
+  if (dial === undefined) {
+    const to = target(upstream.address);
+    dial = 'path' in to ? { address: to.path, port: 0 } : isIP(to.host) !== 0 ? { address: to.host, port: to.port } : to;
+    dials.set(upstream, dial);
+  }
+  return dial;
 }
 
 type Fail = (reason: UpstreamFailure, detail: string) => void;
@@ -77,34 +93,36 @@ function start(
     return fail('connect', (err as Error).message);
   }
   const r = conn.record;
-  const timer = setTimeout(() => {
-    native.unwatch(watch);
+  // The addresses only for a header: their text costs a string each.
+  const header =
+    upstream.proxy_protocol === 'none'
+      ? NO_HEADER
+      : (proxyHeader(
+          upstream.proxy_protocol,
+          'tcp',
+          addressAt(r, ACCEPT.PEER),
+          addressText(r, ACCEPT.PEER),
+          addressAt(r, ACCEPT.LOCAL),
+          addressText(r, ACCEPT.LOCAL),
+        ) ?? NO_HEADER);
+  // The native relay waits for the connect in its own epoll set, under one timer for every connecting relay.
+  const rc = native.relay(
+    conn.fd,
+    fd,
+    (_atob, _btoa, status) => {
+      if (status === RELAY_TIMED_OUT) fail('timeout', `no connection within ${options.connectTimeoutMs} ms`);
+      else if (status === RELAY_HEADER_UNSENT) fail('connect', 'the PROXY header could not be sent');
+      else if (status < 0) fail('connect', errnoName(status));
+      else closed();
+    },
+    options.connectTimeoutMs,
+    header,
+  );
+  // -EMFILE (no descriptors for the pipes) leaves both sockets ours.
+  if (rc < 0) {
     native.close(fd);
-    fail('timeout', `no connection within ${options.connectTimeoutMs} ms`);
-  }, options.connectTimeoutMs);
-  const watch = native.watch(fd, WRITABLE, () => {
-    clearTimeout(timer);
-    native.unwatch(watch);
-    const error = native.socketError(fd);
-    const header = proxyHeader(
-      upstream.proxy_protocol,
-      'tcp',
-      addressAt(r, ACCEPT.PEER),
-      addressText(r, ACCEPT.PEER),
-      addressAt(r, ACCEPT.LOCAL),
-      addressText(r, ACCEPT.LOCAL),
-    );
-    // A header is at most 52 bytes: a fresh connection's socket buffer takes it whole, or the upstream is gone.
-    const sent = error !== 0 || header === undefined ? 0 : native.sendFd(fd, header, -1);
-    if (error !== 0 || (header !== undefined && sent !== header.length)) {
-      native.close(fd);
-      return fail('connect', error !== 0 ? errnoName(-error) : 'the PROXY header could not be sent');
-    }
-    // -EMFILE (no descriptors for the pipes) leaves both sockets ours.
-    const rc = native.relay(conn.fd, fd, closed);
-    if (rc < 0) {
-      native.close(fd);
-      fail('relay', errnoName(rc));
-    }
-  });
+    fail('relay', errnoName(rc));
+  }
 }
+
+const NO_HEADER = new Uint8Array(0);
