@@ -342,11 +342,6 @@ export function addressedHeader(
   return `{"type":"${type}","label":"${label}","protocol":"${protocol}","client":{"address":"${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}`;
 }
 
-/** `header` alone (a connection's), in `out`'s memory. */
-export function encodeHeader(out: Uint8Array, header: string): Uint8Array {
-  return out.subarray(0, encoder.encodeInto(header, out).written);
-}
-
 /**
  * A connection header up to its client's address, which the addon completes per connection from the accept
  * record (sendConnections writes the addresses as formatAddress does): the same JSON as addressedHeader's,
