@@ -5,7 +5,7 @@
 //
 // Ownership rules, which the typed wrapper (src/native/index.ts) documents:
 // - A call that returns a descriptor gives it to the caller; nothing here keeps a copy.
-// - sendFd and recvMsg: see fdpass.c. relay: see relay.c.
+// - sendFd, sendConnections and recvMsg: see fdpass.c. relay: see relay.c.
 #ifndef DISPATCHER_H
 #define DISPATCHER_H
 
@@ -70,6 +70,7 @@ napi_value SockName(napi_env env, napi_callback_info info);
 napi_value AcceptBatch(napi_env env, napi_callback_info info);
 napi_value AcceptUnix(napi_env env, napi_callback_info info);
 napi_value SendFd(napi_env env, napi_callback_info info);
+napi_value SendConnections(napi_env env, napi_callback_info info);
 napi_value RecvMsg(napi_env env, napi_callback_info info);
 napi_value PeerCred(napi_env env, napi_callback_info info);
 napi_value Close(napi_env env, napi_callback_info info);

@@ -4,12 +4,15 @@
 // - sendFd never closes the descriptor it sends: on success the kernel holds a reference for the receiver
 //   and the caller closes its own; on any error (EAGAIN included) nothing was sent and the caller still owns
 //   it. A partial send cannot happen on SOCK_SEQPACKET: a message goes whole or not at all.
+// - sendConnections closes the descriptors of the messages that went (the hand-off's close, in the same
+//   call); those of the messages that did not are still the caller's.
 // - recvMsg returns every descriptor that arrived, or closes them all and reports an error (MSG_CTRUNC,
 //   MSG_TRUNC), so a descriptor is never left open without an owner.
 #include "dispatcher.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -70,6 +73,103 @@ napi_value SendFd(napi_env env, napi_callback_info info) {
   do n = sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
   return int_value(env, n < 0 ? -errno : n);
+}
+
+// An address block's text as formatAddress (src/bindings/address.ts) writes it: dotted IPv4 (an unknown
+// family too, as addressText reads it), or RFC 5952 IPv6 (lower case, no leading zeros, the first longest
+// run of two or more zero groups as "::", never a dotted tail). Returns the length; `out` holds 40 bytes.
+static int format_address(const int32_t *block, char *out) {
+  const uint32_t *w = (const uint32_t *)(block + ADDRESS_WORDS);
+  if (block[ADDRESS_FAMILY] != 6)
+    return sprintf(out, "%u.%u.%u.%u", w[0] >> 24, (w[0] >> 16) & 255, (w[0] >> 8) & 255, w[0] & 255);
+  uint16_t g[8];
+  for (int i = 0; i < 4; i++) {
+    g[2 * i] = (uint16_t)(w[i] >> 16);
+    g[2 * i + 1] = (uint16_t)(w[i] & 0xffff);
+  }
+  int run_at = -1, run_length = 1;
+  for (int i = 0; i < 8;) {
+    int j = i;
+    while (j < 8 && g[j] == 0) j++;
+    if (j - i > run_length) run_at = i, run_length = j - i;
+    i = j == i ? i + 1 : j;
+  }
+  int n = 0;
+  for (int i = 0; i < 8; i++) {
+    if (i == run_at) {
+      out[n++] = ':';
+      out[n++] = ':';
+      i += run_length - 1;
+      continue;
+    }
+    if (n > 0 && out[n - 1] != ':') out[n++] = ':';
+    n += sprintf(out + n, "%x", g[i]);
+  }
+  out[n] = '\0';
+  return n;
+}
+
+// Messages per sendmmsg: a listener's accept batch.
+#define SEND_CONNECTIONS_CHUNK 64
+// The longest prefix taken: the connection header up to the client's address, with a 64-character label.
+#define CONNECTION_PREFIX_MAX 256
+// The rest of a header: two addresses of at most 39 characters, two ports, and the JSON around them.
+#define CONNECTION_TAIL 160
+
+// sendConnections(sock, prefix: Uint8Array, records: Int32Array, count): hands off `count` accept records
+// (records.h) as connection messages, with sendmmsg: each message is `prefix` (the header up to and
+// including `"client":{"address":"`) followed by the client's address and port and the local ones, and
+// carries the record's descriptor. Returns how many went, whole and in order (a SOCK_SEQPACKET message goes
+// whole or not at all); their descriptors are closed here, saving a call per connection. The rest (from an
+// EAGAIN part-way, or any error) are still the caller's. -errno when the first failed.
+napi_value SendConnections(napi_env env, napi_callback_info info) {
+  int32_t sock, count;
+  array_t prefix, records;
+  if (!args_parse(env, info, "sendConnections(sock, prefix: Uint8Array, records: Int32Array, count)", "iuwi", &sock, &prefix, 0, &records, 0, &count)) return NULL;
+  if (prefix.length > CONNECTION_PREFIX_MAX) return args_invalid(env, "sendConnections(sock, prefix: at most 256 bytes, records, count)", 1);
+  if (count < 0 || (size_t)count > records.length / ACCEPT_RECORD) return args_invalid(env, "sendConnections(sock, prefix, records, count: 0..records)", 3);
+  const int32_t *all = records.data;
+  int sent = 0;
+  while (sent < count) {
+    struct mmsghdr msgs[SEND_CONNECTIONS_CHUNK];
+    struct iovec iov[SEND_CONNECTIONS_CHUNK][2];
+    char tails[SEND_CONNECTIONS_CHUNK][CONNECTION_TAIL];
+    union {
+      char buf[CMSG_SPACE(sizeof(int))];
+      struct cmsghdr align;
+    } control[SEND_CONNECTIONS_CHUNK];
+    int n = count - sent < SEND_CONNECTIONS_CHUNK ? count - sent : SEND_CONNECTIONS_CHUNK;
+    for (int i = 0; i < n; i++) {
+      const int32_t *r = all + (size_t)(sent + i) * ACCEPT_RECORD;
+      char client[40], local[40];
+      format_address(r + ACCEPT_PEER, client);
+      format_address(r + ACCEPT_LOCAL, local);
+      int len = snprintf(tails[i], CONNECTION_TAIL, "%s\",\"port\":%d},\"local\":{\"address\":\"%s\",\"port\":%d}}", client,
+                         r[ACCEPT_PEER + ADDRESS_PORT], local, r[ACCEPT_LOCAL + ADDRESS_PORT]);
+      iov[i][0] = (struct iovec){.iov_base = prefix.data, .iov_len = prefix.length};
+      iov[i][1] = (struct iovec){.iov_base = tails[i], .iov_len = (size_t)len};
+      memset(&control[i], 0, sizeof control[i]);
+      msgs[i].msg_hdr = (struct msghdr){.msg_iov = iov[i], .msg_iovlen = 2, .msg_control = control[i].buf, .msg_controllen = sizeof control[i].buf};
+      msgs[i].msg_len = 0;
+      struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(c), &r[ACCEPT_FD], sizeof(int));
+    }
+    int k;
+    do k = sendmmsg(sock, msgs, (unsigned)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (k < 0 && errno == EINTR);
+    if (k < 0) {
+      if (sent == 0) return int_value(env, -errno);
+      break;
+    }
+    // The receiver holds its own reference to each sent descriptor now.
+    for (int i = 0; i < k; i++) close(all[(size_t)(sent + i) * ACCEPT_RECORD + ACCEPT_FD]);
+    sent += k;
+    if (k < n) break;
+  }
+  return int_value(env, sent);
 }
 
 // The descriptors of a received message into fds[1..MAX_FDS]; how many.

@@ -14,6 +14,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FUNCTION("acceptBatch", AcceptBatch),
       FUNCTION("acceptUnix", AcceptUnix),
       FUNCTION("sendFd", SendFd),
+      FUNCTION("sendConnections", SendConnections),
       FUNCTION("recvMsg", RecvMsg),
       FUNCTION("peerCred", PeerCred),
       FUNCTION("close", Close),

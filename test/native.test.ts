@@ -5,6 +5,9 @@ import { constants } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ACCEPT_RECORD, EAGAIN, EMSGSIZE, MAX_FDS, native } from '../src/native/index.js';
+import { formatAddress, parseAddress } from '../src/bindings/address.js';
+import { ACCEPT, addressText, portAt, putAddress } from '../src/native/records.js';
+import { addressedHeader, connectionPrefix } from '../src/services/protocol.js';
 import { tempDir } from './helpers/daemon.js';
 import { connected, listenAnywhere, openFds, readable, seqpacketPair } from './helpers/native.js';
 
@@ -381,4 +384,117 @@ t.test('records.ts reads what the addon writes and writes what it reads', async 
   t.same([addressText(meta, DATAGRAM.DESTINATION), portAt(meta, DATAGRAM.DESTINATION)], ['127.0.0.1', portAt(self, 0)], 'the destination');
   t.equal(addressAt(meta, DATAGRAM.SOURCE).family, 4);
   native.close(udp);
+});
+
+t.test('sendConnections: accepted sockets go whole and in order, with the header formatAddress would write', async (t) => {
+  const dir = await tempDir(t);
+  const [a, b] = seqpacketPair(dir);
+  const { fd: listener, port } = listenAnywhere('::');
+  const clients = await Promise.all([connected('127.0.0.7', port), connected('::1', port)]);
+  await readable(listener);
+  const records = new Int32Array(ACCEPT_RECORD * 2);
+  let n = 0;
+  for (let tries = 0; n < 2 && tries < 100; tries++) {
+    n += Math.max(0, native.acceptBatch(listener, records.subarray(n * ACCEPT_RECORD), 2 - n));
+    if (n < 2) await new Promise((r) => setTimeout(r, 10));
+  }
+  t.equal(n, 2);
+  const before = openFds();
+  const prefix = connectionPrefix('web', 'tcp');
+  t.equal(native.sendConnections(a, prefix, records, 2), 2, 'both went');
+  t.equal(openFds(), before - 2, "the daemon's copies are closed");
+  const data = new Uint8Array(512);
+  const fds = new Int32Array(MAX_FDS + 1);
+  const seen = new Set<string>();
+  for (let i = 0; i < 2; i++) {
+    const len = native.recvMsg(b, data, fds);
+    const r = records.subarray(i * ACCEPT_RECORD, (i + 1) * ACCEPT_RECORD);
+    const header = Buffer.from(data.subarray(0, len)).toString();
+    const expected = addressedHeader(
+      'connection',
+      'web',
+      'tcp',
+      addressText(r, ACCEPT.PEER),
+      portAt(r, ACCEPT.PEER),
+      addressText(r, ACCEPT.LOCAL),
+      portAt(r, ACCEPT.LOCAL),
+    );
+    t.equal(header, expected, 'the same JSON as a header built in JavaScript');
+    t.equal(fds[0], 1, 'with its descriptor');
+    seen.add((JSON.parse(header) as { local: { address: string } }).local.address);
+    native.close(fds[1]!);
+  }
+  t.same([...seen].sort(), ['127.0.0.7', '::1'], 'both connections');
+  clients.forEach((c) => c.destroy());
+  native.close(listener);
+  native.close(a);
+  native.close(b);
+});
+
+t.test('sendConnections writes IPv6 as formatAddress does', async (t) => {
+  const dir = await tempDir(t);
+  const [a, b] = seqpacketPair(dir);
+  const addresses = [
+    '::',
+    '::1',
+    '2001:db8::1',
+    '1:0:0:1:0:0:0:1',
+    '1:0:1:0:0:1:0:1',
+    '1:2:3:4:5:6:7:8',
+    '::fffe:0:1',
+    'fe80::',
+    '0:0:1::',
+  ];
+  const fds = new Int32Array(MAX_FDS + 1);
+  const data = new Uint8Array(512);
+  for (const text of addresses) {
+    const { words } = parseAddress(text);
+    const record = new Int32Array(ACCEPT_RECORD);
+    record[ACCEPT.FD] = openSync('/dev/null', 'r');
+    putAddress(record, ACCEPT.PEER, 6, words, 65535);
+    putAddress(record, ACCEPT.LOCAL, 6, words, 0);
+    t.equal(native.sendConnections(a, connectionPrefix('x', 'tcp'), record, 1), 1);
+    const len = native.recvMsg(b, data, fds);
+    native.close(fds[1]!);
+    const header = JSON.parse(Buffer.from(data.subarray(0, len)).toString()) as { client: { address: string; port: number } };
+    t.same(header.client, { address: formatAddress(6, words), port: 65535 }, text);
+  }
+  native.close(a);
+  native.close(b);
+});
+
+t.test('sendConnections stops part-way at a full socket: the rest stay the caller’s, nothing leaks', async (t) => {
+  const dir = await tempDir(t);
+  const baseline = openFds();
+  const [a, b] = seqpacketPair(dir);
+  // More than one sendmmsg chunk, and more than the socket buffer holds.
+  const count = 2000;
+  const records = new Int32Array(ACCEPT_RECORD * count);
+  for (let i = 0; i < count; i++) {
+    records[i * ACCEPT_RECORD + ACCEPT.FD] = openSync('/dev/null', 'r');
+    putAddress(records, i * ACCEPT_RECORD + ACCEPT.PEER, 4, [0xc0000201], i);
+    putAddress(records, i * ACCEPT_RECORD + ACCEPT.LOCAL, 4, [0x7f000001], 80);
+  }
+  const prefix = connectionPrefix('web', 'tcp');
+  const sent = native.sendConnections(a, prefix, records, count);
+  t.ok(sent > 64 && sent < count, `${sent} of ${count} went before the buffer filled`);
+  t.equal(openFds(), baseline + 2 + count - sent, 'those that went are closed, the rest are open');
+  const rest = records.subarray(sent * ACCEPT_RECORD);
+  t.equal(native.sendConnections(a, prefix, rest, count - sent), -EAGAIN, 'a full socket sends none');
+  // Read them all: in order, each with its descriptor.
+  const data = new Uint8Array(512);
+  const fds = new Int32Array(MAX_FDS + 1);
+  let ports = 0;
+  for (let i = 0; i < sent; i++) {
+    const len = native.recvMsg(b, data, fds);
+    const header = JSON.parse(Buffer.from(data.subarray(0, len)).toString()) as { client: { port: number } };
+    if (header.client.port === i && fds[0] === 1) ports++;
+    native.close(fds[1]!);
+  }
+  t.equal(ports, sent, 'every message in order, each with one descriptor');
+  t.equal(native.recvMsg(b, data, fds), -EAGAIN, 'nothing more waiting');
+  for (let i = 0; i < count - sent; i++) native.close(rest[i * ACCEPT_RECORD + ACCEPT.FD]!);
+  native.close(a);
+  native.close(b);
+  t.equal(openFds(), baseline, 'every descriptor is closed');
 });

@@ -5,7 +5,7 @@ import { acceptFd, recordIn } from '../native/records.js';
 /**
  * An accepted connection on its way to a worker: the addon's accept record (descriptor, local and peer
  * address blocks; records.ts) and when it was accepted. The daemon owns the descriptor until a hand-off
- * succeeds or it resets the connection.
+ * succeeds (the addon closes its copy then: sendConnections) or it resets the connection.
  */
 export class Connection {
   readonly record: Int32Array;
@@ -28,11 +28,6 @@ export class Connection {
 
   get fd(): number {
     return acceptFd(this.record);
-  }
-
-  /** Closes the daemon's copy after a hand-off: the worker's copy keeps the connection. */
-  release(): void {
-    native.close(this.fd);
   }
 
   /** Resets the client (RST) and lets go of the descriptor. */

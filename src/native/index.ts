@@ -12,7 +12,8 @@ import { checkRecordSizes } from './records.js';
  * address (IP_ORIGDSTADDR, right for ports and tproxy mode alike), and replies from a chosen source address.
  *
  * Ownership: a returned descriptor is the caller's to close. `sendFd` never closes what it sends; after
- * success the caller closes its copy, after any failure (-EAGAIN included) it still owns it. `recvMsg`
+ * success the caller closes its copy, after any failure (-EAGAIN included) it still owns it.
+ * `sendConnections` closes the descriptors of the messages that went, and leaves the rest to the caller. `recvMsg`
  * hands over every descriptor that arrived or closes them all. I/O calls return -errno instead of
  * throwing, so the hot path allocates no Error; set-up calls throw errors whose `code` is the errno name.
  *
@@ -29,6 +30,13 @@ interface Addon {
   acceptBatch(fd: number, out: Int32Array, max: number, skipLocal?: boolean): number;
   acceptUnix(fd: number, out: Int32Array): number;
   sendFd(sock: number, data: Uint8Array, fd: number): number;
+  /**
+   * Hands off the first `count` accept records of `records` in one sendmmsg: each a connection header
+   * (`prefix`, up to and including `"client":{"address":"`, then the record's addresses and ports) with the
+   * record's descriptor. How many went, in order, their descriptors closed; the rest are still the caller's
+   * (-errno when none went).
+   */
+  sendConnections(sock: number, prefix: Uint8Array, records: Int32Array, count: number): number;
   recvMsg(sock: number, data: Uint8Array, fds: Int32Array): number;
   peerCred(fd: number): [number, number, number] | number;
   close(fd: number): number;

@@ -19,8 +19,11 @@ export interface Worker {
   readonly ready: boolean;
   /** It asked to stop: nothing more is sent to it, datagrams included. */
   readonly draining: boolean;
-  /** Sends the connection; bytes sent or -errno. On success the daemon closes its copy. */
-  send(conn: Connection): number;
+  /**
+   * Takes the connection (it is ready): sent with the others taken in the same turn, and counted as handed
+   * off once sent; what cannot be sent comes back through `Registry.returned`.
+   */
+  send(conn: Connection): void;
   /** Sends a datagram, encoded for its protocol version; bytes sent or -errno. */
   sendDatagram(datagram: OutgoingDatagram): number;
   /** Its socket buffer is full: wait until it is writable. */
@@ -56,6 +59,12 @@ class Waiting {
 
   peek(): Connection | undefined {
     return this.items[this.head];
+  }
+
+  /** Puts `c` first in line. */
+  unshift(c: Connection): void {
+    if (this.head > 0) this.items[--this.head] = c;
+    else this.items.unshift(c);
   }
 
   shift(): Connection | undefined {
@@ -186,6 +195,16 @@ export class Registry {
     this.#queueChanged(label, waiting);
   }
 
+  /**
+   * Connections a worker of `label` took and could not send (its socket full, or failed), in the order they
+   * came: each goes to another ready worker, or first in line in the queue (they came before everything
+   * waiting), or is reset as the queue's bounds say.
+   */
+  returned(label: string, conns: readonly Connection[]): void {
+    const left = conns.filter((c) => !this.#handoff(label, c));
+    for (let i = left.length - 1; i >= 0; i--) this.#enqueue(label, left[i]!, true);
+  }
+
   /** Takes every waiting connection out of the queues (a hand-over gives them to the new daemon). */
   takeWaiting(): { label: string; conn: Connection }[] {
     const out: { label: string; conn: Connection }[] = [];
@@ -212,22 +231,15 @@ export class Registry {
     for (let i = 0; i < n; i++) {
       const worker = list[(start + i) % n]!;
       if (!worker.ready) continue;
-      const rc = worker.send(conn);
-      if (rc >= 0) {
-        this.#next.set(label, (start + i + 1) % n);
-        conn.release();
-        this.#metrics.handoff(conn.protocol, label, Number(process.hrtime.bigint() - conn.acceptedAt) / 1e9);
-        return true;
-      }
-      if (rc === -EAGAIN) worker.block();
-      else worker.fail(`hand-off failed with errno ${-rc}`);
-      // A failed worker may have left the list: start over on what remains.
-      if (list !== this.#workers.get(label) || list.length !== n) return this.#handoff(label, conn);
+      worker.send(conn);
+      this.#next.set(label, (start + i + 1) % n);
+      return true;
     }
     return false;
   }
 
-  #enqueue(label: string, conn: Connection): void {
+  /** Queues `conn` last (or `first`), or resets it past the queue's bounds. */
+  #enqueue(label: string, conn: Connection, first = false): void {
     let waiting = this.#waiting.get(label);
     if (this.#queue.timeoutMs <= 0 || this.#queue.size <= 0 || (waiting?.length ?? 0) >= this.#queue.size) {
       conn.reset();
@@ -236,7 +248,11 @@ export class Registry {
     }
     if (waiting === undefined) this.#waiting.set(label, (waiting = new Waiting()));
     conn.deadline = performance.now() + this.#queue.timeoutMs;
-    waiting.items.push(conn);
+    // The queue expires from its head: a connection put first must not outlast those behind it.
+    const head = waiting.peek();
+    if (first && head !== undefined) conn.deadline = Math.min(conn.deadline, head.deadline);
+    if (first) waiting.unshift(conn);
+    else waiting.items.push(conn);
     this.#queueChanged(label, waiting);
   }
 

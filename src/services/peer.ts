@@ -2,20 +2,20 @@ import { type Logger } from 'pino';
 import { DispatcherError } from '../errors.js';
 import { type Connection } from '../handoff/connection.js';
 import { type Metrics } from '../metrics/metrics.js';
+import { type Protocol } from '../bindings/binding.js';
 import { BURST_BUFFER, EAGAIN, EMSGSIZE, MAX_FDS, native, READABLE, type WatchHandle, WRITABLE } from '../native/index.js';
-import { ACCEPT, addressText, portAt } from '../native/records.js';
+import { ACCEPT } from '../native/records.js';
 import { type Policy } from '../registry/policy.js';
 import { type OutgoingDatagram, type Registry, type Worker } from '../registry/registry.js';
 import { type LogThrottle } from './log-throttle.js';
 import {
   decodeWorkerMessage,
   encode,
-  addressedHeader,
   BINARY_VERSION,
   type BinaryReply,
-  encodeHeader,
+  connectionPrefix,
   MAX_DATAGRAM_MESSAGE,
-  MAX_MESSAGE,
+  MAX_WINDOW,
   type DaemonMessage,
   type Endpoint,
   type ReplyHeader,
@@ -68,6 +68,8 @@ export interface PeerHooks {
 // Reads are synchronous, so every peer can read into the same buffers.
 const received = new Uint8Array(MAX_DATAGRAM_MESSAGE);
 const receivedFds = new Int32Array(MAX_FDS + 1);
+// A flush copies its connections' records here: a worker takes at most its window, and flushes run one at a time.
+const outgoing = new Int32Array(MAX_WINDOW * ACCEPT.SIZE);
 
 /** One connection on the services socket: unregistered, then a worker of one label. */
 export class Peer implements Worker {
@@ -84,6 +86,10 @@ export class Peer implements Worker {
   #blocked = false;
   /** Answers to reply-socket requests that did not fit the worker's socket buffer: sent when it drains. */
   readonly #answers: { message: Uint8Array; fd: number }[] = [];
+  /** Connections taken this turn: sent together (one sendmmsg) once the turn's JavaScript has run. */
+  #pending: Connection[] = [];
+  /** Connection headers up to the client's address, per protocol (connectionPrefix). */
+  readonly #prefixes: Partial<Record<Protocol, Uint8Array>> = {};
   #draining = false;
   #closed = false;
   readonly #fd: number;
@@ -119,13 +125,55 @@ export class Peer implements Worker {
     return this.#draining;
   }
 
-  send(conn: Connection): number {
-    const rc = native.sendFd(this.#fd, connectionHeader(this.label, conn), conn.fd);
-    if (rc >= 0) {
-      this.inflight++;
-      this.handoffs++;
+  send(conn: Connection): void {
+    this.inflight++;
+    // A microtask runs once the callback that took the connection (an accept batch, an ack's drain) returns.
+    if (this.#pending.push(conn) === 1) queueMicrotask(this.#flush);
+  }
+
+  readonly #flush = (): void => {
+    try {
+      this.#sendPending();
+    } catch (err) {
+      // Whatever went wrong, the connections go back to the registry with the worker's close.
+      this.#options.log.error({ worker: this.id, error: (err as Error).stack }, 'hand-off failed');
+      this.close();
     }
-    return rc;
+  };
+
+  /**
+   * Sends the connections taken, in order: those that went are counted as handed off (the addon closed the
+   * daemon's copies); the rest, from a full socket (block until writable) or a failed one, go back to the
+   * registry, first in line for another worker or the queue.
+   */
+  #sendPending(): void {
+    const conns = this.#pending;
+    while (conns.length > 0) {
+      const protocol = conns[0]!.protocol;
+      let n = 1;
+      while (n < conns.length && conns[n]!.protocol === protocol) n++;
+      for (let i = 0; i < n; i++) outgoing.set(conns[i]!.record, i * ACCEPT.SIZE);
+      const prefix = (this.#prefixes[protocol] ??= connectionPrefix(this.label, protocol));
+      const rc = native.sendConnections(this.#fd, prefix, outgoing, n);
+      const sent = Math.max(rc, 0);
+      const now = process.hrtime.bigint();
+      for (let i = 0; i < sent; i++) {
+        const c = conns[i]!;
+        this.#options.metrics.handoff(c.protocol, this.label, Number(now - c.acceptedAt) / 1e9);
+      }
+      this.handoffs += sent;
+      if (sent === n) {
+        conns.splice(0, n);
+        continue;
+      }
+      this.#pending = [];
+      this.inflight -= conns.length - sent;
+      // A part-way stop is a full buffer; another error shows on the next send.
+      if (rc >= 0 || rc === -EAGAIN) this.block();
+      else this.fail(`hand-off failed with errno ${-rc}`);
+      this.#options.registry.returned(this.label, conns.slice(sent));
+      return;
+    }
   }
 
   sendDatagram(datagram: OutgoingDatagram): number {
@@ -163,6 +211,10 @@ export class Peer implements Worker {
     this.#hooks.closed(this.registered);
     if (this.registered) {
       this.#options.registry.remove(this);
+      const unsent = this.#pending;
+      this.#pending = [];
+      this.inflight -= unsent.length;
+      if (unsent.length > 0) this.#options.registry.returned(this.label, unsent);
       this.#options.log.info({ worker: this.id, label: this.label, worker_pid: this.pid, handoffs: this.handoffs }, 'worker left');
     }
   }
@@ -306,6 +358,10 @@ export class Peer implements Worker {
   }
 
   #send(message: DaemonMessage): void {
+    // After the connections taken: "drained" promises that every hand-off came before it. A failed flush
+    // closes the peer, and its descriptor number may be another socket's by now.
+    this.#flush();
+    if (this.#closed) return;
     native.sendFd(this.#fd, encode(message), -1);
   }
 
@@ -318,22 +374,4 @@ export class Peer implements Worker {
     this.#send({ type: 'error', code, message });
     this.close();
   }
-}
-
-// One header at a time: headers are encoded and sent synchronously.
-const headerBuffer = new Uint8Array(MAX_MESSAGE);
-
-/** The header a worker receives with a connection's descriptor. */
-function connectionHeader(label: string, conn: Connection): Uint8Array {
-  const r = conn.record;
-  const header = addressedHeader(
-    'connection',
-    label,
-    conn.protocol,
-    addressText(r, ACCEPT.PEER),
-    portAt(r, ACCEPT.PEER),
-    addressText(r, ACCEPT.LOCAL),
-    portAt(r, ACCEPT.LOCAL),
-  );
-  return encodeHeader(headerBuffer, header);
 }

@@ -342,9 +342,13 @@ export function addressedHeader(
   return `{"type":"${type}","label":"${label}","protocol":"${protocol}","client":{"address":"${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}`;
 }
 
-/** `header` alone (a connection's), in `out`'s memory. */
-export function encodeHeader(out: Uint8Array, header: string): Uint8Array {
-  return out.subarray(0, encoder.encodeInto(header, out).written);
+/**
+ * A connection header up to its client's address, which the addon completes per connection from the accept
+ * record (sendConnections writes the addresses as formatAddress does): the same JSON as addressedHeader's,
+ * with no text built per hand-off.
+ */
+export function connectionPrefix(label: string, protocol: string): Uint8Array {
+  return encoder.encode(`{"type":"connection","label":"${label}","protocol":"${protocol}","client":{"address":"`);
 }
 
 /** `header`, a newline and `payload` (a datagram or reply), in `out`'s memory. */
