@@ -15,17 +15,15 @@ export interface BindingJSON {
 const LABEL = /^[A-Za-z0-9._-]{1,64}$/;
 
 /**
- * `(protocol, prefix, port) -> label`. The prefix is held as four int32 fields rather than an array: at a
- * million bindings a typed array per binding would cost more than the binding itself.
+ * `(protocol, prefix, port) -> label`. A daemon may hold a million of these, so each is six fields: the
+ * label, the protocol, family, length and port packed in one small integer (four fields of their own cost
+ * 24 bytes more per binding), and the prefix as four int32 fields rather than an array (a typed array per
+ * binding would cost more than the binding itself).
  */
 export class Binding {
   readonly label: string;
-  readonly protocol: Protocol;
-  readonly family: Family;
-  /** Prefix length in bits. */
-  readonly length: number;
-  /** 0 means every port. */
-  readonly port: number;
+  // bit 0: udp; bit 1: IPv6; bits 2-9: length; bits 10-25: port.
+  readonly #meta: number;
   readonly #w0: number;
   readonly #w1: number;
   readonly #w2: number;
@@ -33,14 +31,29 @@ export class Binding {
 
   constructor(label: string, protocol: Protocol, family: Family, words: ArrayLike<number>, length: number, port: number) {
     this.label = label;
-    this.protocol = protocol;
-    this.family = family;
-    this.length = length;
-    this.port = port;
+    this.#meta = (protocol === 'tcp' ? 0 : 1) | (family === 4 ? 0 : 2) | (length << 2) | (port << 10);
     this.#w0 = words[0]! | 0;
     this.#w1 = family === 6 ? words[1]! | 0 : 0;
     this.#w2 = family === 6 ? words[2]! | 0 : 0;
     this.#w3 = family === 6 ? words[3]! | 0 : 0;
+  }
+
+  get protocol(): Protocol {
+    return (this.#meta & 1) === 0 ? 'tcp' : 'udp';
+  }
+
+  get family(): Family {
+    return (this.#meta & 2) === 0 ? 4 : 6;
+  }
+
+  /** Prefix length in bits. */
+  get length(): number {
+    return (this.#meta >>> 2) & 255;
+  }
+
+  /** 0 means every port. */
+  get port(): number {
+    return this.#meta >>> 10;
   }
 
   /** Word `i` of the (masked) prefix address, unsigned. */

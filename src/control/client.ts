@@ -119,6 +119,9 @@ export class ControlClient {
       const req = request(
         {
           socketPath: this.socketPath,
+          // A connection of its own: a pooled keep-alive one may have been closed by the daemon (after 5 s
+          // idle) while this process was too busy to see it, and a body written into it fails with EPIPE.
+          agent: false,
           method,
           path: `${API_PREFIX}${path}${qs}`,
           headers:

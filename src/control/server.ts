@@ -70,7 +70,15 @@ export interface ControlServerOptions {
    * cannot make the daemon hold more than this (about twice over, text and buffer) however many it opens.
    */
   maxBufferedBytes?: number;
+  /**
+   * Called once the reply to a request with a body of LARGE_BODY bytes or more is sent (or its client gone):
+   * from then on what the request left (its text, the parsed bindings, the reply) is garbage.
+   */
+  afterLargeBody?: () => void;
 }
+
+/** A bindings file of about 60,000 bindings. */
+const LARGE_BODY = 4 * 1024 * 1024;
 
 /** A body that is one JSON object (a binding, an upstream) is small: a bigger one is refused early. */
 const OBJECT_BODY_MAX = 64 * 1024;
@@ -142,7 +150,18 @@ export function createControlServer(handlers: ControlHandlers, options: ControlS
   const maxBody = options.maxBodyBytes ?? 128 * 1024 * 1024;
   const budget = new BodyBudget(options.maxBufferedBytes ?? maxBody + 64 * 1024 * 1024);
   const server = createServer((req, res) => {
-    route(handlers, req, { max: maxBody, hold: budget.open(res) }).then(
+    const hold = budget.open(res);
+    let bodyBytes = 0;
+    const { afterLargeBody } = options;
+    if (afterLargeBody !== undefined) res.once('close', () => bodyBytes >= LARGE_BODY && afterLargeBody());
+    const limits: BodyLimits = {
+      max: maxBody,
+      hold: (total) => {
+        hold(total);
+        bodyBytes = total;
+      },
+    };
+    route(handlers, req, limits).then(
       (body) => reply(res, 200, body),
       (err: unknown) => {
         if (err instanceof HttpError) return reply(res, err.status, errorBody(err.code, err.message));

@@ -3,6 +3,7 @@ import { unlink } from 'node:fs/promises';
 import { type Logger } from 'pino';
 import { type ControlHandlers, createControlServer, listenFd } from '../control/server.js';
 import { type Metrics } from '../metrics/metrics.js';
+import { collectSoon } from '../store/memory.js';
 import { type MetricsServer, serveMetrics } from '../metrics/server.js';
 import { native, READABLE, type WatchHandle } from '../native/index.js';
 import { CREDENTIAL, credentialAt } from '../native/records.js';
@@ -39,7 +40,7 @@ export class Endpoints {
 
   constructor(options: EndpointOptions) {
     this.#o = options;
-    this.#control = createControlServer(options.handlers);
+    this.#control = createControlServer(options.handlers, { afterLargeBody: collectSoon });
   }
 
   /**
