@@ -361,21 +361,18 @@ pipes:
   return rc;
 }
 
-// relay(a, b, callback(bytesAtoB, bytesBtoA, status), timeoutMs?, header?): 0, then copies both ways until
-// both directions end or one fails, closes a and b (they are the relay's now) and calls back with status 0,
-// or 1 for a failure. Or -errno (EMFILE: no descriptors for the pipes), and a and b are still the caller's;
-// the callback is never called. a and b must be non-blocking (the daemon's accepted and connected sockets are).
-// With timeoutMs (>= 0), b's connect is under way: once it is made, `header` (a Uint8Array, may be empty) is
-// sent and the relay begins. If it fails first, b is closed, a is the caller's again and the status says
-// why: TIMED_OUT, HEADER_UNSENT or the connect's -errno.
+// relay(a, b, callback(bytesAtoB, bytesBtoA, status), timeoutMs, header): 0, or -errno (EMFILE: no
+// descriptors for the pipes) and a and b are still the caller's, the callback never called. b's connect is
+// under way (connectStream): once it is made within timeoutMs, `header` (a Uint8Array, may be empty) is sent
+// and the relay copies both ways until both directions end or one fails, closes a and b (they are the
+// relay's now) and calls back with status 0, or 1 for a failure. If the connect fails first, b is closed, a
+// is the caller's again and the status says why: TIMED_OUT, HEADER_UNSENT or the connect's -errno. a and b
+// must be non-blocking (the daemon's accepted and connected sockets are).
 napi_value Relay(napi_env env, napi_callback_info info) {
   int32_t fa, fb, timeout_ms = 0;
   napi_value callback;
   array_t header = {NULL, 0};
-  size_t argc = 0;
-  CHECK(napi_get_cb_info(env, info, &argc, NULL, NULL, NULL));
-  if (!args_parse(env, info, "relay(a, b, callback, timeoutMs, header)", argc > 3 ? "iifiu" : "iif", &fa, &fb, &callback, &timeout_ms, &header, 0))
-    return NULL;
+  if (!args_parse(env, info, "relay(a, b, callback, timeoutMs, header)", "iifiu", &fa, &fb, &callback, &timeout_ms, &header, 0)) return NULL;
   if (timeout_ms < 0) return args_invalid(env, "relay(a, b, callback, timeoutMs, header)", 3);
   if (header.length > MAX_HEADER) return args_invalid(env, "relay(a, b, callback, timeoutMs, header)", 4);
   if (fa < 0 || fb < 0) return int_value(env, -EBADF);
@@ -397,10 +394,8 @@ napi_value Relay(napi_env env, napi_callback_info info) {
     if (hub->relays == 0) uv_timer_start(&hub->idle, hub_release, IDLE_MS, 0);
     return int_value(env, rc);
   }
-  if (argc > 3) {
-    if (header.length > 0) memcpy(r->header, header.data, header.length);
-    r->header_len = header.length;
-    wait_connect(r, uv_now(loop), timeout_ms);
-  }
+  if (header.length > 0) memcpy(r->header, header.data, header.length);
+  r->header_len = header.length;
+  wait_connect(r, uv_now(loop), timeout_ms);
   return int_value(env, 0);
 }

@@ -59,15 +59,12 @@ interface Addon {
    */
   setBufferSizes(fd: number, receive: number, send: number): [number, number] | number;
   /**
-   * Copies a <-> b with splice(2) until both directions end or one fails: 0, and a and b are the relay's.
-   * Or -errno (-EMFILE: no descriptors for its pipes): a and b are still the caller's, `done` never runs.
-   * Both must be non-blocking.
-   */
-  relay(a: number, b: number, done: (bytesAtoB: number, bytesBtoA: number, failed: number) => void): number;
-  /**
-   * The same with b's connect under way (connectStream): the relay waits for it at most `timeoutMs`, sends
-   * `header` (up to 108 bytes, may be empty) and only then reads a. If the connect fails first, b is closed, a is
-   * the caller's again and `done`'s status says why: RELAY_TIMED_OUT, RELAY_HEADER_UNSENT or the connect's -errno.
+   * Copies a <-> b with splice(2) once b's connect (connectStream) is made: the relay waits for it at most
+   * `timeoutMs`, sends `header` (up to 108 bytes, may be empty) and only then reads a. 0, and a and b are the
+   * relay's until `done` (status 0, or 1 for a failure); or -errno (-EMFILE: no descriptors for its pipes): a
+   * and b are still the caller's, `done` never runs. If the connect fails first, b is closed, a is the
+   * caller's again and `done`'s status says why: RELAY_TIMED_OUT, RELAY_HEADER_UNSENT or the connect's
+   * -errno. Both must be non-blocking.
    */
   relay(
     a: number,
