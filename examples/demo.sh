@@ -14,7 +14,8 @@ dispatcher() { node bin/dispatcher "$@"; }
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$RUN"; }
 trap cleanup EXIT
 
-dispatcher daemon --state-dir "$RUN/state" --services "$DISPATCHER_SERVICES" 2>"$RUN/daemon.log" &
+# The daemon itself, not the function around it, is the job: the cleanup kills jobs by their pid.
+node bin/dispatcher daemon --state-dir "$RUN/state" --services "$DISPATCHER_SERVICES" 2>"$RUN/daemon.log" &
 until dispatcher status >/dev/null 2>&1; do sleep 0.1; done
 node examples/hello-service.mjs web &
 node examples/hello-service.mjs api &

@@ -29,7 +29,8 @@ start_etcd
 export DISPATCHER_STORE=etcd://127.0.0.1:$PORT/dispatcher/demo
 
 host() { # NAME ADDRESS: a daemon following the store, and a web service registered with it
-  dispatcher daemon --store "$DISPATCHER_STORE" --host-name "$1" --listen-address "$2" --state-dir "$RUN/$1" \
+  # The daemon itself, not the function around it, is the job: the cleanup kills jobs by their pid.
+  node bin/dispatcher daemon --store "$DISPATCHER_STORE" --host-name "$1" --listen-address "$2" --state-dir "$RUN/$1" \
     --control "$RUN/$1.sock" --services "$RUN/$1-services.sock" 2>"$RUN/$1.log" &
   until dispatcher status --control "$RUN/$1.sock" >/dev/null 2>&1; do sleep 0.1; done
   node examples/hello-service.mjs web "$RUN/$1-services.sock" >/dev/null &
