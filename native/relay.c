@@ -274,17 +274,13 @@ static void wait_connect(relay_t *r, uint64_t now, int32_t timeout_ms) {
 // An event of socket a (side 0) or b (side 1), its pointer's low bit: a relay is malloc'd, so aligned.
 static void relay_pump(relay_t *r, int side, uint32_t events) {
   if (r->finished) return;
-  if (r->connecting && side == 0) {
-    // The client's edges are kept for when the upstream is ready.
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) r->ab.readable = 1;
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) r->ba.writable = 1;
-    return;
-  }
-  if (r->connecting && connected(r, events) < 0) return;
+  if (r->connecting && side == 1 && connected(r, events) < 0) return;
   direction_t *out = side ? &r->ba : &r->ab, *in = side ? &r->ab : &r->ba;
   // An error or hang-up is read from the splices.
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) out->readable = 1;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) in->writable = 1;
+  // The client's edges are kept for when the upstream is ready.
+  if (r->connecting) return;
   if (pump(&r->ab, r->ba.done) < 0 || pump(&r->ba, r->ab.done) < 0) return relay_finish(r, 0, 1);
   if (r->ab.done && r->ba.done) relay_finish(r, 0, 0);
 }
