@@ -324,6 +324,10 @@ export function encode(message: WorkerMessage | DaemonMessage): Uint8Array {
   return encoder.encode(JSON.stringify(message));
 }
 
+/** An addressed header up to its client's address. */
+const addressedPrefix = (type: string, label: string, protocol: string): string =>
+  `{"type":"${type}","label":"${label}","protocol":"${protocol}","client":{"address":"`;
+
 /**
  * The header of a connection or datagram message. The hot-path messages are written by hand: a hand-off or
  * datagram runs once per connection or packet, and JSON.stringify of a nested object costs more than the
@@ -339,7 +343,7 @@ export function addressedHeader(
   local: string,
   localPort: number,
 ): string {
-  return `{"type":"${type}","label":"${label}","protocol":"${protocol}","client":{"address":"${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}`;
+  return `${addressedPrefix(type, label, protocol)}${client}","port":${clientPort}},"local":{"address":"${local}","port":${localPort}}}`;
 }
 
 /**
@@ -348,7 +352,7 @@ export function addressedHeader(
  * with no text built per hand-off.
  */
 export function connectionPrefix(label: string, protocol: string): Uint8Array {
-  return encoder.encode(`{"type":"connection","label":"${label}","protocol":"${protocol}","client":{"address":"`);
+  return encoder.encode(addressedPrefix('connection', label, protocol));
 }
 
 /** `header`, a newline and `payload` (a datagram or reply), in `out`'s memory. */
