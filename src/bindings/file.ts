@@ -174,7 +174,7 @@ function parseEntryByEntry(text: string, source: string): Binding[] | undefined 
   if (text.charCodeAt(i) !== 0x5b) return undefined;
   i = skipSpace(text, i + 1);
   const out = new Entries(source);
-  for (let n = 0; text.charCodeAt(i) !== 0x5d || n > 0; n++) {
+  for (let n = 0; text.charCodeAt(i) !== 0x5d; n++) {
     if (n > 0) {
       if (text.charCodeAt(i) !== 0x2c) return undefined;
       i = skipSpace(text, i + 1);
@@ -190,7 +190,6 @@ function parseEntryByEntry(text: string, source: string): Binding[] | undefined 
       return undefined;
     }
     i = skipSpace(text, end);
-    if (text.charCodeAt(i) === 0x5d) break;
   }
   i = skipSpace(text, i + 1);
   if (text.charCodeAt(i) !== 0x7d || skipSpace(text, i + 1) !== text.length) return undefined;
