@@ -1,8 +1,9 @@
 import t from 'tap';
 import { formatAddress, parseAddress } from '../src/bindings/address.js';
 import { type Binding } from '../src/bindings/binding.js';
+import { compareForList } from '../src/bindings/order.js';
 import { Table } from '../src/table/table.js';
-import { bind, rng } from './helpers/bindings.js';
+import { bind, randomBindings, rng } from './helpers/bindings.js';
 
 const label = (table: Table, protocol: 'tcp' | 'udp', ip: string, port: number): string | undefined =>
   table.lookup(protocol, ip, port)?.label;
@@ -106,6 +107,40 @@ t.test('diff reports added, removed and relabelled bindings', async (t) => {
   t.same(d.added.map(String).sort(), ['tcp 2001:db8::/48 port 0 (every port) -> d', 'udp 192.0.2.0/24 port 53 -> B']);
   t.same(d.removed.map(String).sort(), ['tcp 2001:db8::/32 port 0 (every port) -> c', 'udp 192.0.2.0/24 port 53 -> b']);
   t.same(before.diff(before), { added: [], removed: [] });
+});
+
+t.test('randomized: diff is what a key-by-key comparison says, in list order, between rebuilt and derived snapshots', async (t) => {
+  const rand = rng(156);
+  const describe = (bs: readonly Binding[]): string[] => bs.map(String);
+  for (let round = 0; round < 60; round++) {
+    const universe = randomBindings(rand, 300);
+    const before = universe.filter(() => rand() < 0.6);
+    // The next set: some kept, some gone, some relabelled, some new.
+    const after = universe.flatMap((b) => {
+      const r = rand();
+      if (r < 0.4) return [b];
+      if (r < 0.5) return [b.withLabel(`${b.label}x`)];
+      return r < 0.7 ? [] : [b];
+    });
+    const old = new Map(before.map((b) => [b.key(), b]));
+    const now = new Map(after.map((b) => [b.key(), b]));
+    const expectAdded = after.filter((b) => old.get(b.key())?.label !== b.label).sort(compareForList);
+    const expectRemoved = before.filter((b) => now.get(b.key())?.label !== b.label).sort(compareForList);
+    const d = Table.from(before).diff(Table.from(after));
+    t.same(describe(d.added), describe(expectAdded), `round ${round}: added`);
+    t.same(describe(d.removed), describe(expectRemoved), `round ${round}: removed`);
+    // A snapshot derived by with/without shares the groups it did not touch: those are skipped, not missed.
+    const base = Table.from(before);
+    let derived = base;
+    for (const b of universe.filter(() => rand() < 0.03)) {
+      const had = derived.find(b);
+      derived = had !== undefined && rand() < 0.5 ? derived.without(had) : derived.with(b.withLabel(`${b.label}y`)).table;
+    }
+    const rebuilt = Table.from(before).diff(Table.from(derived.bindings()));
+    const shared = base.diff(derived);
+    t.same(describe(shared.added), describe(rebuilt.added), `round ${round}: derived, added`);
+    t.same(describe(shared.removed), describe(rebuilt.removed), `round ${round}: derived, removed`);
+  }
 });
 
 t.test('ports lists the ports bindings name', async (t) => {

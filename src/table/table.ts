@@ -198,11 +198,27 @@ export class Table {
     return found ? list[at] : undefined;
   }
 
-  /** What changes when this table is replaced by `next`; a relabelled binding is removed and added. */
+  /**
+   * What changes when this table is replaced by `next`, each list in the list order; a relabelled binding is
+   * removed and added. Groups are walked side by side in their own order, skipping those the two snapshots
+   * share, so only what changed is sorted: loading a file of 100,000 bindings that changes ten sorts ten.
+   */
   diff(next: Table): Diff {
-    const added = next.bindings().filter((b) => this.find(b)?.label !== b.label);
-    const removed = this.bindings().filter((b) => next.find(b)?.label !== b.label);
-    return { added, removed };
+    const added: Binding[] = [];
+    const removed: Binding[] = [];
+    for (let p = 0; p < this.#spaces.length; p++) {
+      for (let f = 0; f < 2; f++) {
+        const mine = this.#spaces[p]![f]!;
+        const theirs = next.#spaces[p]![f]!;
+        if (mine === theirs) continue;
+        for (let port = 0; port < PORTS; port++) {
+          const a = mine[port];
+          const b = theirs[port];
+          if (a !== b) groupChanges(a?.bindings ?? [], b?.bindings ?? [], added, removed);
+        }
+      }
+    }
+    return { added: added.sort(compareForList), removed: removed.sort(compareForList) };
   }
 
   /** Ports that at least one binding of `protocol` names, ascending (0 included if any port-0 binding). */
@@ -251,6 +267,25 @@ function compareInGroup(a: Binding, b: Binding): number {
     if (x !== y) return x < y ? -1 : 1;
   }
   return a.length - b.length;
+}
+
+/** The two sorted lists of one group merged: what only one has, or has under another label. */
+function groupChanges(old: readonly Binding[], now: readonly Binding[], added: Binding[], removed: Binding[]): void {
+  let i = 0;
+  let j = 0;
+  while (i < old.length || j < now.length) {
+    const order = i === old.length ? 1 : j === now.length ? -1 : compareInGroup(old[i]!, now[j]!);
+    if (order < 0) removed.push(old[i++]!);
+    else if (order > 0) added.push(now[j++]!);
+    else {
+      const was = old[i++]!;
+      const is = now[j++]!;
+      if (was.label !== is.label) {
+        removed.push(was);
+        added.push(is);
+      }
+    }
+  }
 }
 
 function search(list: readonly Binding[], b: Binding): { found: boolean; at: number } {
