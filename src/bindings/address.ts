@@ -52,7 +52,10 @@ function ipv6ToWords(text: string): Uint32Array {
     if (c === 0x3a) {
       if (digits > 0) groups[n++] = value;
       value = digits = 0;
-      if (text.charCodeAt(i + 1) === 0x3a) [gap, i] = [n, i + 1];
+      if (text.charCodeAt(i + 1) === 0x3a) {
+        gap = n;
+        i++;
+      }
     } else if (c === 0x2e) {
       const quad = ipv4ToWord(text.slice(text.lastIndexOf(':') + 1));
       groups[n++] = quad >>> 16;
