@@ -179,17 +179,17 @@ function parseEntryByEntry(text: string, source: string): Binding[] | undefined 
       if (text.charCodeAt(i) !== 0x2c) return undefined;
       i = skipSpace(text, i + 1);
     }
-    const end = flatObjectEnd(text, i);
-    if (end < 0) return undefined;
-    const entryText = text.slice(i, end);
+    const object = flatObjectAt(text, i);
+    if (object === undefined) return undefined;
     try {
-      const entry: unknown = JSON.parse(entryText);
-      if (keysInText(entryText) !== keysInValue(entry)) return undefined;
+      const entry: unknown = JSON.parse(text.slice(i, object.end));
+      // Fewer keys parsed than written: JSON.parse kept the last of a duplicate.
+      if (!isObject(entry) || Object.keys(entry).length !== object.keys) return undefined;
       out.add(entry, n);
     } catch {
       return undefined;
     }
-    i = skipSpace(text, end);
+    i = skipSpace(text, object.end);
   }
   i = skipSpace(text, i + 1);
   if (text.charCodeAt(i) !== 0x7d || skipSpace(text, i + 1) !== text.length) return undefined;
@@ -202,16 +202,22 @@ function skipSpace(text: string, i: number): number {
   return i;
 }
 
-/** The offset past the object that starts at `i`, or -1 if there is none or it holds an object or array. */
-function flatObjectEnd(text: string, i: number): number {
-  if (text.charCodeAt(i) !== 0x7b) return -1;
+/**
+ * Where the object that starts at `i` ends and how many keys its text names (strings followed by a colon),
+ * in one pass; undefined if there is none or it holds an object or array.
+ */
+function flatObjectAt(text: string, i: number): { end: number; keys: number } | undefined {
+  if (text.charCodeAt(i) !== 0x7b) return undefined;
+  let keys = 0;
   for (i++; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c === 0x7d) return i + 1;
-    if (c === 0x7b || c === 0x5b) return -1;
-    if (c === 0x22) for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    if (c === 0x7d) return { end: i + 1, keys };
+    if (c === 0x7b || c === 0x5b) return undefined;
+    if (c !== 0x22) continue;
+    for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    if (text.charCodeAt(skipSpace(text, i + 1)) === 0x3a) keys++;
   }
-  return -1;
+  return undefined;
 }
 
 /**
