@@ -103,9 +103,12 @@ export async function allServe(members: readonly Member[], revision: number, ms 
   return performance.now() - started;
 }
 
-/** The label of the worker a real connection to `member`'s listener on `port` was handed to, and its pid. */
+/**
+ * The label of the worker a real connection to `member`'s listener on `port` was handed to, and its pid.
+ * The wait allows for a daemon applying a 100k load on a loaded machine (seconds of one busy turn).
+ */
 export async function servedBy(member: Member, port: number): Promise<{ label: string; pid: number }> {
-  const { label, pid } = await request(member.address, port, { timeoutMs: 5_000 });
+  const { label, pid } = await request(member.address, port, { timeoutMs: 20_000 });
   return { label, pid };
 }
 
