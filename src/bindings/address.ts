@@ -23,7 +23,7 @@ export function parseAddress(text: string, mapped: 'as-ipv4' | 'refuse' = 'as-ip
     throw new DispatcherError('ERR_ADDRESS', `"${text}" is not an IPv4 or IPv6 address`);
   }
   const words = ipv6ToWords(text);
-  if (words[0] === 0 && words[1] === 0 && words[2] === 0xffff) {
+  if (isIPv4Mapped(words)) {
     if (mapped === 'refuse') {
       const v4 = formatAddress(4, [words[3]!]);
       throw new DispatcherError('ERR_ADDRESS', `"${text}" is an IPv4-mapped IPv6 address; write it as IPv4 (${v4})`);
@@ -31,6 +31,11 @@ export function parseAddress(text: string, mapped: 'as-ipv4' | 'refuse' = 'as-ip
     return { family: 4, words: Uint32Array.of(words[3]!) };
   }
   return { family: 6, words };
+}
+
+/** IPv6 words of the form ::ffff:a.b.c.d, the form a dual-stack socket gives an IPv4 peer in. */
+export function isIPv4Mapped(words: ArrayLike<number>): boolean {
+  return words[0] === 0 && words[1] === 0 && words[2] === 0xffff;
 }
 
 // Reused by ipv6ToWords: it runs synchronously, once per call.

@@ -1,3 +1,4 @@
+import { isIPv4Mapped } from '../bindings/address.js';
 import { parseLabel } from '../bindings/binding.js';
 import { DispatcherError } from '../errors.js';
 
@@ -226,8 +227,7 @@ function binaryEndpoint(view: DataView, family: number, at: number, port: number
   if (family === 4 && (words[1] !== 0 || words[2] !== 0 || words[3] !== 0))
     throw protocolError(`the binary header's ${name} address is IPv4 with bytes after its first 4`);
   // An IPv4-mapped IPv6 address is the IPv4 one, as parseAddress reads it in a JSON header.
-  if (family === 6 && words[0] === 0 && words[1] === 0 && words[2] === 0xffff)
-    return { family: 4, words: Uint32Array.of(words[3]!, 0, 0, 0), port };
+  if (family === 6 && isIPv4Mapped(words)) return { family: 4, words: Uint32Array.of(words[3]!, 0, 0, 0), port };
   return { family, words, port };
 }
 
