@@ -74,12 +74,21 @@ function keysInText(text: string): number {
   let keys = 0;
   for (let i = 0; i < text.length; i++) {
     if (text.charCodeAt(i) !== 0x22) continue;
-    for (i++; text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
-    let j = i + 1;
-    for (let c = text.charCodeAt(j); c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09; c = text.charCodeAt(++j));
-    if (text.charCodeAt(j) === 0x3a) keys++;
+    i = stringEnd(text, i);
+    if (namesKey(text, i)) keys++;
   }
   return keys;
+}
+
+/** The offset of the quote that closes the string opening at `i` (the text's length if none does). */
+function stringEnd(text: string, i: number): number {
+  for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+  return i;
+}
+
+/** Whether the string closed at `quote` is a key: a colon follows it. */
+function namesKey(text: string, quote: number): boolean {
+  return text.charCodeAt(skipSpace(text, quote + 1)) === 0x3a;
 }
 
 /** Object keys in a parsed value. A loop, not recursion: a hostile body nests 100k deep. */
@@ -214,8 +223,8 @@ function flatObjectAt(text: string, i: number): { end: number; keys: number } | 
     if (c === 0x7d) return { end: i + 1, keys };
     if (c === 0x7b || c === 0x5b) return undefined;
     if (c !== 0x22) continue;
-    for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
-    if (text.charCodeAt(skipSpace(text, i + 1)) === 0x3a) keys++;
+    i = stringEnd(text, i);
+    if (namesKey(text, i)) keys++;
   }
   return undefined;
 }
